@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install what vtpm-cuse and its tests need on a Debian machine, and create .venv.
+# Idempotent: a second run only checks.  Runs as root (apt-get) or with sudo available.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  python3 python3-venv python3-dev gcc pkg-config   # the virtualenv and tpm2-pytss's build
+  libtss2-dev                                       # tpm2-pytss (independent TPM structure decoder)
+  tpm2-tools swtpm swtpm-tools                      # real clients and the reference TPM
+  qemu-system-x86 busybox-static cpio               # the real-kernel CUSE VM harness
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  /usr/bin/python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'

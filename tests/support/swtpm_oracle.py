@@ -1,0 +1,76 @@
+"""Debian's swtpm (libtpms) as a reference TPM for comparison tests.
+
+Starts ``swtpm socket --tpm2`` on free loopback ports and sends raw command
+bytes; tests run the same bytes against our engine and compare response
+codes where the specification leaves room for doubt.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError(f"swtpm closed the connection after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
+class SwtpmOracle:
+    def __init__(self) -> None:
+        if shutil.which("swtpm") is None:
+            raise RuntimeError("Debian's swtpm is not installed (apt-get install swtpm)")
+        self.dir = tempfile.mkdtemp(prefix="swtpm-oracle-")
+        self.port = free_port()
+        self.ctrl_port = free_port()
+        self.proc = subprocess.Popen(
+            ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={self.dir}",
+             "--server", f"type=tcp,port={self.port},bindaddr=127.0.0.1",
+             "--ctrl", f"type=tcp,port={self.ctrl_port},bindaddr=127.0.0.1",
+             "--flags", "not-need-init"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"swtpm did not start: {self.proc.stderr.read()!r}")
+                time.sleep(0.05)
+
+    def execute(self, command: bytes) -> bytes:
+        self.sock.sendall(command)
+        header = _recv_exact(self.sock, 10)
+        size = int.from_bytes(header[2:6], "big")
+        return header + _recv_exact(self.sock, size - 10)
+
+    def ctrl(self, cmd: int, body: bytes = b"", reply: int = 4) -> bytes:
+        with socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=10) as s:
+            s.sendall(cmd.to_bytes(4, "big") + body)
+            return _recv_exact(s, reply)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+            self.proc.terminate()
+            self.proc.wait(5)
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            if self.proc.stderr:
+                self.proc.stderr.close()

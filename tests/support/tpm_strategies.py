@@ -1,0 +1,91 @@
+"""Hypothesis strategies derived from the marshalling declarations.
+
+Each declaration kind maps to a strategy for valid values of it, so every
+declared structure can be round-tripped without writing a strategy per type.
+"""
+
+from __future__ import annotations
+
+from functools import singledispatch
+
+from hypothesis import strategies as st
+
+from vtpm_cuse.tpm.marshal import (
+    Attributes, FixedBytes, Int, Interface, ListOf, Sized, SizedStruct, Struct, TpmType, UInt,
+)
+
+#: Keep generated lists short; the bound checks are tested separately.
+MAX_LIST = 4
+
+
+@singledispatch
+def values(t: TpmType) -> st.SearchStrategy:
+    raise NotImplementedError(f"no strategy for {t!r}")
+
+
+@values.register
+def _(t: UInt) -> st.SearchStrategy:
+    return st.integers(0, t.max)
+
+
+@values.register
+def _(t: Int) -> st.SearchStrategy:
+    return st.integers(t.min, t.max)
+
+
+@values.register
+def _(t: Interface) -> st.SearchStrategy:
+    options = [st.sampled_from(sorted(t.values))] if t.values else []
+    options += [st.integers(lo, hi) for lo, hi in t.ranges]
+    if t.allow_null:
+        options.append(st.just(t.null))
+    return st.one_of(options)
+
+
+@values.register
+def _(t: Attributes) -> st.SearchStrategy:
+    return st.integers(0, t.max).map(lambda v: v & ~t.reserved_mask)
+
+
+@values.register
+def _(t: FixedBytes) -> st.SearchStrategy:
+    return st.binary(min_size=t.size, max_size=t.size)
+
+
+@values.register
+def _(t: Sized) -> st.SearchStrategy:
+    return st.binary(min_size=t.min_size, max_size=min(t.max_size, 80))
+
+
+@values.register
+def _(t: SizedStruct) -> st.SearchStrategy:
+    inner = values(t.inner)
+    return st.one_of(st.none(), inner) if t.allow_empty else inner
+
+
+@values.register
+def _(t: ListOf) -> st.SearchStrategy:
+    return st.lists(values(t.element), max_size=min(t.max_count, MAX_LIST))
+
+
+@values.register
+def _(t: Struct) -> st.SearchStrategy:
+    # A selector may only take values every union it selects has a member for.
+    selects: dict[str, list] = {}
+    for field in t.fields:
+        if field.selector is not None:
+            selects.setdefault(field.selector, []).append(field.type)
+
+    @st.composite
+    def build(draw):
+        fields = {}
+        for field in t.fields:
+            if field.selector is None:
+                unions = selects.get(field.name, [])
+                fields[field.name] = draw(values(field.type).filter(
+                    lambda v: all(v in u.members for u in unions)))
+            else:
+                member = field.type.members[fields[field.selector]]
+                fields[field.name] = None if member is None else draw(values(member))
+        return t(**fields)
+    return build()

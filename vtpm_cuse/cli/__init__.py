@@ -1,0 +1,1 @@
+"""Command-line entry points: the daemon (vtpm-cuse) and the control tool (vtpm-ioctl)."""

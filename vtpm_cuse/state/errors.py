@@ -1,0 +1,99 @@
+"""Exceptions of the persistence layer and the ptm result codes they carry.
+
+Every failure that a control-channel command (INIT, GET/SET_STATEBLOB,
+LOCK_STORAGE, ...) can report to a client is raised as a :class:`StateError`
+whose ``result_code`` is the number the client sees in ``ptm_res``, so the
+ioctl/socket layer never has to translate messages into codes itself.
+
+Option parsing errors (``--key``, ``--migration-key``, ``--tpmstate``) are a
+separate family (:class:`OptionError`): they happen at start-up, before any
+client exists, and end up as a one-line message on stderr.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = [
+    "PtmResult",
+    "StateError",
+    "StorageLockError",
+    "OptionError",
+    "KeyOptionError",
+    "TpmStateOptionError",
+]
+
+
+class PtmResult(IntEnum):
+    """The subset of TPM result codes the state layer reports (spec §1.5).
+
+    This mirrors ``ioctl_defs.results.PtmResult`` (same member names and
+    values); it is defined here only because that package was written
+    concurrently. The lead will replace this class by an import.
+    """
+
+    TPM_SUCCESS = 0x000
+    TPM_BAD_PARAMETER = 0x003
+    TPM_FAIL = 0x009
+    TPM_KEYNOTFOUND = 0x00D
+    TPM_IOERROR = 0x01F
+    TPM_DECRYPT_ERROR = 0x021
+    TPM_BAD_KEY_PROPERTY = 0x028
+    TPM_BAD_DATASIZE = 0x02B
+    TPM_BAD_MODE = 0x02C
+    TPM_BAD_VERSION = 0x02E
+    TPM_RETRY = 0x800
+
+
+class StateError(Exception):
+    """A persistence failure together with the ptm result code to report.
+
+    ``result_code`` is kept as a plain ``int`` compatible value (a
+    :class:`PtmResult` member when it is one of ours) so that callers can put
+    it straight into a response struct.
+    """
+
+    def __init__(self, result_code: int, message: str) -> None:
+        try:
+            code: int = PtmResult(result_code)
+        except ValueError:
+            code = int(result_code)
+        super().__init__(code, message)
+        self.result_code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.message} (TPM result 0x{int(self.result_code):x})"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(0x{int(self.result_code):x}, {self.message!r})"
+
+
+class StorageLockError(StateError):
+    """The state directory's ``.lock`` could not be opened or locked.
+
+    swtpm reports a failed LOCK_STORAGE / INIT lock as TPM_FAIL, which is the
+    default here; the socket SET_STATEBLOB path reports TPM_IOERROR instead and
+    may re-raise with that code.
+    """
+
+    def __init__(self, message: str, result_code: int = PtmResult.TPM_FAIL) -> None:
+        super().__init__(result_code, message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # args are (code, message) but __init__ takes (message, code)
+        return (type(self), (self.message, self.result_code))
+
+
+class OptionError(ValueError):
+    """A command-line option value is malformed; the message is one line and
+    names the offending value."""
+
+
+class KeyOptionError(OptionError):
+    """A ``--key`` / ``--migration-key`` value is malformed, or the key it
+    points at cannot be read or has the wrong length/format."""
+
+
+class TpmStateOptionError(OptionError):
+    """A ``--tpmstate`` value (or the ``TPM_PATH`` fallback) is unusable."""

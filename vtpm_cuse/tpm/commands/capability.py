@@ -1,0 +1,138 @@
+"""Capability commands (Part 3, clause 30): GetCapability, TestParms.
+
+Every capability is computed from the engine's own tables (commands,
+algorithms, properties, PCR attributes), so GetCapability reports exactly
+what is implemented.  Each capability is a sorted list of items keyed by the
+value ``property`` starts from; paging with moreData is the same for all.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..algorithms import ALGORITHMS, ECC_CURVES, HASHES
+from ..command import command
+from ..constants import (
+    HR_SHIFT, IMPLEMENTATION_PCR, PCR_SELECT_MAX, TPM_ALG, TPM_CAP, TPM_CC, TPM_HT, TPM_RH,
+)
+from ..errors import TPM_RC, TpmError
+from ..marshal import UINT32
+from ..parms import check_public_parms
+from ..pcrs import pcr_properties
+from ..properties import fixed_properties, variable_properties
+from ..types import (
+    MAX_CAP_ALGS, MAX_CAP_CC, MAX_CAP_HANDLES, MAX_ECC_CURVES, MAX_PCR_PROPERTIES, MAX_TAGGED_POLICIES,
+    MAX_TPM_PROPERTIES, TPM_CAP_T, TPMI_YES_NO, TPMS_ALG_PROPERTY, TPMS_CAPABILITY_DATA,
+    TPMS_PCR_SELECTION, TPMS_TAGGED_PCR_SELECT, TPMS_TAGGED_POLICY, TPMS_TAGGED_PROPERTY, TPMT_HA,
+    TPMT_PUBLIC_PARMS, selection_bytes,
+)
+
+#: Permanent handles this TPM implements (reported for TPM_HT_PERMANENT).
+PERMANENT_HANDLES = (TPM_RH.OWNER, TPM_RH.NULL, TPM_RH.PW, TPM_RH.LOCKOUT, TPM_RH.ENDORSEMENT,
+                     TPM_RH.PLATFORM, TPM_RH.PLATFORM_NV)
+
+
+def _handles(engine, start: int) -> list[tuple[int, int]]:
+    kind = start >> HR_SHIFT
+    if kind == TPM_HT.PCR:
+        found = list(range(IMPLEMENTATION_PCR))
+    elif kind == TPM_HT.PERMANENT:
+        found = list(PERMANENT_HANDLES)
+    elif kind == TPM_HT.TRANSIENT:
+        found = list(engine.volatile.sequences)
+    elif kind in (TPM_HT.NV_INDEX, TPM_HT.HMAC_SESSION, TPM_HT.POLICY_SESSION, TPM_HT.PERSISTENT):
+        found = []  # none defined or loaded
+    else:
+        raise TpmError(TPM_RC.VALUE, f"handle type 0x{kind:02x}").at_parameter(2)
+    return [(h, h) for h in sorted(found) if h >> HR_SHIFT == kind]
+
+
+def _algs(engine, start: int):
+    return [(alg, TPMS_ALG_PROPERTY(alg=alg, algProperties=attrs)) for alg, attrs in sorted(ALGORITHMS.items())]
+
+
+def _commands(engine, start: int):
+    return [(cmd.code, cmd.attributes()) for cmd in engine.table]
+
+
+def _audit(engine, start: int):
+    return [(cc, cc) for cc in sorted(engine.permanent.audit_commands)]
+
+
+def _pp(engine, start: int):
+    return []  # no implemented command needs physical presence
+
+
+def _properties(engine, start: int):
+    return [(p, TPMS_TAGGED_PROPERTY(property=p, value=v))
+            for p, v in fixed_properties(engine) + variable_properties(engine)]
+
+
+def _pcr_properties(engine, start: int):
+    return [(tag, TPMS_TAGGED_PCR_SELECT(tag=tag, pcrSelect=selection_bytes(pcrs, PCR_SELECT_MAX)))
+            for tag, pcrs in sorted(pcr_properties().items())]
+
+
+def _curves(engine, start: int):
+    return [(c, c) for c in sorted(ECC_CURVES)]
+
+
+def _auth_policies(engine, start: int):
+    perm, vol = engine.permanent, engine.volatile
+    policies = {TPM_RH.OWNER: perm.owner_policy, TPM_RH.LOCKOUT: perm.lockout_policy,
+                TPM_RH.ENDORSEMENT: perm.endorsement_policy, TPM_RH.PLATFORM: vol.platform_policy}
+    return [(h, TPMS_TAGGED_POLICY(handle=h, policyHash=TPMT_HA(hashAlg=alg, digest=digest if alg != TPM_ALG.NULL else None)))
+            for h, (alg, digest) in sorted(policies.items())]
+
+
+#: Authenticated Countdown Timer handles (TPM_RH_ACT_0..F).
+ACT_HANDLES = (0x40000110, 0x4000011F)
+
+
+def _act(engine, start: int):
+    if not ACT_HANDLES[0] <= start <= ACT_HANDLES[1]:
+        raise TpmError(TPM_RC.VALUE, f"0x{start:08x} is not an ACT handle").at_parameter(2)
+    return []  # this TPM implements no Authenticated Countdown Timers
+
+
+#: capability -> (items as (key, element) sorted by key, most elements per response)
+CAPABILITIES: dict[int, tuple[Callable[[Any, int], list], int]] = {
+    TPM_CAP.ALGS: (_algs, MAX_CAP_ALGS),
+    TPM_CAP.HANDLES: (_handles, MAX_CAP_HANDLES),
+    TPM_CAP.COMMANDS: (_commands, MAX_CAP_CC),
+    TPM_CAP.PP_COMMANDS: (_pp, MAX_CAP_CC),
+    TPM_CAP.AUDIT_COMMANDS: (_audit, MAX_CAP_CC),
+    TPM_CAP.TPM_PROPERTIES: (_properties, MAX_TPM_PROPERTIES),
+    TPM_CAP.PCR_PROPERTIES: (_pcr_properties, MAX_PCR_PROPERTIES),
+    TPM_CAP.ECC_CURVES: (_curves, MAX_ECC_CURVES),
+    TPM_CAP.AUTH_POLICIES: (_auth_policies, MAX_TAGGED_POLICIES),
+    TPM_CAP.ACT: (_act, MAX_CAP_HANDLES),
+}
+
+
+@command(TPM_CC.GetCapability, params=[("capability", TPM_CAP_T), ("property", UINT32), ("propertyCount", UINT32)],
+         response=[("moreData", TPMI_YES_NO), ("capabilityData", TPMS_CAPABILITY_DATA)], in_failure_mode=True)
+def get_capability(ctx, capability: int, property: int, propertyCount: int):
+    if capability == TPM_CAP.PCRS:
+        # The whole allocation is always returned; property and count do not apply.
+        banks = ctx.engine.permanent.pcr_allocation
+        data = [TPMS_PCR_SELECTION(hash=alg, pcrSelect=selection_bytes(banks.get(alg, []), PCR_SELECT_MAX))
+                for alg in sorted(HASHES)]
+        return {"moreData": 0, "capabilityData": TPMS_CAPABILITY_DATA(capability=capability, data=data)}
+    if capability not in CAPABILITIES:
+        raise TpmError(TPM_RC.VALUE, f"capability 0x{capability:x} not supported").at_parameter(1)
+    source, limit = CAPABILITIES[capability]
+    items = [element for key, element in source(ctx.engine, property) if key >= property]
+    count = min(propertyCount, limit)
+    return {"moreData": int(len(items) > count),
+            "capabilityData": TPMS_CAPABILITY_DATA(capability=capability, data=items[:count])}
+
+
+@command(TPM_CC.TestParms, params=[("parameters", TPMT_PUBLIC_PARMS)])
+def test_parms(ctx, parameters):
+    """Unmarshalling already rejected anything unimplemented; check the combinations left."""
+    try:
+        check_public_parms(parameters.type, parameters.parameters)
+    except TpmError as err:
+        raise err.at_parameter(1) from None
+

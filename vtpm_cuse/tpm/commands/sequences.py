@@ -1,0 +1,106 @@
+"""Hash and event sequences (Part 3, clauses 15.4 and 17): Hash,
+HashSequenceStart, SequenceUpdate, SequenceComplete, EventSequenceComplete."""
+
+from __future__ import annotations
+
+from ..algorithms import HASHES
+from ..command import AuthRole, H, command
+from ..constants import HR_TRANSIENT, MAX_LOADED_OBJECTS, TPM_ALG, TPM_CC, TPM_RH
+from ..errors import TPM_RC, TpmError
+from ..pcrs import may_extend
+from ..state import SequenceObject
+from ..tickets import TPM_GENERATED_VALUE, hashcheck_ticket
+from ..types import (
+    TPM2B_AUTH, TPM2B_DIGEST, TPM2B_MAX_BUFFER, TPMI_ALG_HASH, TPMI_DH_OBJECT, TPMI_DH_PCR,
+    TPMI_RH_HIERARCHY, TPML_DIGEST_VALUES, TPMT_HA, TPMT_TK_HASHCHECK,
+)
+
+
+def _check_hierarchy(ctx, hierarchy: int, number: int) -> None:
+    """A ticket may only come from an enabled hierarchy."""
+    vol = ctx.engine.volatile
+    enabled = {TPM_RH.OWNER: vol.sh_enable, TPM_RH.ENDORSEMENT: vol.eh_enable,
+               TPM_RH.PLATFORM: vol.ph_enable, TPM_RH.NULL: True}
+    if not enabled[hierarchy]:
+        raise TpmError(TPM_RC.HIERARCHY, f"hierarchy 0x{hierarchy:08x} disabled").at_parameter(number)
+
+
+@command(TPM_CC.Hash, params=[("data", TPM2B_MAX_BUFFER), ("hashAlg", TPMI_ALG_HASH),
+                              ("hierarchy", TPMI_RH_HIERARCHY.plus())],
+         response=[("outHash", TPM2B_DIGEST), ("validation", TPMT_TK_HASHCHECK)])
+def hash_(ctx, data: bytes, hashAlg: int, hierarchy: int):
+    _check_hierarchy(ctx, hierarchy, 3)
+    digest = HASHES[hashAlg].digest(data)
+    ticket = hashcheck_ticket(ctx.engine, hierarchy, hashAlg, digest,
+                              not data.startswith(TPM_GENERATED_VALUE))
+    return {"outHash": digest, "validation": ticket}
+
+
+def _free_transient_handle(ctx) -> int:
+    vol = ctx.engine.volatile
+    if len(vol.sequences) >= MAX_LOADED_OBJECTS:
+        raise TpmError(TPM_RC.OBJECT_MEMORY, "no free object slot")
+    handle = HR_TRANSIENT
+    while handle in vol.sequences:
+        handle += 1
+    return handle
+
+
+@command(TPM_CC.HashSequenceStart, params=[("auth", TPM2B_AUTH), ("hashAlg", TPMI_ALG_HASH.plus())],
+         response_handles=[H("sequenceHandle", TPMI_DH_OBJECT)])
+def hash_sequence_start(ctx, auth: bytes, hashAlg: int):
+    handle = _free_transient_handle(ctx)
+    algs = sorted(ctx.engine.volatile.pcrs) if hashAlg == TPM_ALG.NULL else [hashAlg]
+    ctx.engine.volatile.sequences[handle] = SequenceObject(hash_alg=hashAlg, auth=auth, algs=algs)
+    return {"sequenceHandle": handle}
+
+
+def _sequence(ctx, handle: int, number: int, *, event: bool | None = None) -> SequenceObject:
+    seq = ctx.engine.volatile.sequences.get(handle)
+    if seq is None:
+        raise TpmError(TPM_RC.HANDLE, "not a sequence object").at_handle(number)
+    if event is not None and (seq.hash_alg == TPM_ALG.NULL) != event:
+        raise TpmError(TPM_RC.MODE, "wrong kind of sequence").at_handle(number)
+    return seq
+
+
+def _append(seq: SequenceObject, buffer: bytes) -> None:
+    if seq.length == 0 and buffer.startswith(TPM_GENERATED_VALUE):
+        seq.ticket_ok = False
+    seq.update(buffer)
+
+
+@command(TPM_CC.SequenceUpdate, handles=[H("sequenceHandle", TPMI_DH_OBJECT, AuthRole.USER)],
+         params=[("buffer", TPM2B_MAX_BUFFER)])
+def sequence_update(ctx, sequenceHandle: int, buffer: bytes):
+    _append(_sequence(ctx, sequenceHandle, 1), buffer)
+
+
+@command(TPM_CC.SequenceComplete, handles=[H("sequenceHandle", TPMI_DH_OBJECT, AuthRole.USER)],
+         params=[("buffer", TPM2B_MAX_BUFFER), ("hierarchy", TPMI_RH_HIERARCHY.plus())],
+         response=[("result", TPM2B_DIGEST), ("validation", TPMT_TK_HASHCHECK)], flushed=True)
+def sequence_complete(ctx, sequenceHandle: int, buffer: bytes, hierarchy: int):
+    seq = _sequence(ctx, sequenceHandle, 1, event=False)
+    _check_hierarchy(ctx, hierarchy, 2)
+    _append(seq, buffer)
+    digest = seq.digests()[seq.hash_alg]
+    del ctx.engine.volatile.sequences[sequenceHandle]
+    return {"result": digest,
+            "validation": hashcheck_ticket(ctx.engine, hierarchy, seq.hash_alg, digest, seq.ticket_ok)}
+
+
+@command(TPM_CC.EventSequenceComplete,
+         handles=[H("pcrHandle", TPMI_DH_PCR.plus(), AuthRole.USER),
+                  H("sequenceHandle", TPMI_DH_OBJECT, AuthRole.USER)],
+         params=[("buffer", TPM2B_MAX_BUFFER)], response=[("results", TPML_DIGEST_VALUES)], flushed=True)
+def event_sequence_complete(ctx, pcrHandle: int, sequenceHandle: int, buffer: bytes):
+    seq = _sequence(ctx, sequenceHandle, 2, event=True)
+    if pcrHandle != TPM_RH.NULL and not may_extend(pcrHandle, ctx.locality):
+        raise TpmError(TPM_RC.LOCALITY, f"locality {ctx.locality} may not extend PCR {pcrHandle}")
+    _append(seq, buffer)
+    digests = seq.digests()
+    if pcrHandle != TPM_RH.NULL:
+        for alg, digest in digests.items():
+            ctx.engine.pcrs.extend(pcrHandle, alg, digest)
+    del ctx.engine.volatile.sequences[sequenceHandle]
+    return {"results": [TPMT_HA(hashAlg=alg, digest=d) for alg, d in sorted(digests.items())]}

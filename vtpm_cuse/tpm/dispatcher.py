@@ -1,0 +1,236 @@
+"""The one path every command takes: header checks, handle lookup,
+authorization sessions, parameter (de)cryption, unmarshalling, the handler,
+and response assembly.
+
+Order of checks follows Part 3's "Command Processing" clause: tag, size,
+command code, failure mode, initialization, handles, sessions and
+authorizations, then parameters.  Any check that fails produces a 10-byte
+error response with the response code positioned at the offending handle,
+session or parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .auth import SessionUse, load_session
+from .algorithms import hash_alg
+from .command import AuthRole, Command, CommandTable
+from .constants import TPM_CC, TPM_RS_PW, TPM_ST, TPMA_SESSION
+from .entities import Entity, resolve
+from .errors import TPM_RC, TpmError, rc_name
+from .marshal import UINT32, Reader
+from .types import TPMI_ST_COMMAND_TAG, TPMS_AUTH_COMMAND, TPMS_AUTH_RESPONSE
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+log = logging.getLogger(__name__)
+
+HEADER_SIZE = 10
+MAX_SESSIONS = 3
+#: Commands a TPM in failure mode still answers (Part 3, "Failure Mode").
+FAILURE_MODE_COMMANDS = frozenset({TPM_CC.GetTestResult, TPM_CC.GetCapability})
+
+
+def response_header(tag: int, size: int, rc: int) -> bytes:
+    return tag.to_bytes(2, "big") + size.to_bytes(4, "big") + rc.to_bytes(4, "big")
+
+
+def error_response(rc: int, tag: int = TPM_ST.NO_SESSIONS) -> bytes:
+    return response_header(tag, HEADER_SIZE, rc)
+
+
+@dataclasses.dataclass
+class CommandContext:
+    """Everything a handler may need about the command being executed."""
+
+    engine: "Engine"
+    command: Command
+    locality: int
+    tag: int
+    handles: list[int]
+    entities: list[Entity | None]
+    cp_parameters: bytes = b""
+    sessions: list[SessionUse] = dataclasses.field(default_factory=list)
+
+    def cp_hash(self, alg: int) -> bytes:
+        """cpHash = H(commandCode || Name(handles)... || parameters) (Part 1, 18.7)."""
+        h = hash_alg(alg).new()
+        h.update(self.command.code.to_bytes(4, "big"))
+        for entity in self.entities:
+            if entity is not None:
+                h.update(entity.name)
+        h.update(self.cp_parameters)
+        return h.digest()
+
+
+class Dispatcher:
+    def __init__(self, engine: "Engine", table: CommandTable) -> None:
+        self.engine = engine
+        self.table = table
+
+    def execute(self, request: bytes, locality: int) -> tuple[bytes, Command | None]:
+        """Run one command; never raises.  Returns the response and the command (if known)."""
+        command: Command | None = None
+        tag = TPM_ST.NO_SESSIONS
+        try:
+            r = Reader(bytes(request))
+            tag = TPMI_ST_COMMAND_TAG.unmarshal(r)
+            size = UINT32.unmarshal(r)
+            if size != len(request) or size > self.engine.max_command_size:
+                raise TpmError(TPM_RC.COMMAND_SIZE, f"commandSize {size}, received {len(request)}")
+            code = UINT32.unmarshal(r)
+            command = self.table.get(code)
+            if command is None:
+                raise TpmError(TPM_RC.COMMAND_CODE, f"command 0x{code:x} not implemented")
+            return self._run(command, tag, r, locality), command
+        except TpmError as err:
+            if err.rc == TPM_RC.BAD_TAG:
+                # A TPM 1.2 driver must understand the answer to its command (Part 3, 5.2).
+                return error_response(err.rc, TPM_ST.RSP_COMMAND), command
+            log.debug("%s: %s (%s)", command.name if command else "?", rc_name(err.rc), err.detail)
+            return error_response(err.rc), command
+        except Exception:  # an engine bug must not take the transport down
+            log.exception("internal error executing %s", command.name if command else "command")
+            return error_response(TPM_RC.FAILURE), command
+
+    def _run(self, command: Command, tag: int, r: Reader, locality: int) -> bytes:
+        engine = self.engine
+        if engine.failure_mode and command.code not in FAILURE_MODE_COMMANDS:
+            raise TpmError(TPM_RC.FAILURE, "TPM is in failure mode")
+        if engine.volatile.started == (command.code == TPM_CC.Startup):
+            raise TpmError(TPM_RC.INITIALIZE, "TPM2_Startup already ran" if engine.volatile.started
+                           else "TPM2_Startup has not run")
+
+        handles, entities = self._handles(command, r)
+        ctx = CommandContext(engine, command, locality, tag, handles, entities)
+
+        if tag == TPM_ST.SESSIONS:
+            auth_size = UINT32.unmarshal(r)
+            if auth_size < 9 or auth_size > r.remaining:
+                raise TpmError(TPM_RC.AUTHSIZE, f"authorizationSize {auth_size}")
+            auth_end = r.pos + auth_size
+            ctx.cp_parameters = r.data[auth_end:r.end]
+            ctx.sessions = self._sessions(ctx, Reader(r.data, r.pos, auth_end))
+            r = Reader(r.data, auth_end, r.end)
+        else:
+            if command.auth_handles:
+                raise TpmError(TPM_RC.AUTH_MISSING, f"{command.name} needs authorization")
+            ctx.cp_parameters = r.data[r.pos:r.end]
+
+        self._authorize(ctx)
+        params = self._parameters(ctx, command)
+        kwargs = {spec.name: h for spec, h in zip(command.handles, handles)}
+        kwargs.update(params)
+        result = command.handler(ctx, **kwargs) or {}
+        if command.nv:
+            engine.mark_permanent_dirty()
+        return self._response(ctx, result)
+
+    # --- handle area -----------------------------------------------------------
+    def _handles(self, command: Command, r: Reader) -> tuple[list[int], list[Entity | None]]:
+        handles: list[int] = []
+        entities: list[Entity | None] = []
+        for number, spec in enumerate(command.handles, start=1):
+            try:
+                handle = spec.type.unmarshal(r)
+                entities.append(resolve(self.engine, handle))
+            except TpmError as err:
+                if err.rc == TPM_RC.REFERENCE_H0:
+                    raise TpmError(TPM_RC.REFERENCE_H0 + number - 1, err.detail) from None
+                raise err.at_handle(number) from None
+            handles.append(handle)
+        return handles, entities
+
+    # --- authorization area ------------------------------------------------------
+    def _sessions(self, ctx: CommandContext, r: Reader) -> list[SessionUse]:
+        uses: list[SessionUse] = []
+        auth_handles = [i for i, spec in enumerate(ctx.command.handles) if spec.role is not AuthRole.NONE]
+        while r.remaining:
+            index = len(uses) + 1
+            if index > MAX_SESSIONS:
+                raise TpmError(TPM_RC.AUTHSIZE, "more than three sessions")
+            try:
+                auth = TPMS_AUTH_COMMAND.unmarshal(r)
+            except TpmError as err:
+                if err.rc == TPM_RC.INSUFFICIENT:
+                    raise TpmError(TPM_RC.AUTHSIZE, "authorization area ends inside a session") from None
+                raise err.at_session(index) from None
+            if auth.sessionHandle != TPM_RS_PW and any(u.handle == auth.sessionHandle for u in uses):
+                raise TpmError(TPM_RC.VALUE, "session used twice").at_session(index)
+            session = load_session(ctx, auth.sessionHandle, index)
+            entity = ctx.entities[auth_handles[index - 1]] if index <= len(auth_handles) else None
+            uses.append(SessionUse(index, auth.sessionHandle, auth.nonce, auth.sessionAttributes,
+                                   auth.hmac, session, entity))
+        if len(uses) < len(auth_handles):
+            raise TpmError(TPM_RC.AUTH_MISSING, f"{len(auth_handles)} authorizations needed, {len(uses)} given")
+        return uses
+
+    def _authorize(self, ctx: CommandContext) -> None:
+        for use in ctx.sessions:
+            try:
+                use.session.check_command(use, ctx)
+                if use.entity is not None:
+                    use.session.authorize(use, ctx)
+            except TpmError as err:
+                raise err.at_session(use.index) from None
+
+    # --- parameters --------------------------------------------------------------
+    def _parameters(self, ctx: CommandContext, command: Command) -> dict[str, Any]:
+        data = ctx.cp_parameters
+        for use in ctx.sessions:
+            if use.attributes & TPMA_SESSION.decrypt:
+                if not command.first_param_encryptable:
+                    raise TpmError(TPM_RC.ATTRIBUTES, "decrypt session, no encryptable parameter").at_session(use.index)
+                data = use.session.decrypt_parameter(use, ctx, data)
+        r = Reader(data)
+        values: dict[str, Any] = {}
+        for number, field in enumerate(command.params.fields, start=1):
+            try:
+                values[field.name] = field.type.unmarshal(r)
+            except TpmError as err:
+                raise err.at_parameter(number) from None
+        if r.remaining:
+            raise TpmError(TPM_RC.SIZE, f"{r.remaining} bytes after the last parameter")
+        return values
+
+    # --- response ----------------------------------------------------------------
+    def _response(self, ctx: CommandContext, result: dict[str, Any]) -> bytes:
+        command = ctx.command
+        handle_area = bytearray()
+        for spec in command.response_handles:
+            spec.type.marshal(result[spec.name], handle_area)
+        params = bytearray()
+        for field in command.response.fields:
+            field.type.marshal(result[field.name], params)
+        params = bytes(params)
+        for use in ctx.sessions:
+            if use.attributes & TPMA_SESSION.encrypt:
+                if not command.first_response_encryptable:
+                    raise TpmError(TPM_RC.ATTRIBUTES, "encrypt session, no encryptable response").at_session(use.index)
+                params = use.session.encrypt_parameter(use, ctx, params)
+        if ctx.tag == TPM_ST.SESSIONS:
+            rp_cache: dict[int, bytes] = {}
+
+            def rp_hash(alg: int) -> bytes:
+                if alg not in rp_cache:
+                    rp_cache[alg] = hash_alg(alg).digest(
+                        bytes(4) + command.code.to_bytes(4, "big") + params)
+                return rp_cache[alg]
+
+            sessions = bytearray()
+            for use in ctx.sessions:
+                nonce, attributes, mac = use.session.response(use, ctx, rp_hash)
+                TPMS_AUTH_RESPONSE.marshal(TPMS_AUTH_RESPONSE(nonce=nonce, sessionAttributes=attributes,
+                                                              hmac=mac), sessions)
+            body = bytes(handle_area) + len(params).to_bytes(4, "big") + params + bytes(sessions)
+        else:
+            body = bytes(handle_area) + params
+        size = HEADER_SIZE + len(body)
+        if size > self.engine.max_response_size:
+            raise TpmError(TPM_RC.SIZE, f"response of {size} bytes exceeds the buffer")
+        return response_header(ctx.tag, size, TPM_RC.SUCCESS) + body
+

@@ -1,0 +1,233 @@
+"""The engine's state as explicit objects, and their serialisation.
+
+The TPM keeps three kinds of state, and swtpm stores each in its own file:
+
+* ``PermanentState`` — what a real TPM keeps in NV memory: seeds, hierarchy
+  authorizations, the PCR allocation, clock, counters, and the data that
+  TPM2_Shutdown(STATE) saves for a later Resume/Restart ("orderly data").
+  Stored as ``tpm2-00.permall``.
+* ``VolatileState`` — what a real TPM keeps in RAM: PCR values, loaded
+  objects and sequences, sessions, whether Startup ran.  Serialised only when
+  the host asks (suspend, migration): ``tpm2-00.volatilestate``.
+* The savestate blob (TPM 1.2 only in swtpm) is never produced by TPM 2.0.
+
+Blobs are versioned and integrity-checked: a bit flip is detected before any
+field is trusted, so a damaged file makes INIT fail instead of running a TPM
+with garbage state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import struct
+import typing
+from typing import Any
+
+from .constants import IMPLEMENTATION_PCR, TPM_ALG
+
+BLOB_MAGIC = b"VTPM"
+BLOB_VERSION = 1
+_HEADER = struct.Struct(">4sHB32s")
+
+
+class BlobKind(enum.IntEnum):
+    PERMANENT = 1
+    VOLATILE = 2
+
+
+class StateBlobError(ValueError):
+    """A state blob is damaged, of another kind, or from an unknown version."""
+
+
+@dataclasses.dataclass
+class SavedState:
+    """What TPM2_Shutdown(STATE) preserves for TPM2_Startup(STATE) (Resume)."""
+
+    pcrs: dict[int, list[bytes]]
+    pcr_counter: int
+    clock_safe_time: int
+    drtm_pre_startup: bool
+
+
+@dataclasses.dataclass
+class PermanentState:
+    """The TPM's non-volatile memory."""
+
+    # Seeds and hierarchy authorizations (used by later object/NV areas).
+    eps: bytes = b""
+    sps: bytes = b""
+    pps: bytes = b""
+    owner_auth: bytes = b""
+    endorsement_auth: bytes = b""
+    lockout_auth: bytes = b""
+    owner_policy: tuple[int, bytes] = (TPM_ALG.NULL, b"")
+    endorsement_policy: tuple[int, bytes] = (TPM_ALG.NULL, b"")
+    lockout_policy: tuple[int, bytes] = (TPM_ALG.NULL, b"")
+    disable_clear: bool = False
+    #: TPM-established: set by _TPM_Hash_Start, cleared from locality 3/4 only.
+    tpm_established: bool = False
+    #: PCR bank allocation: hash algorithm -> allocated PCR numbers.
+    pcr_allocation: dict[int, list[int]] = dataclasses.field(default_factory=dict)
+    #: Allocation requested by PCR_Allocate, applied at the next TPM Reset.
+    pending_pcr_allocation: dict[int, list[int]] | None = None
+    #: Clock in milliseconds as last persisted.
+    clock: int = 0
+    clock_rate_adjust: int = 0
+    reset_count: int = 0
+    restart_count: int = 0
+    #: Shutdown type of the last orderly shutdown, or None when the last power loss was disorderly.
+    orderly_state: int | None = None
+    saved: SavedState | None = None
+    audit_commands: list[int] = dataclasses.field(default_factory=list)
+    audit_hash_alg: int = TPM_ALG.NULL
+
+
+#: A sequence keeps its input (to survive a volatile-state snapshot) up to this size;
+#: a longer sequence is still hashed but is not carried across a snapshot.
+SEQUENCE_SNAPSHOT_LIMIT = 1 << 20
+
+
+@dataclasses.dataclass
+class SequenceObject:
+    """A hash or event sequence started by HashSequenceStart.
+
+    hashlib objects cannot be serialised, so the live hashers are transient
+    and rebuilt from ``data`` after a restore.
+    """
+
+    hash_alg: int  # TPM_ALG_NULL for an event sequence
+    auth: bytes
+    algs: list[int] = dataclasses.field(default_factory=list)
+    data: bytes = b""
+    length: int = 0
+    #: False once the input started with TPM_GENERATED_VALUE (no ticket for such data).
+    ticket_ok: bool = True
+    hashers: dict | None = dataclasses.field(default=None, compare=False, metadata={"transient": True})
+
+    def update(self, chunk: bytes) -> None:
+        from .algorithms import hash_alg
+        if self.hashers is None:
+            self.hashers = {alg: hash_alg(alg).new(self.data) for alg in self.algs}
+        for hasher in self.hashers.values():
+            hasher.update(chunk)
+        self.length += len(chunk)
+        self.data = self.data + chunk if self.length <= SEQUENCE_SNAPSHOT_LIMIT else b""
+
+    def digests(self) -> dict[int, bytes]:
+        from .algorithms import hash_alg
+        if self.hashers is None:
+            self.hashers = {alg: hash_alg(alg).new(self.data) for alg in self.algs}
+        return {alg: h.digest() for alg, h in self.hashers.items()}
+
+    @property
+    def snapshot_ok(self) -> bool:
+        return self.length <= SEQUENCE_SNAPSHOT_LIMIT
+
+
+@dataclasses.dataclass
+class VolatileState:
+    """The TPM's RAM: exists from TPM2_Startup until power is lost."""
+
+    started: bool = False
+    pcrs: dict[int, list[bytes]] = dataclasses.field(default_factory=dict)
+    pcr_counter: int = 0
+    #: ms of Clock at power-on of this TPM Init; TPMS_TIME_INFO.time counts from here.
+    time_base: int = 0
+    clock_safe: bool = True
+    drtm_pre_startup: bool = False
+    startup_locality: int = 0
+    platform_auth: bytes = b""
+    platform_policy: tuple[int, bytes] = (TPM_ALG.NULL, b"")
+    ph_enable: bool = True
+    sh_enable: bool = True
+    eh_enable: bool = True
+    ph_enable_nv: bool = True
+    self_tested: list[int] = dataclasses.field(default_factory=list)
+    sequences: dict[int, SequenceObject] = dataclasses.field(default_factory=dict)
+
+
+def fresh_pcr_banks(allocation: dict[int, list[int]], digest_size: typing.Callable[[int], int],
+                    fill: typing.Callable[[int], int]) -> dict[int, list[bytes]]:
+    """PCR values for every allocated bank; ``fill(pcr)`` gives each PCR's initial octet."""
+    return {
+        alg: [bytes([fill(pcr)]) * digest_size(alg) if pcr in pcrs else b""
+              for pcr in range(IMPLEMENTATION_PCR)]
+        for alg, pcrs in allocation.items()
+    }
+
+
+# --- serialisation -----------------------------------------------------------
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not f.metadata.get("transient")}
+    if isinstance(value, (bytes, bytearray)):
+        return {"$b": bytes(value).hex()}
+    if isinstance(value, dict):
+        return {"$d": [[_encode(k), _encode(v)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _decode(hint: Any, raw: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if raw is None:
+        return None
+    if origin is typing.Union or origin is getattr(__import__("types"), "UnionType", None):
+        inner = [a for a in args if a is not type(None)]
+        return _decode(inner[0], raw)
+    if dataclasses.is_dataclass(hint):
+        hints = typing.get_type_hints(hint)
+        if not isinstance(raw, dict):
+            raise StateBlobError(f"{hint.__name__} expected an object")
+        known = {f.name for f in dataclasses.fields(hint)}
+        return hint(**{k: _decode(hints[k], v) for k, v in raw.items() if k in known})
+    if hint is bytes:
+        return bytes.fromhex(raw["$b"])
+    if origin is dict:
+        key_hint, value_hint = args
+        return {_decode(key_hint, k): _decode(value_hint, v) for k, v in raw["$d"]}
+    if origin is list:
+        return [_decode(args[0], v) for v in raw]
+    if origin is tuple:
+        return tuple(_decode(a, v) for a, v in zip(args, raw))
+    if hint is bool:
+        return bool(raw)
+    if hint is int:
+        return int(raw)
+    return raw
+
+
+def serialise(kind: BlobKind, state: Any) -> bytes:
+    payload = json.dumps(_encode(state), separators=(",", ":"), sort_keys=True).encode()
+    return _HEADER.pack(BLOB_MAGIC, BLOB_VERSION, kind, hashlib.sha256(payload).digest()) + payload
+
+
+def deserialise(kind: BlobKind, blob: bytes) -> Any:
+    if len(blob) < _HEADER.size:
+        raise StateBlobError(f"state blob of {len(blob)} bytes is shorter than its header")
+    magic, version, blob_kind, digest = _HEADER.unpack_from(blob)
+    payload = blob[_HEADER.size:]
+    if magic != BLOB_MAGIC:
+        raise StateBlobError(f"not a vtpm-cuse state blob (magic {magic!r})")
+    if version != BLOB_VERSION:
+        raise StateBlobError(f"state blob version {version} is not supported (expected {BLOB_VERSION})")
+    if blob_kind != kind:
+        raise StateBlobError(f"state blob holds kind {blob_kind}, expected {int(kind)}")
+    if hashlib.sha256(payload).digest() != digest:
+        raise StateBlobError("state blob integrity check failed")
+    cls = PermanentState if kind == BlobKind.PERMANENT else VolatileState
+    try:
+        return _decode(cls, json.loads(payload))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise StateBlobError(f"state blob contents are malformed: {exc}") from exc

@@ -1,0 +1,40 @@
+"""Tickets: HMACs under a hierarchy's proof value, so the TPM can later
+recognise data it produced or checked itself (Part 1, "Tickets")."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from .constants import TPM_RH, TPM_ST
+
+#: Data starting with this value could forge TPM-generated structures, so it never gets a ticket.
+TPM_GENERATED_VALUE = b"\xffTCG"
+
+
+def hierarchy_proof(engine, hierarchy: int) -> bytes:
+    """The secret proof value of a hierarchy, derived from its seed (changes when the seed does)."""
+    perm = engine.permanent
+    seed = {TPM_RH.OWNER: perm.sps, TPM_RH.ENDORSEMENT: perm.eps, TPM_RH.PLATFORM: perm.pps}[hierarchy]
+    return hashlib.sha512(b"vtpm-cuse hierarchy proof\0" + seed).digest()
+
+
+#: Tickets are HMACs with the context-integrity hash, whatever the ticketed digest's algorithm.
+TICKET_HASH = "sha512"
+
+
+def ticket_digest(engine, tag: int, hierarchy: int, *parts: bytes) -> bytes:
+    mac = hmac.new(hierarchy_proof(engine, hierarchy), digestmod=TICKET_HASH)
+    mac.update(int(tag).to_bytes(2, "big"))
+    for part in parts:
+        mac.update(part)
+    return mac.digest()
+
+
+def hashcheck_ticket(engine, hierarchy: int, alg: int, digest: bytes, ticket_ok: bool):
+    """TPMT_TK_HASHCHECK for ``digest``; a NULL ticket when the hierarchy is NULL or the data may not be ticketed."""
+    from .types import TPMT_TK_HASHCHECK
+    if hierarchy == TPM_RH.NULL or not ticket_ok:
+        return TPMT_TK_HASHCHECK(tag=TPM_ST.HASHCHECK, hierarchy=TPM_RH.NULL, digest=b"")
+    return TPMT_TK_HASHCHECK(tag=TPM_ST.HASHCHECK, hierarchy=hierarchy,
+                             digest=ticket_digest(engine, TPM_ST.HASHCHECK, hierarchy, alg.to_bytes(2, "big"), digest))
