@@ -12,7 +12,7 @@ client exists, and end up as a one-line message on stderr.
 
 from __future__ import annotations
 
-from enum import IntEnum
+from ioctl_defs import PtmResult
 
 __all__ = [
     "PtmResult",
@@ -22,27 +22,6 @@ __all__ = [
     "KeyOptionError",
     "TpmStateOptionError",
 ]
-
-
-class PtmResult(IntEnum):
-    """The subset of TPM result codes the state layer reports (spec §1.5).
-
-    This mirrors ``ioctl_defs.results.PtmResult`` (same member names and
-    values); it is defined here only because that package was written
-    concurrently. The lead will replace this class by an import.
-    """
-
-    TPM_SUCCESS = 0x000
-    TPM_BAD_PARAMETER = 0x003
-    TPM_FAIL = 0x009
-    TPM_KEYNOTFOUND = 0x00D
-    TPM_IOERROR = 0x01F
-    TPM_DECRYPT_ERROR = 0x021
-    TPM_BAD_KEY_PROPERTY = 0x028
-    TPM_BAD_DATASIZE = 0x02B
-    TPM_BAD_MODE = 0x02C
-    TPM_BAD_VERSION = 0x02E
-    TPM_RETRY = 0x800
 
 
 class StateError(Exception):

@@ -30,10 +30,11 @@ code to report.
 
 from __future__ import annotations
 
+from ioctl_defs import PtmConfigFlag
+
 import logging
 import os
 import stat
-from enum import IntFlag
 from pathlib import Path
 
 from . import crypto
@@ -60,14 +61,6 @@ log = logging.getLogger(__name__)
 
 #: Suffix of the permanent-state backup kept with ``backup``.
 BACKUP_SUFFIX = ".bak"
-
-class PtmConfigFlag(IntFlag):
-    """GET_CONFIG flag bits; mirrors ``ioctl_defs.constants.PtmConfigFlag``
-    (same names and values) until the lead unifies them."""
-
-    PTM_CONFIG_FLAG_FILE_KEY = 0x1
-    PTM_CONFIG_FLAG_MIGRATION_KEY = 0x2
-
 
 def _as_kind(kind: int) -> StateKind:
     if isinstance(kind, StateKind):
