@@ -247,6 +247,7 @@ def test_clock(tpm):
     backwards = run(tpm, command(TPM_CC.ClockSet, (0).to_bytes(8, "big"), u32(TPM_RH.OWNER), b""))
     assert backwards.rc == TPM_RC.VALUE | RC_P | 0x100
     assert run(tpm, command(TPM_CC.ClockRateAdjust, b"\x03", u32(TPM_RH.PLATFORM), b"")).rc == 0
+    assert run(tpm, command(TPM_CC.ClockRateAdjust, b"\xfd", u32(TPM_RH.PLATFORM), b"")).rc == 0  # -3
     assert run(tpm, command(TPM_CC.ClockRateAdjust, b"\x04", u32(TPM_RH.PLATFORM), b"")).rc == TPM_RC.VALUE | RC_P | 0x100
 
 

@@ -138,6 +138,7 @@ class Interface(UInt):
         allow_null: bool = False,
     ) -> None:
         super().__init__(name, base.size)
+        self.base = base
         self.values = frozenset(int(v) for v in values)
         self.ranges = tuple(ranges)
         self.rc = rc
@@ -148,7 +149,7 @@ class Interface(UInt):
         """The "+" variant of this type, which also accepts the null value."""
         if self.null is None:
             raise ValueError(f"{self.name} has no null value")
-        return Interface(self.name + "+", self, self.values, self.ranges, self.rc, self.null, True)
+        return Interface(self.name + "+", self.base, self.values, self.ranges, self.rc, self.null, True)
 
     def accepts(self, value: int) -> bool:
         if value in self.values:
@@ -158,10 +159,13 @@ class Interface(UInt):
         return any(lo <= value <= hi for lo, hi in self.ranges)
 
     def unmarshal(self, r: Reader) -> int:
-        value = int.from_bytes(r.take(self.size), "big")
+        value = self.base.unmarshal(r)
         if not self.accepts(value):
             raise TpmError(self.rc, f"{self.name} does not accept 0x{value:x}")
         return value
+
+    def marshal(self, value: int, out: bytearray) -> None:
+        self.base.marshal(value, out)
 
 
 class Attributes(UInt):
