@@ -1,0 +1,299 @@
+"""``vtpm-cuse``: the daemon.  ``vtpm-cuse socket [options]`` speaks swtpm's sockets.
+
+The ``socket`` subcommand takes ``swtpm socket``'s options (spec §3.5, §2.12)
+so that existing command lines (libvirt's, QEMU's documentation, swtpm's
+tests) work by replacing the program name.  Subcommands are registered in
+:data:`SUBCOMMANDS`; the CUSE device will be added there.
+
+Option errors are one line on stderr and exit status 1; nothing (socket,
+state directory, key file) is touched before the whole command line has
+been parsed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+import trio
+
+from vtpm_cuse.sockets.endpoints import EndpointError, OpenedEndpoint, open_endpoint
+from vtpm_cuse.sockets.server import SocketServerConfig, serve
+from vtpm_cuse.state import (
+    DirectoryStore,
+    OptionError,
+    StateError,
+    load_key_option,
+    resolve_tpmstate,
+)
+from vtpm_cuse.vtpm import LocalityPolicy, StartupMode, Vtpm, VtpmFlags
+
+from .options import (
+    CtrlOption,
+    FlagsOption,
+    ServerOption,
+    StartupType,
+    parse_ctrl_option,
+    parse_data_fd_option,
+    parse_flags_option,
+    parse_locality_option,
+    parse_log_option,
+    parse_pid_option,
+    parse_port_option,
+    parse_server_option,
+)
+from .process import Daemonizer, PidFile, configure_logging
+
+__all__ = ["main", "build_parser", "SUBCOMMANDS", "VERSION"]
+
+PROGRAM = "vtpm-cuse"
+VERSION = "0.1.0"
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+log = logging.getLogger(__name__)
+
+SOCKET_FEATURES = (
+    "tpm-2.0",
+    "tpm-send-command-header",
+    "flags-opt-startup",
+    "flags-opt-disable-auto-shutdown",
+    "ctrl-opt-terminate",
+    "cmdarg-key-fd",
+    "cmdarg-pwd-fd",
+    "nvram-backend-dir",
+    "tpmstate-opt-lock",
+    "tpmstate-dir-backend-opt-backup",
+    "tpmstate-dir-backend-opt-fsync",
+)
+"""swtpm ``--print-capabilities`` feature names, limited to what this daemon implements."""
+
+_STARTUP_MODES = {
+    StartupType.CLEAR: StartupMode.CLEAR,
+    StartupType.STATE: StartupMode.STATE,
+    StartupType.NONE: StartupMode.NONE,
+}
+
+
+class UsageError(Exception):
+    """A command-line problem; printed as one line, exit status 1."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus the error; swtpm-style tools print one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+# -- socket subcommand ----------------------------------------------------------
+
+
+def _add_socket_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--tpm2", action="store_true",
+        help="TPM 2.0 (accepted for swtpm compatibility; only TPM 2.0 is emulated)")
+    add("--tpmstate", metavar="dir=<dir>[,mode=0...][,lock][,backup][,fsync]",
+        help="state directory (default: $TPM_PATH)")
+    add("--server", metavar="type=tcp,port=<p>[,bindaddr=<a>][,disconnect]|type=unixio,path=<p>[,mode=0...]|fd=<fd>",
+        help="data channel server")
+    add("-p", "--port", metavar="PORT", help="TCP data port; implies --server type=tcp,disconnect")
+    add("-f", "--fd", metavar="FD", help="connected data socket; implies --terminate")
+    add("--ctrl", metavar="type=tcp,port=<p>[,bindaddr=<a>]|type=unixio,path=<p>[,mode=0...]|fd=<fd>|clientfd=<fd>[,terminate]",
+        help="control channel server")
+    add("--flags", metavar="[not-need-init][,startup-clear|startup-state|startup-none][,disable-auto-shutdown]",
+        help="start the TPM without CMD_INIT, send TPM2_Startup, keep the automatic TPM2_Shutdown off")
+    add("--locality", metavar="[reject-locality-4][,allow-set-locality]", help="locality policy")
+    add("--key", metavar="file=<path>|fd=<fd>|pwdfile=<path>|pwdfd=<fd>[,...]",
+        help="key for encrypting the state files")
+    add("--migration-key", metavar="file=<path>|fd=<fd>|pwdfile=<path>|pwdfd=<fd>[,...]",
+        help="key for encrypting state blobs handed out by GET_STATEBLOB")
+    add("--pid", metavar="file=<path>|fd=<fd>", help="write the process id")
+    add("--log", metavar="file=<path>|fd=<fd>[,level=n][,prefix=<p>][,truncate]",
+        help="log destination (file=- disables logging)")
+    add("-t", "--terminate", action="store_true", help="exit when the data client goes away")
+    add("-d", "--daemon", action="store_true", help="run in the background once serving")
+    add("--print-capabilities", action="store_true", help="print the supported features as JSON and exit")
+    add("--version", action="store_true", help="print the version and exit")
+
+
+@dataclass
+class SocketSettings:
+    """The ``socket`` command line, parsed into values (no side effects yet)."""
+
+    server: ServerOption | None
+    ctrl: CtrlOption | None
+    flags: FlagsOption
+    locality: LocalityPolicy
+    terminate: bool
+
+
+def _parse_socket_settings(args: argparse.Namespace) -> SocketSettings:
+    given = [name for name in ("server", "port", "fd") if getattr(args, name) is not None]
+    if len(given) > 1:
+        raise UsageError(
+            f"{PROGRAM} socket: " + " and ".join(f"--{n}" for n in given) + " are mutually exclusive"
+        )
+    server: ServerOption | None = None
+    if args.server is not None:
+        server = parse_server_option(args.server)
+    elif args.port is not None:
+        server = parse_port_option(args.port)
+    elif args.fd is not None:
+        server = parse_data_fd_option(args.fd)
+    ctrl = parse_ctrl_option(args.ctrl) if args.ctrl is not None else None
+    if server is None and ctrl is None:
+        # swtpm's default: the data port from TPM_PORT (or 6545), -p style.
+        server = parse_server_option("type=tcp,disconnect")
+    flags = parse_flags_option(args.flags) if args.flags is not None else FlagsOption()
+    locality = parse_locality_option(args.locality) if args.locality is not None else None
+    return SocketSettings(
+        server=server,
+        ctrl=ctrl,
+        flags=flags,
+        locality=LocalityPolicy(
+            reject_locality_4=bool(locality and locality.reject_locality_4),
+            allow_set_locality=bool(locality and locality.allow_set_locality),
+        ),
+        terminate=args.terminate or args.fd is not None,
+    )
+
+
+def print_capabilities() -> None:
+    print(json.dumps({"type": "swtpm", "features": list(SOCKET_FEATURES), "version": VERSION}))
+
+
+def _open(option: ServerOption | CtrlOption | None, what: str) -> OpenedEndpoint | None:
+    return None if option is None else open_endpoint(option.endpoint, what)
+
+
+def run_socket(args: argparse.Namespace) -> int:
+    if args.version:
+        print_version()
+        return EXIT_OK
+    if args.print_capabilities:
+        print_capabilities()
+        return EXIT_OK
+    settings = _parse_socket_settings(args)
+    log_option = parse_log_option(args.log) if args.log is not None else None
+    pid_file = PidFile(parse_pid_option(args.pid)) if args.pid is not None else None
+    tpmstate = resolve_tpmstate(args.tpmstate)
+    configure_logging(log_option)
+    file_key = load_key_option(args.key, "--key") if args.key is not None else None
+    migration_key = (
+        load_key_option(args.migration_key, "--migration-key") if args.migration_key is not None else None
+    )
+    store = DirectoryStore.from_option(tpmstate, file_key=file_key, migration_key=migration_key)
+    vtpm = Vtpm(
+        store,
+        flags=VtpmFlags(
+            not_need_init=settings.flags.not_need_init,
+            startup=_STARTUP_MODES[settings.flags.startup] if settings.flags.startup else StartupMode.NONE,
+            disable_auto_shutdown=settings.flags.disable_auto_shutdown,
+        ),
+        locality_policy=settings.locality,
+    )
+    data = _open(settings.server, "--server")
+    try:
+        ctrl = _open(settings.ctrl, "--ctrl")
+    except BaseException:
+        if data is not None:
+            data.close()
+        raise
+    config = SocketServerConfig(
+        data=data,
+        ctrl=ctrl,
+        disconnect=bool(settings.server and settings.server.disconnect),
+        terminate_on_data_loss=settings.terminate,
+        terminate_on_ctrl_loss=bool(settings.ctrl and settings.ctrl.terminate),
+    )
+    daemonizer = Daemonizer()
+    if args.daemon:
+        daemonizer.detach()
+
+    def ready() -> None:
+        if pid_file is not None:
+            pid_file.write()
+        log.info(
+            "serving: data %s, control %s",
+            data.description if data else "via CMD_SET_DATAFD",
+            ctrl.description if ctrl else "none",
+        )
+        daemonizer.ready()
+
+    try:
+        trio.run(functools.partial(serve, vtpm, config, ready=ready))
+    finally:
+        if pid_file is not None:
+            pid_file.remove()
+    return EXIT_OK
+
+
+# -- top level ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    Subcommand("socket", "serve the TPM on swtpm-compatible TCP/UnixIO sockets",
+               _add_socket_arguments, run_socket),
+)
+"""Modes of the daemon; the CUSE character device is registered here when it exists."""
+
+
+def print_version() -> None:
+    print(f"{PROGRAM} version {VERSION} (TPM 2.0 emulator with swtpm-compatible interfaces)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=PROGRAM,
+        description="A virtual TPM 2.0 with swtpm-compatible interfaces.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    commands = parser.add_subparsers(dest="mode", metavar="{" + ",".join(s.name for s in SUBCOMMANDS) + "}",
+                                     parser_class=OneLineParser)
+    for sub in SUBCOMMANDS:
+        sub_parser = commands.add_parser(sub.name, help=sub.help, description=sub.help, allow_abbrev=False)
+        sub.add_arguments(sub_parser)
+        sub_parser.set_defaults(run=sub.run)
+    return parser
+
+
+def run(argv: Sequence[str]) -> int:
+    try:
+        args = build_parser().parse_args(list(argv))
+        if args.mode is None:
+            if args.version:
+                print_version()
+                return EXIT_OK
+            raise UsageError(f"{PROGRAM}: a mode is required: {', '.join(s.name for s in SUBCOMMANDS)}")
+        return args.run(args)
+    except (UsageError, OptionError, EndpointError) as exc:
+        print(str(exc) if isinstance(exc, UsageError) else f"{PROGRAM}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except StateError as exc:
+        print(f"{PROGRAM}: cannot start the TPM: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    sys.exit(run(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Process chores of the daemon: ``--log``, ``--pid`` and ``-d/--daemon``.
+
+Kept apart from option parsing and from the servers because they touch the
+process as a whole (file descriptors 0-2, fork, the root logger).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import TextIO
+
+from .options import LogOption, PidOption
+
+__all__ = ["configure_logging", "PidFile", "Daemonizer", "DaemonizeError"]
+
+_LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
+
+
+def _level(swtpm_level: int) -> int:
+    """swtpm's ``level=n``: higher is chattier; 1 = normal, >= 2 = debug, 0 = errors only."""
+    if swtpm_level <= 0:
+        return logging.ERROR
+    if swtpm_level == 1:
+        return logging.INFO
+    return logging.DEBUG
+
+
+def configure_logging(option: LogOption | None) -> None:
+    """Without ``--log`` warnings go to stderr; ``file=-`` silences everything."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    if option is None:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        root.setLevel(logging.WARNING)
+    elif option.disabled:
+        handler = logging.NullHandler()
+        root.setLevel(logging.CRITICAL + 1)
+    else:
+        stream: TextIO
+        if option.fd is not None:
+            stream = os.fdopen(option.fd, "a", buffering=1, closefd=False)
+        else:
+            assert option.path is not None
+            stream = open(option.path, "w" if option.truncate else "a", buffering=1)
+        handler = logging.StreamHandler(stream)
+        root.setLevel(_level(option.level))
+    fmt = (option.prefix if option is not None else "") + _LOG_FORMAT
+    handler.setFormatter(logging.Formatter(fmt))
+    root.addHandler(handler)
+
+
+@dataclass
+class PidFile:
+    """Writes the pid where ``--pid`` says; a file is removed again at exit."""
+
+    option: PidOption
+
+    def write(self) -> None:
+        text = str(os.getpid()).encode()
+        if self.option.fd is not None:
+            os.write(self.option.fd, text)
+            os.close(self.option.fd)
+            return
+        assert self.option.path is not None
+        tmp = self.option.path.with_name(self.option.path.name + ".tmp")
+        tmp.write_bytes(text)
+        os.replace(tmp, self.option.path)
+
+    def remove(self) -> None:
+        if self.option.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.option.path.unlink()
+
+
+class DaemonizeError(RuntimeError):
+    pass
+
+
+class Daemonizer:
+    """``-d``: fork; the parent waits until the child is serving, then exits 0.
+
+    The parent stays until :meth:`ready` so that a caller (libvirt, a test)
+    that starts ``vtpm-cuse socket -d`` can connect as soon as the command
+    returns, and sees a non-zero status if the start failed.
+    """
+
+    def __init__(self) -> None:
+        self._write_end: int | None = None
+
+    def detach(self) -> None:
+        """Fork; returns only in the child (the parent exits with the child's verdict)."""
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid:
+            os.close(write_end)
+            with os.fdopen(read_end, "rb") as verdict:
+                ok = verdict.read(1) == b"1"
+            os._exit(0 if ok else 1)
+        os.close(read_end)
+        os.setsid()
+        self._write_end = write_end
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1):
+            os.dup2(null, fd)
+        # stderr stays until ready(): start-up errors still reach the terminal.
+        os.close(null)
+
+    def ready(self) -> None:
+        """Tell the waiting parent that start-up succeeded."""
+        if self._write_end is None:
+            return
+        os.write(self._write_end, b"1")
+        os.close(self._write_end)
+        self._write_end = None
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 2)
+        os.close(null)
