@@ -1,0 +1,23 @@
+"""Our own implementation of the CUSE (character device in userspace) protocol on trio.
+
+pyfuse3 and the other Python FUSE bindings have no CUSE API, so the package speaks the
+kernel protocol on /dev/cuse itself: :mod:`.protocol` (wire format), :mod:`.session`
+(the server loop), :mod:`.device` (the interface a device implements), :mod:`.ioc`
+(ioctl numbers) and :mod:`.echo` (a minimal device).
+"""
+
+from .device import CuseDevice, NotifyPoll
+from .protocol import CuseProtocolError, IoctlFlags, PollFlags
+from .session import CUSE_PATH, CuseOptions, CuseSession, serve_cuse
+
+__all__ = [
+    "CUSE_PATH",
+    "CuseDevice",
+    "CuseOptions",
+    "CuseProtocolError",
+    "CuseSession",
+    "IoctlFlags",
+    "NotifyPoll",
+    "PollFlags",
+    "serve_cuse",
+]
