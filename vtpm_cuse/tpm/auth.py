@@ -87,6 +87,8 @@ class PasswordSession(AuthSession):
         entity = use.entity
         if entity is None:
             raise TpmError(TPM_RC.AUTH_CONTEXT, "password session without an authorization handle")
+        from .entities import require_auth_value_usable
+        require_auth_value_usable(entity)
         if not auth_equal(use.hmac, entity.auth_value):
             raise TpmError(TPM_RC.BAD_AUTH if entity.da_exempt else TPM_RC.AUTH_FAIL,
                            f"wrong password for 0x{entity.handle:08x}")
@@ -115,4 +117,10 @@ def load_session(ctx: "CommandContext", handle: int, index: int) -> AuthSession:
     loader = _LOADERS.get(handle >> HR_SHIFT)
     if loader is None:
         raise TpmError(TPM_RC.REFERENCE_S0 + index - 1, f"session 0x{handle:08x} is not loaded")
-    return loader(ctx, handle)
+    try:
+        return loader(ctx, handle)
+    except TpmError as err:
+        # Loaders raise bare codes; the session's position is known only here.
+        if err.rc == TPM_RC.REFERENCE_S0:
+            raise TpmError(TPM_RC.REFERENCE_S0 + index - 1, err.detail) from None
+        raise err.at_session(index) from None

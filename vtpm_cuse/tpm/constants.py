@@ -392,6 +392,23 @@ class TPMA_SESSION(enum.IntFlag):
     audit = 0x80
 
 
+class TPMA_OBJECT(enum.IntFlag):
+    """Object attributes (Part 2, TPMA_OBJECT)."""
+
+    fixedTPM = 1 << 1
+    stClear = 1 << 2
+    fixedParent = 1 << 4
+    sensitiveDataOrigin = 1 << 5
+    userWithAuth = 1 << 6
+    adminWithPolicy = 1 << 7
+    noDA = 1 << 10
+    encryptedDuplication = 1 << 11
+    restricted = 1 << 16
+    decrypt = 1 << 17
+    sign = 1 << 18
+    x509sign = 1 << 19
+
+
 class TPMA_ALGORITHM(enum.IntFlag):
     asymmetric = 1 << 0
     symmetric = 1 << 1

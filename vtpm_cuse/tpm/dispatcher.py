@@ -137,7 +137,9 @@ class Dispatcher:
         for number, spec in enumerate(command.handles, start=1):
             try:
                 handle = spec.type.unmarshal(r)
-                entities.append(resolve(self.engine, handle))
+                entity = resolve(self.engine, handle)
+                entity.role = spec.role
+                entities.append(entity)
             except TpmError as err:
                 if err.rc == TPM_RC.REFERENCE_H0:
                     raise TpmError(TPM_RC.REFERENCE_H0 + number - 1, err.detail) from None
@@ -160,7 +162,7 @@ class Dispatcher:
                     raise TpmError(TPM_RC.AUTHSIZE, "authorization area ends inside a session") from None
                 raise err.at_session(index) from None
             if auth.sessionHandle != TPM_RS_PW and any(u.handle == auth.sessionHandle for u in uses):
-                raise TpmError(TPM_RC.VALUE, "session used twice").at_session(index)
+                raise TpmError(TPM_RC.HANDLE, "session used twice").at_session(index)
             session = load_session(ctx, auth.sessionHandle, index)
             entity = ctx.entities[auth_handles[index - 1]] if index <= len(auth_handles) else None
             uses.append(SessionUse(index, auth.sessionHandle, auth.nonce, auth.sessionAttributes,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Callable
 
-from .constants import HR_SHIFT, TPM_ALG, TPM_HT, TPM_RH
+from .command import AuthRole
+from .constants import HR_SHIFT, TPM_ALG, TPM_HT, TPM_RH, TPMA_OBJECT
 from .errors import TPM_RC, TpmError
 
 if TYPE_CHECKING:
@@ -28,6 +29,25 @@ class Entity:
     policy: bytes = b""
     #: Dictionary-attack exempt: a wrong password gives TPM_RC_BAD_AUTH, not TPM_RC_AUTH_FAIL.
     da_exempt: bool = True
+    #: The role the command needs for this handle; the dispatcher sets it.
+    role: AuthRole = AuthRole.NONE
+    #: Objects: TPMA_OBJECT userWithAuth / adminWithPolicy.  Other entities accept the
+    #: authValue for USER and need a policy for ADMIN (Part 1, "Authorization Roles").
+    user_with_auth: bool = True
+    admin_with_policy: bool = True
+
+
+def require_auth_value_usable(entity: Entity) -> None:
+    """Raise unless a password or HMAC session may authorize ``entity`` in its role.
+
+    DUP, and ADMIN of an entity with adminWithPolicy, need a policy session
+    (TPM_RC_AUTH_TYPE); USER of an object without userWithAuth accepts only a
+    policy (TPM_RC_AUTH_UNAVAILABLE).
+    """
+    if entity.role is AuthRole.DUP or (entity.role is AuthRole.ADMIN and entity.admin_with_policy):
+        raise TpmError(TPM_RC.AUTH_TYPE, f"0x{entity.handle:08x} needs a policy session for {entity.role.value}")
+    if entity.role is AuthRole.USER and not entity.user_with_auth:
+        raise TpmError(TPM_RC.AUTH_UNAVAILABLE, f"0x{entity.handle:08x} has userWithAuth CLEAR")
 
 
 Resolver = Callable[["Engine", int], Entity]
@@ -37,6 +57,19 @@ _RESOLVERS: dict[int, Resolver] = {}
 def resolver(handle_type: int) -> Callable[[Resolver], Resolver]:
     def register(fn: Resolver) -> Resolver:
         _RESOLVERS[handle_type] = fn
+        return fn
+    return register
+
+
+Flusher = Callable[["Engine", int], None]
+#: handle type -> how TPM2_FlushContext removes an entity of that type (objects, sessions);
+#: the flusher raises TpmError(TPM_RC_HANDLE) when nothing is loaded at the handle.
+flushers: dict[int, Flusher] = {}
+
+
+def register_flusher(handle_type: int) -> Callable[[Flusher], Flusher]:
+    def register(fn: Flusher) -> Flusher:
+        flushers[handle_type] = fn
         return fn
     return register
 
@@ -83,8 +116,24 @@ def _permanent(engine: "Engine", handle: int) -> Entity:
 
 @resolver(TPM_HT.TRANSIENT)
 def _transient(engine: "Engine", handle: int) -> Entity:
+    obj = engine.volatile.objects.loaded.get(handle)
+    if obj is not None:
+        attrs = obj.attributes
+        return Entity(handle, obj.name, obj.auth_value, obj.name_alg, obj.auth_policy,
+                      da_exempt=bool(attrs & TPMA_OBJECT.noDA),
+                      user_with_auth=bool(attrs & TPMA_OBJECT.userWithAuth),
+                      admin_with_policy=bool(attrs & TPMA_OBJECT.adminWithPolicy))
     seq = engine.volatile.sequences.get(handle)
     if seq is None:
         raise TpmError(TPM_RC.REFERENCE_H0, f"object 0x{handle:08x} is not loaded")
-    # A sequence object's Name is its handle (Part 1, "Names").
-    return Entity(handle, handle_name(handle), seq.auth, da_exempt=True)
+    # A sequence object has no public area (nameAlg TPM_ALG_NULL): its Name is the Empty
+    # Buffer, which is what the reference TPM puts in cpHash for it.
+    return Entity(handle, b"", seq.auth, da_exempt=True)
+
+
+@register_flusher(TPM_HT.TRANSIENT)
+def _flush_transient(engine: "Engine", handle: int) -> None:
+    """Objects and sequences share the transient slots; either kind is flushed here."""
+    vol = engine.volatile
+    if vol.objects.loaded.pop(handle, None) is None and vol.sequences.pop(handle, None) is None:
+        raise TpmError(TPM_RC.HANDLE, f"nothing loaded at 0x{handle:08x}")

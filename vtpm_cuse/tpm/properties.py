@@ -8,6 +8,7 @@ numbers cannot drift from what the engine does.
 from __future__ import annotations
 
 from .algorithms import ECC_CURVES
+from .objects import slots_in_use
 from .constants import (
     IMPLEMENTATION_PCR, MAX_ACTIVE_SESSIONS, MAX_CAP_BUFFER, MAX_CONTEXT_SIZE, MAX_DIGEST_BUFFER,
     MAX_DIGEST_SIZE, MAX_LOADED_OBJECTS, MAX_LOADED_SESSIONS, MAX_NV_BUFFER_SIZE, PCR_SELECT_MIN,
@@ -94,15 +95,15 @@ def variable_properties(engine) -> list[tuple[int, int]]:
                      (TPMA_STARTUP_CLEAR.phEnableNV, vol.ph_enable_nv),
                      (TPMA_STARTUP_CLEAR.orderly, perm.orderly_state is not None)):
         startup |= flag if on else 0
-    loaded = len(vol.sequences)
+    loaded = slots_in_use(vol)  # objects and sequences share the transient slots
     return [
         (TPM_PT.PERMANENT, int(permanent)),
         (TPM_PT.STARTUP_CLEAR, int(startup)),
         (TPM_PT.HR_NV_INDEX, 0),
-        (TPM_PT.HR_LOADED, 0),
-        (TPM_PT.HR_LOADED_AVAIL, MAX_LOADED_SESSIONS),
-        (TPM_PT.HR_ACTIVE, 0),
-        (TPM_PT.HR_ACTIVE_AVAIL, MAX_ACTIVE_SESSIONS),
+        (TPM_PT.HR_LOADED, len(vol.sessions.loaded)),
+        (TPM_PT.HR_LOADED_AVAIL, MAX_LOADED_SESSIONS - len(vol.sessions.loaded)),
+        (TPM_PT.HR_ACTIVE, vol.sessions.active_count()),
+        (TPM_PT.HR_ACTIVE_AVAIL, MAX_ACTIVE_SESSIONS - vol.sessions.active_count()),
         (TPM_PT.HR_TRANSIENT_AVAIL, MAX_LOADED_OBJECTS - loaded),
         (TPM_PT.HR_PERSISTENT, 0),
         (TPM_PT.HR_PERSISTENT_AVAIL, 0),

@@ -27,6 +27,8 @@ import typing
 from typing import Any
 
 from .constants import IMPLEMENTATION_PCR, TPM_ALG
+from .objects import ObjectStore
+from .sessions import SessionTable
 
 BLOB_MAGIC = b"VTPM"
 BLOB_VERSION = 1
@@ -147,6 +149,10 @@ class VolatileState:
     ph_enable_nv: bool = True
     self_tested: list[int] = dataclasses.field(default_factory=list)
     sequences: dict[int, SequenceObject] = dataclasses.field(default_factory=dict)
+    #: Loaded objects; they share the transient slots with ``sequences``.
+    objects: ObjectStore = dataclasses.field(default_factory=ObjectStore)
+    #: HMAC, policy and trial sessions, loaded and context-saved.
+    sessions: SessionTable = dataclasses.field(default_factory=SessionTable)
 
 
 def fresh_pcr_banks(allocation: dict[int, list[int]], digest_size: typing.Callable[[int], int],

@@ -13,10 +13,10 @@ TPM_GENERATED_VALUE = b"\xffTCG"
 
 
 def hierarchy_proof(engine, hierarchy: int) -> bytes:
-    """The secret proof value of a hierarchy, derived from its seed (changes when the seed does)."""
-    perm = engine.permanent
-    seed = {TPM_RH.OWNER: perm.sps, TPM_RH.ENDORSEMENT: perm.eps, TPM_RH.PLATFORM: perm.pps}[hierarchy]
-    return hashlib.sha512(b"vtpm-cuse hierarchy proof\0" + seed).digest()
+    """The secret proof value of a hierarchy, derived from its seed (changes when the seed does;
+    the NULL hierarchy's changes at every TPM Reset)."""
+    from .hierarchy import primary_seed
+    return hashlib.sha512(b"vtpm-cuse hierarchy proof\0" + primary_seed(engine, hierarchy)).digest()
 
 
 #: Tickets are HMACs with the context-integrity hash, whatever the ticketed digest's algorithm.
@@ -38,3 +38,14 @@ def hashcheck_ticket(engine, hierarchy: int, alg: int, digest: bytes, ticket_ok:
         return TPMT_TK_HASHCHECK(tag=TPM_ST.HASHCHECK, hierarchy=TPM_RH.NULL, digest=b"")
     return TPMT_TK_HASHCHECK(tag=TPM_ST.HASHCHECK, hierarchy=hierarchy,
                              digest=ticket_digest(engine, TPM_ST.HASHCHECK, hierarchy, alg.to_bytes(2, "big"), digest))
+
+
+def creation_ticket(engine, hierarchy: int, name: bytes, creation_hash: bytes):
+    """TPMT_TK_CREATION: HMAC(proof, TPM_ST_CREATION || Name || creationHash) (Part 3, CreatePrimary).
+
+    Unlike a hashcheck ticket, the NULL hierarchy gets a real ticket (under its
+    per-reset proof), so CertifyCreation works for temporary objects until TPM Reset.
+    """
+    from .types import TPMT_TK_CREATION
+    return TPMT_TK_CREATION(tag=TPM_ST.CREATION, hierarchy=hierarchy,
+                            digest=ticket_digest(engine, TPM_ST.CREATION, hierarchy, name, creation_hash))

@@ -3,4 +3,4 @@
 Importing this package registers every command declaration in the table.
 """
 
-from . import capability, clock, pcr, random, sequences, startup, testing  # noqa: F401
+from . import capability, clock, context, hierarchy, object, pcr, policy, random, sequences, session, startup, testing  # noqa: F401

@@ -13,10 +13,12 @@ from typing import Any, Callable
 from ..algorithms import ALGORITHMS, ECC_CURVES, HASHES
 from ..command import command
 from ..constants import (
-    HR_SHIFT, IMPLEMENTATION_PCR, PCR_SELECT_MAX, TPM_ALG, TPM_CAP, TPM_CC, TPM_HT, TPM_RH,
+    HR_HANDLE_MASK, HR_HMAC_SESSION, HR_POLICY_SESSION, HR_SHIFT, IMPLEMENTATION_PCR, PCR_SELECT_MAX, TPM_ALG,
+    TPM_CAP, TPM_CC, TPM_HT, TPM_RH,
 )
 from ..errors import TPM_RC, TpmError
 from ..marshal import UINT32
+from ..objects import transient_handles
 from ..parms import check_public_parms
 from ..pcrs import pcr_properties
 from ..properties import fixed_properties, variable_properties
@@ -39,9 +41,17 @@ def _handles(engine, start: int) -> list[tuple[int, int]]:
     elif kind == TPM_HT.PERMANENT:
         found = list(PERMANENT_HANDLES)
     elif kind == TPM_HT.TRANSIENT:
-        found = list(engine.volatile.sequences)
-    elif kind in (TPM_HT.NV_INDEX, TPM_HT.HMAC_SESSION, TPM_HT.POLICY_SESSION, TPM_HT.PERSISTENT):
-        found = []  # none defined or loaded
+        found = transient_handles(engine.volatile)  # objects and sequences
+    elif kind == TPM_HT.HMAC_SESSION:
+        # TPM_HT_LOADED_SESSION: every loaded session, HMAC or policy, in slot order.
+        return sorted((HR_HMAC_SESSION | s.index, s.handle) for s in engine.volatile.sessions.loaded.values())
+    elif kind == TPM_HT.POLICY_SESSION:
+        # TPM_HT_SAVED_SESSION: context-saved sessions, listed (as the reference TPM does)
+        # with the HMAC-range handle of their slot.
+        slots = sorted(h & HR_HANDLE_MASK for h in engine.volatile.sessions.saved)
+        return [(HR_POLICY_SESSION | i, HR_HMAC_SESSION | i) for i in slots]
+    elif kind in (TPM_HT.NV_INDEX, TPM_HT.PERSISTENT):
+        found = []  # none defined
     else:
         raise TpmError(TPM_RC.VALUE, f"handle type 0x{kind:02x}").at_parameter(2)
     return [(h, h) for h in sorted(found) if h >> HR_SHIFT == kind]

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from ..algorithms import HASHES
 from ..command import AuthRole, H, command
-from ..constants import HR_TRANSIENT, MAX_LOADED_OBJECTS, TPM_ALG, TPM_CC, TPM_RH
+from ..constants import TPM_ALG, TPM_CC, TPM_RH
 from ..errors import TPM_RC, TpmError
+from ..objects import allocate_handle
 from ..pcrs import may_extend
 from ..state import SequenceObject
 from ..tickets import TPM_GENERATED_VALUE, hashcheck_ticket
@@ -37,13 +38,8 @@ def hash_(ctx, data: bytes, hashAlg: int, hierarchy: int):
 
 
 def _free_transient_handle(ctx) -> int:
-    vol = ctx.engine.volatile
-    if len(vol.sequences) >= MAX_LOADED_OBJECTS:
-        raise TpmError(TPM_RC.OBJECT_MEMORY, "no free object slot")
-    handle = HR_TRANSIENT
-    while handle in vol.sequences:
-        handle += 1
-    return handle
+    """Sequences share the transient slots with loaded objects."""
+    return allocate_handle(ctx.engine.volatile)
 
 
 @command(TPM_CC.HashSequenceStart, params=[("auth", TPM2B_AUTH), ("hashAlg", TPMI_ALG_HASH.plus())],

@@ -7,6 +7,7 @@ from .buffers import *  # noqa: F401,F403
 from .capability import *  # noqa: F401,F403
 from .interfaces import *  # noqa: F401,F403
 from .misc import *  # noqa: F401,F403
+from .objects import *  # noqa: F401,F403
 from .pcr import *  # noqa: F401,F403
 from .public import *  # noqa: F401,F403
 from .session import *  # noqa: F401,F403

@@ -1,0 +1,80 @@
+"""Secrets sent to the TPM under one of its keys (Part 1, Annexes B.10 and C.6).
+
+A caller shares a secret (a session salt, a duplication or credential seed)
+with the TPM by encrypting it to a loaded decryption key:
+
+* an RSA key: RSAES-OAEP with the key's nameAlg for both hash and MGF1,
+  and the purpose as the label ("SECRET", "DUPLICATE", "IDENTITY");
+* an ECC key: the caller sends an ephemeral public point Qe; both sides
+  compute Z = d * Qe and the secret is
+  KDFe(nameAlg, Z.x, label, Qe.x, Qs.x, digest bits of nameAlg).
+
+Any failure is the bare TPM_RC_VALUE; the command adds the parameter number.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding
+
+from .algorithms import hash_alg
+from .constants import TPM_ALG
+from .crypto.kdf import kdfe
+from .errors import TPM_RC, TpmError
+from .keys import ecc_private_key, rsa_private_key
+from .marshal import Reader
+from .types import TPMS_ECC_POINT
+
+if TYPE_CHECKING:
+    from .objects import LoadedObject
+
+_HASHES = {TPM_ALG.SHA1: hashes.SHA1, TPM_ALG.SHA256: hashes.SHA256,
+           TPM_ALG.SHA384: hashes.SHA384, TPM_ALG.SHA512: hashes.SHA512}
+
+
+def _label(label: bytes) -> bytes:
+    return label if label.endswith(b"\0") else label + b"\0"
+
+
+def _rsa_secret(key: "LoadedObject", label: bytes, encrypted: bytes) -> bytes:
+    algorithm = _HASHES[key.name_alg]()
+    try:
+        return rsa_private_key(key).decrypt(encrypted, padding.OAEP(
+            mgf=padding.MGF1(algorithm), algorithm=algorithm, label=_label(label)))
+    except ValueError:
+        raise TpmError(TPM_RC.VALUE, "OAEP decryption failed") from None
+
+
+def _ecc_secret(key: "LoadedObject", label: bytes, encrypted: bytes) -> bytes:
+    r = Reader(encrypted)
+    try:
+        point = TPMS_ECC_POINT.unmarshal(r)
+    except TpmError:
+        raise TpmError(TPM_RC.VALUE, "encrypted secret is not an ECC point") from None
+    private = ecc_private_key(key)
+    size = (private.curve.key_size + 7) // 8
+    if r.remaining or len(point.x) > size or len(point.y) > size:
+        raise TpmError(TPM_RC.VALUE, "malformed ephemeral point")
+    try:
+        peer = ec.EllipticCurvePublicKey.from_encoded_point(
+            private.curve, b"\x04" + point.x.rjust(size, b"\0") + point.y.rjust(size, b"\0"))
+        z = private.exchange(ec.ECDH(), peer)
+    except ValueError:
+        raise TpmError(TPM_RC.VALUE, "ephemeral point is not on the key's curve") from None
+    name_alg = key.name_alg
+    return kdfe(name_alg, z, label, point.x, key.area.unique.x, 8 * hash_alg(name_alg).digest_size)
+
+
+def decrypt_secret(key: "LoadedObject", label: bytes, encrypted: bytes) -> bytes:
+    """The secret ``encrypted`` carries for ``key`` (an RSA or ECC decryption key)."""
+    if key.type == TPM_ALG.RSA:
+        secret = _rsa_secret(key, label, encrypted)
+    elif key.type == TPM_ALG.ECC:
+        secret = _ecc_secret(key, label, encrypted)
+    else:
+        raise TpmError(TPM_RC.KEY, "not an asymmetric key")
+    if len(secret) > hash_alg(key.name_alg).digest_size:
+        raise TpmError(TPM_RC.VALUE, "secret longer than a digest of the key's nameAlg")
+    return secret
