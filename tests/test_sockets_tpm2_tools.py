@@ -21,12 +21,6 @@ pytestmark = pytest.mark.skipif(shutil.which("tpm2_startup") is None, reason="tp
 
 PCR = 16
 
-#: tpm2_pcrevent starts an HMAC session (TPM2_StartAuthSession), which the
-#: engine does not implement yet.  Non-strict: turns XPASS once it does.
-needs_auth_sessions = pytest.mark.xfail(
-    reason="engine lacks TPM2_StartAuthSession (0x176)", strict=False
-)
-
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory):
@@ -87,7 +81,6 @@ def test_pcrextend_matches_hashlib(tpm2, tmp_path: Path) -> None:
     assert read_pcr(tpm2, tmp_path) == hashlib.sha256(before + digest).digest()
 
 
-@needs_auth_sessions
 def test_pcrevent_matches_hashlib(tpm2, tmp_path: Path) -> None:
     tpm2("pcrreset", str(PCR))
     data = tmp_path / "event.bin"
@@ -95,6 +88,81 @@ def test_pcrevent_matches_hashlib(tpm2, tmp_path: Path) -> None:
     tpm2("pcrevent", str(PCR), str(data))
     expected = hashlib.sha256(bytes(32) + hashlib.sha256(data.read_bytes()).digest()).digest()
     assert read_pcr(tpm2, tmp_path) == expected
+
+
+def test_hmac_session_encrypts_getrandom(tpm2, tmp_path: Path) -> None:
+    session = tmp_path / "hmac.ctx"
+    tpm2("startauthsession", "--hmac-session", "-S", str(session))
+    try:
+        tpm2("sessionconfig", "--enable-encrypt", str(session))
+        assert b"encrypt" in tpm2("sessionconfig", str(session)).stdout
+        out = tmp_path / "random.bin"
+        tpm2("getrandom", "20", "-S", str(session), "-o", str(out))
+        assert len(out.read_bytes()) == 20
+        # tpm2-tools saves the session between invocations (TPM2_ContextSave / _ContextLoad).
+        assert b"0x2000000" in tpm2("getcap", "handles-saved-session").stdout
+    finally:
+        tpm2("flushcontext", str(session))
+    assert b"0x2000000" not in tpm2("getcap", "handles-saved-session").stdout
+
+
+def policy_pcr_digest(tpm2, tmp_path: Path, pcrs: list[int]) -> bytes:
+    """H(0..0 || TPM_CC_PolicyPCR || TPML_PCR_SELECTION || H(PCR values)), from tpm2_pcrread."""
+    values = b"".join(read_pcr(tpm2, tmp_path, pcr) for pcr in pcrs)
+    select = bytearray(3)
+    for pcr in pcrs:
+        select[pcr // 8] |= 1 << (pcr % 8)
+    selection = (1).to_bytes(4, "big") + (0x000B).to_bytes(2, "big") + b"\x03" + bytes(select)
+    return hashlib.sha256(bytes(32) + (0x17F).to_bytes(4, "big") + selection + hashlib.sha256(values).digest()).digest()
+
+
+def test_policypcr_in_trial_and_policy_sessions(tpm2, tmp_path: Path) -> None:
+    expected = policy_pcr_digest(tpm2, tmp_path, [0, 1])
+    for kind in ([], ["--policy-session"]):
+        session, policy = tmp_path / "session.ctx", tmp_path / "pcr.policy"
+        tpm2("startauthsession", *kind, "-S", str(session))
+        try:
+            tpm2("policypcr", "-S", str(session), "-l", "sha256:0,1", "-L", str(policy))
+        finally:
+            tpm2("flushcontext", str(session))
+        assert policy.read_bytes() == expected
+
+
+def test_policy_session_authorizes_a_key_with_a_pcr_policy(tpm2, tmp_path: Path) -> None:
+    trial, policy = tmp_path / "trial.ctx", tmp_path / "pcr.policy"
+    tpm2("startauthsession", "-S", str(trial))
+    tpm2("policypcr", "-S", str(trial), "-l", "sha256:7", "-L", str(policy))
+    tpm2("flushcontext", str(trial))
+    primary, session = tmp_path / "primary.ctx", tmp_path / "policy.ctx"
+    tpm2("createprimary", "-C", "o", "-g", "sha256", "-G", "ecc", "-L", str(policy), "-c", str(primary))
+    tpm2("startauthsession", "--policy-session", "-S", str(session))
+    try:
+        create = ("create", "-C", str(primary), "-P", f"session:{session}", "-G", "ecc",
+                  "-u", str(tmp_path / "key.pub"), "-r", str(tmp_path / "key.priv"))
+        tpm2("policypcr", "-S", str(session), "-l", "sha256:7")
+        tpm2(*create)
+        # The policy holds for one command; then PCR 7 changes and it no longer can.
+        tpm2("policypcr", "-S", str(session), "-l", "sha256:7")
+        tpm2("pcrextend", f"7:sha256={'33' * 32}")
+        failed = tpm2(*create, check=False)
+        assert failed.returncode != 0 and b"0x128" in failed.stderr  # TPM_RC_PCR_CHANGED
+    finally:
+        tpm2("flushcontext", str(session))
+        tpm2("flushcontext", "-t")
+
+
+def test_salted_session_with_an_ecc_key(tpm2, tmp_path: Path) -> None:
+    primary, session = tmp_path / "primary.ctx", tmp_path / "salted.ctx"
+    tpm2("createprimary", "-C", "o", "-g", "sha256", "-G", "ecc", "-c", str(primary))
+    try:
+        tpm2("startauthsession", "--hmac-session", "-S", str(session), "-c", str(primary))
+        tpm2("sessionconfig", "--enable-encrypt", str(session))
+        out = tmp_path / "random.bin"
+        tpm2("getrandom", "16", "-S", str(session), "-o", str(out))
+        assert len(out.read_bytes()) == 16
+        tpm2("flushcontext", str(session))
+    finally:
+        tpm2("flushcontext", "-t")
 
 
 def test_pcrreset_clears_pcr16(tpm2, tmp_path: Path) -> None:

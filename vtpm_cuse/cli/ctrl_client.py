@@ -2,24 +2,28 @@
 
 :class:`ControlClient` is the interface the ``vtpm-ioctl`` commands are
 written against; :class:`SocketControlClient` implements it for swtpm's
-big-endian socket control channel (TCP or UnixIO).  A character-device
-client (ioctls on a CUSE device) can implement the same three methods
-later without touching the commands.
+big-endian socket control channel (TCP or UnixIO), :class:`DeviceControlClient`
+for ioctls on a CUSE character device.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import select
 import socket
+import stat
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from ioctl_defs import CommandSpec, Part
+from ioctl_defs import CommandSpec, Part, host_abi
+from ioctl_defs.ioc import IocDir
 
 __all__ = [
     "ControlClient",
     "ControlConnectError",
     "ControlIOError",
+    "DeviceControlClient",
     "SocketControlClient",
     "TcpAddress",
     "UnixAddress",
@@ -134,3 +138,59 @@ class SocketControlClient(ControlClient):
 
     def close(self) -> None:
         self._sock.close()
+
+
+class DeviceControlClient(ControlClient):
+    """The CUSE character device: each request is one ``ioctl()`` with the tpm_ioctl.h
+    struct in host byte order, numbered for this interpreter's ABI (swtpm_ioctl's
+    char-device path).  ``read``/``write`` carry state blobs when
+    SWTPM_IOCTL_BUFFERSIZE asks for the read()/write() transfer."""
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str) -> "DeviceControlClient":
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ControlConnectError(exc.errno, f"Unable to open device '{path}': {exc.strerror}") from exc
+        if not stat.S_ISCHR(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ControlConnectError(0, f"'{path}' is not a character device")
+        return cls(fd, path)
+
+    def request(self, spec: CommandSpec, request: Part | None = None) -> Part:
+        abi = host_abi()
+        buf = bytearray(spec.ioctl_size(abi))
+        if spec.direction & IocDir.WRITE:
+            buf[:] = (request if request is not None else spec.request()).pack_ioctl(abi)
+        try:
+            fcntl.ioctl(self.fd, spec.ioctl_number(abi), buf, True)
+        except OSError as exc:
+            raise ControlIOError(exc.errno, exc.strerror or str(exc)) from exc
+        return spec.response.unpack_ioctl(bytes(buf), abi)
+
+    def send(self, data: bytes) -> None:
+        self.write(data)
+
+    def receive(self, spec: CommandSpec) -> Part:
+        raise ControlIOError(0, "a character device answers inside the ioctl; nothing to receive")
+
+    def read(self, size: int) -> bytes:
+        try:
+            return os.read(self.fd, size)
+        except OSError as exc:
+            raise ControlIOError(exc.errno, exc.strerror or str(exc)) from exc
+
+    def write(self, data: bytes) -> int:
+        try:
+            return os.write(self.fd, data)
+        except OSError as exc:
+            raise ControlIOError(exc.errno, exc.strerror or str(exc)) from exc
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -1,9 +1,11 @@
-"""``vtpm-cuse``: the daemon.  ``vtpm-cuse socket [options]`` speaks swtpm's sockets.
+"""``vtpm-cuse``: the daemon.  ``vtpm-cuse socket [options]`` speaks swtpm's sockets,
+``vtpm-cuse cuse -n NAME [options]`` creates the character device /dev/NAME.
 
-The ``socket`` subcommand takes ``swtpm socket``'s options (spec §3.5, §2.12)
-so that existing command lines (libvirt's, QEMU's documentation, swtpm's
-tests) work by replacing the program name.  Subcommands are registered in
-:data:`SUBCOMMANDS`; the CUSE device will be added there.
+The subcommands take ``swtpm socket``'s and ``swtpm cuse``'s options (spec
+§3.5, §2.12) so that existing command lines (libvirt's, QEMU's
+documentation, swtpm's tests) work by replacing the program name; the
+options both modes share are declared once.  Subcommands are registered in
+:data:`SUBCOMMANDS`.
 
 Option errors are one line on stderr and exit status 1; nothing (socket,
 state directory, key file) is touched before the whole command line has
@@ -24,6 +26,9 @@ from typing import NoReturn
 
 import trio
 
+from vtpm_cuse.cuse.protocol import CuseProtocolError
+from vtpm_cuse.cuse.session import CUSE_PATH, CuseOptions
+from vtpm_cuse.cuse_service import serve_vtpm_device
 from vtpm_cuse.sockets.endpoints import EndpointError, OpenedEndpoint, open_endpoint
 from vtpm_cuse.sockets.server import SocketServerConfig, serve
 from vtpm_cuse.state import (
@@ -49,7 +54,7 @@ from .options import (
     parse_port_option,
     parse_server_option,
 )
-from .process import Daemonizer, PidFile, configure_logging
+from .process import Daemonizer, PidFile, RunAs, configure_logging, notify_systemd
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS", "VERSION"]
 
@@ -75,6 +80,12 @@ SOCKET_FEATURES = (
 )
 """swtpm ``--print-capabilities`` feature names, limited to what this daemon implements."""
 
+CUSE_FEATURES = tuple(f for f in SOCKET_FEATURES if f not in ("tpm-send-command-header", "ctrl-opt-terminate"))
+"""The CUSE variant: no TCG send-command header and no control socket (swtpm omits them too)."""
+
+DEV_DIR = "/dev"
+MAX_DEVICE_NUMBER = 65535
+
 _STARTUP_MODES = {
     StartupType.CLEAR: StartupMode.CLEAR,
     StartupType.STATE: StartupMode.STATE,
@@ -96,20 +107,15 @@ class OneLineParser(argparse.ArgumentParser):
 # -- socket subcommand ----------------------------------------------------------
 
 
-def _add_socket_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every mode has (swtpm's common.c set)."""
     add = parser.add_argument
     add("--tpm2", action="store_true",
         help="TPM 2.0 (accepted for swtpm compatibility; only TPM 2.0 is emulated)")
     add("--tpmstate", metavar="dir=<dir>[,mode=0...][,lock][,backup][,fsync]",
         help="state directory (default: $TPM_PATH)")
-    add("--server", metavar="type=tcp,port=<p>[,bindaddr=<a>][,disconnect]|type=unixio,path=<p>[,mode=0...]|fd=<fd>",
-        help="data channel server")
-    add("-p", "--port", metavar="PORT", help="TCP data port; implies --server type=tcp,disconnect")
-    add("-f", "--fd", metavar="FD", help="connected data socket; implies --terminate")
-    add("--ctrl", metavar="type=tcp,port=<p>[,bindaddr=<a>]|type=unixio,path=<p>[,mode=0...]|fd=<fd>|clientfd=<fd>[,terminate]",
-        help="control channel server")
     add("--flags", metavar="[not-need-init][,startup-clear|startup-state|startup-none][,disable-auto-shutdown]",
-        help="start the TPM without CMD_INIT, send TPM2_Startup, keep the automatic TPM2_Shutdown off")
+        help="start the TPM without INIT, send TPM2_Startup, keep the automatic TPM2_Shutdown off")
     add("--locality", metavar="[reject-locality-4][,allow-set-locality]", help="locality policy")
     add("--key", metavar="file=<path>|fd=<fd>|pwdfile=<path>|pwdfd=<fd>[,...]",
         help="key for encrypting the state files")
@@ -118,9 +124,20 @@ def _add_socket_arguments(parser: argparse.ArgumentParser) -> None:
     add("--pid", metavar="file=<path>|fd=<fd>", help="write the process id")
     add("--log", metavar="file=<path>|fd=<fd>[,level=n][,prefix=<p>][,truncate]",
         help="log destination (file=- disables logging)")
+    add("--print-capabilities", action="store_true", help="print the supported features as JSON and exit")
+
+
+def _add_socket_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_common_arguments(parser)
+    add = parser.add_argument
+    add("--server", metavar="type=tcp,port=<p>[,bindaddr=<a>][,disconnect]|type=unixio,path=<p>[,mode=0...]|fd=<fd>",
+        help="data channel server")
+    add("-p", "--port", metavar="PORT", help="TCP data port; implies --server type=tcp,disconnect")
+    add("-f", "--fd", metavar="FD", help="connected data socket; implies --terminate")
+    add("--ctrl", metavar="type=tcp,port=<p>[,bindaddr=<a>]|type=unixio,path=<p>[,mode=0...]|fd=<fd>|clientfd=<fd>[,terminate]",
+        help="control channel server")
     add("-t", "--terminate", action="store_true", help="exit when the data client goes away")
     add("-d", "--daemon", action="store_true", help="run in the background once serving")
-    add("--print-capabilities", action="store_true", help="print the supported features as JSON and exit")
     add("--version", action="store_true", help="print the version and exit")
 
 
@@ -152,22 +169,49 @@ def _parse_socket_settings(args: argparse.Namespace) -> SocketSettings:
     if server is None and ctrl is None:
         # swtpm's default: the data port from TPM_PORT (or 6545), -p style.
         server = parse_server_option("type=tcp,disconnect")
-    flags = parse_flags_option(args.flags) if args.flags is not None else FlagsOption()
-    locality = parse_locality_option(args.locality) if args.locality is not None else None
     return SocketSettings(
         server=server,
         ctrl=ctrl,
-        flags=flags,
-        locality=LocalityPolicy(
-            reject_locality_4=bool(locality and locality.reject_locality_4),
-            allow_set_locality=bool(locality and locality.allow_set_locality),
-        ),
+        flags=_parse_flags(args),
+        locality=_parse_locality(args),
         terminate=args.terminate or args.fd is not None,
     )
 
 
-def print_capabilities() -> None:
-    print(json.dumps({"type": "swtpm", "features": list(SOCKET_FEATURES), "version": VERSION}))
+def _parse_flags(args: argparse.Namespace) -> FlagsOption:
+    return parse_flags_option(args.flags) if args.flags is not None else FlagsOption()
+
+
+def _parse_locality(args: argparse.Namespace) -> LocalityPolicy:
+    locality = parse_locality_option(args.locality) if args.locality is not None else None
+    return LocalityPolicy(
+        reject_locality_4=bool(locality and locality.reject_locality_4),
+        allow_set_locality=bool(locality and locality.allow_set_locality),
+    )
+
+
+def _build_vtpm(args: argparse.Namespace, flags: FlagsOption, locality: LocalityPolicy) -> Vtpm:
+    """The TPM from ``--tpmstate``/``TPM_PATH``, ``--key``, ``--migration-key``, ``--flags``
+    (reads key files; touches nothing else)."""
+    tpmstate = resolve_tpmstate(args.tpmstate)
+    file_key = load_key_option(args.key, "--key") if args.key is not None else None
+    migration_key = (
+        load_key_option(args.migration_key, "--migration-key") if args.migration_key is not None else None
+    )
+    store = DirectoryStore.from_option(tpmstate, file_key=file_key, migration_key=migration_key)
+    return Vtpm(
+        store,
+        flags=VtpmFlags(
+            not_need_init=flags.not_need_init,
+            startup=_STARTUP_MODES[flags.startup] if flags.startup else StartupMode.NONE,
+            disable_auto_shutdown=flags.disable_auto_shutdown,
+        ),
+        locality_policy=locality,
+    )
+
+
+def print_capabilities(features: Sequence[str] = SOCKET_FEATURES) -> None:
+    print(json.dumps({"type": "swtpm", "features": list(features), "version": VERSION}))
 
 
 def _open(option: ServerOption | CtrlOption | None, what: str) -> OpenedEndpoint | None:
@@ -184,22 +228,9 @@ def run_socket(args: argparse.Namespace) -> int:
     settings = _parse_socket_settings(args)
     log_option = parse_log_option(args.log) if args.log is not None else None
     pid_file = PidFile(parse_pid_option(args.pid)) if args.pid is not None else None
-    tpmstate = resolve_tpmstate(args.tpmstate)
+    resolve_tpmstate(args.tpmstate)  # a missing state directory is reported before logging starts
     configure_logging(log_option)
-    file_key = load_key_option(args.key, "--key") if args.key is not None else None
-    migration_key = (
-        load_key_option(args.migration_key, "--migration-key") if args.migration_key is not None else None
-    )
-    store = DirectoryStore.from_option(tpmstate, file_key=file_key, migration_key=migration_key)
-    vtpm = Vtpm(
-        store,
-        flags=VtpmFlags(
-            not_need_init=settings.flags.not_need_init,
-            startup=_STARTUP_MODES[settings.flags.startup] if settings.flags.startup else StartupMode.NONE,
-            disable_auto_shutdown=settings.flags.disable_auto_shutdown,
-        ),
-        locality_policy=settings.locality,
-    )
+    vtpm = _build_vtpm(args, settings.flags, settings.locality)
     data = _open(settings.server, "--server")
     try:
         ctrl = _open(settings.ctrl, "--ctrl")
@@ -236,6 +267,93 @@ def run_socket(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- cuse subcommand ---------------------------------------------------------------
+
+
+def _device_number(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not 0 <= value <= MAX_DEVICE_NUMBER:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0..{MAX_DEVICE_NUMBER}")
+    return value
+
+
+def _add_cuse_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("-n", "--name", metavar="NAME", help="device name (mandatory): the node is /dev/NAME")
+    add("-M", "--maj", metavar="MAJ", type=_device_number, default=0, help="device major (0 = dynamic)")
+    add("-m", "--min", metavar="MIN", type=_device_number, default=0, help="device minor")
+    _add_common_arguments(parser)
+    add("-r", "--runas", metavar="USER", help="become USER once the device exists")
+    add("--foreground", action="store_true",
+        help="stay attached to the terminal (by default, like swtpm, the daemon detaches "
+             "and the command returns once /dev/NAME exists)")
+    add("-v", "--version", action="store_true", help="print the version and exit")
+
+
+def run_cuse(args: argparse.Namespace) -> int:
+    if args.version:
+        print(f"TPM emulator CUSE interface ({PROGRAM}) version {VERSION}")
+        return EXIT_OK
+    if args.print_capabilities:
+        print_capabilities(CUSE_FEATURES)
+        return EXIT_OK
+    if not args.name:
+        raise UsageError(f"{PROGRAM} cuse: Error: device name missing (-n NAME)")
+    try:
+        options = CuseOptions(args.name, dev_major=args.maj, dev_minor=args.min)
+    except ValueError as exc:
+        raise UsageError(f"{PROGRAM} cuse: {exc}") from None
+    flags, locality = _parse_flags(args), _parse_locality(args)
+    log_option = parse_log_option(args.log) if args.log is not None else None
+    pid_file = PidFile(parse_pid_option(args.pid)) if args.pid is not None else None
+    try:
+        runas = RunAs.lookup(args.runas) if args.runas is not None else None
+    except ValueError as exc:
+        raise UsageError(f"{PROGRAM} cuse: --runas: {exc}") from None
+    resolve_tpmstate(args.tpmstate)
+    node = os.path.join(DEV_DIR, options.name)
+    if os.path.lexists(node):
+        raise UsageError(f"{PROGRAM} cuse: Error: A device '{node}' already exists.")
+    if not os.path.exists(CUSE_PATH):
+        raise UsageError(f"{PROGRAM} cuse: {CUSE_PATH} does not exist: this kernel has no CUSE (modprobe cuse)")
+    configure_logging(log_option)
+    vtpm = _build_vtpm(args, flags, locality)
+    daemonizer = Daemonizer()
+    if not args.foreground:
+        daemonizer.detach()
+
+    def ready() -> None:
+        if pid_file is not None:
+            pid_file.write()
+        if runas is not None:
+            runas.apply()
+        notify_systemd("READY=1")
+        daemonizer.ready()
+
+    try:
+        trio.run(functools.partial(serve_vtpm_device, vtpm, options, ready=ready))
+    except Exception as exc:
+        cause = _sole_cause(exc)
+        if not isinstance(cause, (OSError, CuseProtocolError, StateError)):
+            raise
+        print(f"{PROGRAM} cuse: /dev/{options.name}: {cause}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        if pid_file is not None:
+            pid_file.remove()
+    return EXIT_OK
+
+
+def _sole_cause(exc: BaseException) -> BaseException:
+    """Unwrap the exception groups trio nurseries put around a single failure."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 # -- top level ---------------------------------------------------------------------
 
 
@@ -250,8 +368,10 @@ class Subcommand:
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("socket", "serve the TPM on swtpm-compatible TCP/UnixIO sockets",
                _add_socket_arguments, run_socket),
+    Subcommand("cuse", "create the character device /dev/NAME over CUSE (detaches once it exists)",
+               _add_cuse_arguments, run_cuse),
 )
-"""Modes of the daemon; the CUSE character device is registered here when it exists."""
+"""Modes of the daemon."""
 
 
 def print_version() -> None:

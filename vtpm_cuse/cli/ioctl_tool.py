@@ -1,4 +1,4 @@
-"""``vtpm-ioctl``: a drop-in for swtpm_ioctl on the socket control channel.
+"""``vtpm-ioctl``: a drop-in for swtpm_ioctl, on a CUSE device or the socket control channel.
 
 Options, messages and exit codes follow Debian's swtpm_ioctl (0.7.x), because
 scripts and test suites compare its output literally: one command per
@@ -6,9 +6,11 @@ invocation, results on stdout, failures on stderr as
 ``TPM result from PTM_<NAME>: 0x<hex>``, exit status 0 or 1.  Like
 ``getopt_long_only`` every option may be written with one or two dashes.
 
-Only the socket transports (``--tcp``, ``--unix``) exist for now; the commands
-talk to a :class:`~vtpm_cuse.cli.ctrl_client.ControlClient`, so the CUSE
-character-device transport can be added beside them.
+Transports: the character device (``/dev/NAME`` as the last argument, or
+``--tpm-device``: one ioctl per request, host byte order), ``--tcp`` and
+``--unix``.  On the device, ``SWTPM_IOCTL_BUFFERSIZE=n`` makes ``--save``/``--load``
+move the state blob with read()/write() of n bytes after the first ioctl,
+as swtpm_ioctl does; otherwise blobs travel in 3072-byte ioctl chunks.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import BinaryIO, NoReturn, TextIO
 
 from ioctl_defs import (
     PTM_HDATA_MAX,
+    PTM_STATE_BLOB_SIZE,
     PtmBlobType,
     PtmGetInfoRequest,
     PtmGetStateRequest,
@@ -42,6 +45,7 @@ from .ctrl_client import (
     ControlClient,
     ControlConnectError,
     ControlIOError,
+    DeviceControlClient,
     SocketControlClient,
     TcpAddress,
     UnixAddress,
@@ -58,6 +62,8 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 _HASH_CHUNK = PTM_HDATA_MAX
 _READ_CHUNK = 4096
+BUFFERSIZE_ENV = "SWTPM_IOCTL_BUFFERSIZE"
+"""On a device: move state blobs with read()/write() of this many bytes."""
 
 
 class UsageError(Exception):
@@ -118,7 +124,7 @@ _COMMAND_OPTIONS: dict[str, tuple[Command, int]] = {
     "info": (Command.INFO, 1),
     "lock-storage": (Command.LOCK_STORAGE, 1),
 }
-_TRANSPORT_OPTIONS = ("tcp", "unix")
+_TRANSPORT_OPTIONS = ("tcp", "unix", "tpm-device")
 _META_OPTIONS = ("version", "help")
 
 
@@ -129,6 +135,7 @@ class Invocation:
     command: Command | None = None
     args: list[str] = field(default_factory=list)
     address: TcpAddress | UnixAddress | None = None
+    device: str | None = None
     show_version: bool = False
     show_help: bool = False
 
@@ -167,9 +174,8 @@ def parse_arguments(argv: Sequence[str]) -> Invocation:
         name = _option_name(arg)
         index += 1
         if name is None:
-            raise UsageError(
-                f"Unexpected argument '{arg}': character devices are not supported; use --tcp or --unix"
-            )
+            inv.device = arg  # the last positional argument names the device
+            continue
         if "=" in name and arg.startswith("--"):
             # --tcp=host:port style
             name, _, inline = name.partition("=")
@@ -183,7 +189,10 @@ def parse_arguments(argv: Sequence[str]) -> Invocation:
                 raise UsageError(f"Option '--{name}' requires an argument.")
             value = argv[index]
             index += 1
-            inv.address = parse_tcp_address(value) if name == "tcp" else UnixAddress(value)
+            if name == "tpm-device":
+                inv.device = value
+            else:
+                inv.address = parse_tcp_address(value) if name == "tcp" else UnixAddress(value)
             continue
         if name not in _COMMAND_OPTIONS:
             raise UsageError(f"Unknown option '{arg}'.")
@@ -214,6 +223,18 @@ class Context:
     client: ControlClient
     out: TextIO
     stdin: BinaryIO
+    buffersize: int | None = None
+    """SWTPM_IOCTL_BUFFERSIZE: blob transfer by read()/write() on a device."""
+
+
+def buffersize_from_env(environ: dict[str, str] | None = None) -> int | None:
+    """SWTPM_IOCTL_BUFFERSIZE as a positive int; unset, empty or invalid -> None."""
+    text = (os.environ if environ is None else environ).get(BUFFERSIZE_ENV, "")
+    try:
+        value = int(text, 0)
+    except ValueError:
+        return None
+    return value if value >= 1 else None
 
 
 def _call(ctx: Context, name: str, request=None, *, execute_name: str | None = None):
@@ -256,7 +277,8 @@ def _parse_locality(text: str) -> int:
 def cmd_capability(ctx: Context, args: list[str]) -> None:
     response = _call(ctx, "PTM_GET_CAPABILITY")
     # swtpm_ioctl reads the 8-byte {result, caps} reply as one big-endian u64.
-    caps = (response.tpm_result << 32) | getattr(response, "caps", 0)
+    # On the device the reply is the bare u64.
+    caps = (getattr(response, "tpm_result", 0) << 32) | getattr(response, "caps", 0)
     print(f"ptm capability is {caps:#x}", file=ctx.out)
 
 
@@ -306,16 +328,44 @@ def cmd_save(ctx: Context, args: list[str]) -> None:
     except OSError as exc:
         raise CommandFailed(f"Could not open file '{filename}' for writing: {exc.strerror}") from exc
     with os.fdopen(fd, "wb") as file:
-        request = PtmGetStateRequest(
-            state_flags=PtmStateFlag.PTM_STATE_FLAG_DECRYPTED, type=blob_type, offset=0
-        )
-        response = _call(ctx, "PTM_GET_STATEBLOB", request, execute_name="ioctl PTM_GET_STATEBLOB")
-        if response.tpm_result and not is_non_fatal(response.tpm_result):
-            _check("PTM_GET_STATEBLOB", response)
+        def store(data: bytes) -> None:
+            try:
+                file.write(data)
+            except OSError as exc:
+                raise CommandFailed(f"Could not write to file '{filename}': {exc.strerror}") from exc
+
+        offset = 0
+        while True:
+            request = PtmGetStateRequest(
+                state_flags=PtmStateFlag.PTM_STATE_FLAG_DECRYPTED, type=blob_type, offset=offset
+            )
+            response = _call(ctx, "PTM_GET_STATEBLOB", request, execute_name="ioctl PTM_GET_STATEBLOB")
+            if response.tpm_result:
+                if is_non_fatal(response.tpm_result):
+                    return
+                _check("PTM_GET_STATEBLOB", response)
+            store(response.data)
+            offset += len(response.data)
+            if not isinstance(ctx.client, DeviceControlClient) or offset >= response.totlength:
+                return  # the socket answers the whole blob at once
+            if ctx.buffersize is not None:
+                _read_rest(ctx.client, response.totlength - offset, ctx.buffersize, store)
+                return
+            if not response.data:
+                raise CommandFailed("Could not execute ioctl PTM_GET_STATEBLOB: no progress")
+
+
+def _read_rest(client: DeviceControlClient, remaining: int, bufsize: int, store: Callable[[bytes], None]) -> None:
+    """The read() continuation of a GET_STATEBLOB (SWTPM_IOCTL_BUFFERSIZE)."""
+    while remaining > 0:
         try:
-            file.write(response.data)
-        except OSError as exc:
-            raise CommandFailed(f"Could not write to file '{filename}': {exc.strerror}") from exc
+            data = client.read(bufsize)
+        except ControlIOError as exc:
+            raise CommandFailed(f"Could not read state blob: {_reason(exc)}") from exc
+        if not data:
+            raise CommandFailed(f"Could not read state blob: {remaining} bytes missing")
+        store(data)
+        remaining -= len(data)
 
 
 def cmd_load(ctx: Context, args: list[str]) -> None:
@@ -325,9 +375,36 @@ def cmd_load(ctx: Context, args: list[str]) -> None:
             data = file.read()
     except OSError as exc:
         raise CommandFailed(f"Could not open file '{filename}' for reading: {exc.strerror}") from exc
+    if isinstance(ctx.client, DeviceControlClient):
+        _load_device(ctx, ctx.client, blob_type, data)
+        return
     request = PtmSetStateRequest(state_flags=0, type=blob_type, data=data)
     response = _call(ctx, "PTM_SET_STATEBLOB", request, execute_name="ioctl PTM_SET_STATEBLOB")
     _check("PTM_SET_STATEBLOB", response)
+
+
+def _set_chunk(ctx: Context, blob_type: PtmBlobType, chunk: bytes) -> None:
+    request = PtmSetStateRequest(state_flags=0, type=blob_type, data=chunk)
+    _check("PTM_SET_STATEBLOB", _call(ctx, "PTM_SET_STATEBLOB", request, execute_name="ioctl PTM_SET_STATEBLOB"))
+
+
+def _load_device(ctx: Context, client: DeviceControlClient, blob_type: PtmBlobType, data: bytes) -> None:
+    """Chunks of exactly 3072 bytes and a shorter (maybe empty) last one; or, with
+    SWTPM_IOCTL_BUFFERSIZE=n, an empty ioctl, write()s of n bytes, an empty ioctl."""
+    if ctx.buffersize is None:
+        for start in range(0, len(data) + 1, PTM_STATE_BLOB_SIZE):
+            _set_chunk(ctx, blob_type, data[start:start + PTM_STATE_BLOB_SIZE])
+        return
+    _set_chunk(ctx, blob_type, b"")
+    for start in range(0, len(data), ctx.buffersize):
+        chunk = data[start:start + ctx.buffersize]
+        try:
+            written = client.write(chunk)
+        except ControlIOError as exc:
+            raise CommandFailed(f"Could not write state blob: {_reason(exc)}") from exc
+        if written != len(chunk):
+            raise CommandFailed(f"Could not write state blob: short write ({written} of {len(chunk)})")
+    _set_chunk(ctx, blob_type, b"")
 
 
 def cmd_config(ctx: Context, args: list[str]) -> None:
@@ -416,9 +493,12 @@ def usage(program: str) -> str:
     return f"""\
 TPM emulator control tool (vtpm-ioctl) version {VERSION}
 
-Usage: {program} command --tcp [<host>]:[<port>] | --unix <path>
+Usage: {program} command <device path> | --tpm-device <device path>
+       {program} command --tcp [<host>]:[<port>] | --unix <path>
 
 The following commands are supported:
+--tpm-device <device> : the CUSE character device, e.g. /dev/vtpm-<name>; the
+                        last non-option argument names it, too
 --tcp [<host>]:[<prt>]: connect to the control channel on the given host and
                         port; default host is {DEFAULT_HOST}, default port is {DEFAULT_CTRL_PORT}
 --unix <path>         : connect to the control channel's UnixIO socket
@@ -473,19 +553,24 @@ def run(
             return EXIT_OK
         if inv.command is None:
             raise UsageError("No valid command.")
-        if inv.address is None:
+        if inv.address is None and inv.device is None:
             raise UsageError("Error: Missing device name.")
         _validate_arguments(inv)
     except UsageError as exc:
         print(exc, file=err, end=exc.end)
         return EXIT_FAILURE
     try:
-        client = SocketControlClient.connect(inv.address)
+        client: ControlClient
+        if inv.address is not None:
+            client = SocketControlClient.connect(inv.address)
+        else:
+            assert inv.device is not None
+            client = DeviceControlClient.open(inv.device)
     except ControlConnectError as exc:
         print(exc.strerror, file=err)
         return EXIT_FAILURE
     with client:
-        ctx = Context(client, out, stdin or sys.stdin.buffer)
+        ctx = Context(client, out, stdin or sys.stdin.buffer, buffersize_from_env())
         try:
             _RUNNERS[inv.command](ctx, inv.args)
         except UsageError as exc:

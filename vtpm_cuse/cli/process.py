@@ -1,4 +1,4 @@
-"""Process chores of the daemon: ``--log``, ``--pid`` and ``-d/--daemon``.
+"""Process chores of the daemon: ``--log``, ``--pid``, ``-d/--daemon``, ``--runas``, sd_notify.
 
 Kept apart from option parsing and from the servers because they touch the
 process as a whole (file descriptors 0-2, fork, the root logger).
@@ -9,13 +9,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pwd
+import socket
 import sys
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Mapping, TextIO
 
 from .options import LogOption, PidOption
 
-__all__ = ["configure_logging", "PidFile", "Daemonizer", "DaemonizeError"]
+__all__ = ["configure_logging", "PidFile", "Daemonizer", "DaemonizeError", "RunAs", "notify_systemd"]
 
 _LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
@@ -120,3 +122,53 @@ class Daemonizer:
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 2)
         os.close(null)
+
+
+NOTIFY_SOCKET_ENV = "NOTIFY_SOCKET"
+
+
+def notify_systemd(state: str = "READY=1", environ: Mapping[str, str] | None = None) -> bool:
+    """Send ``state`` to the service manager's $NOTIFY_SOCKET (a unix datagram socket;
+    a leading '@' names an abstract socket).  Returns whether a message was sent.
+
+    Why not libsystemd: the protocol is one datagram, and a failure to notify must
+    not take the TPM down (the service manager then times the unit out itself)."""
+    path = (os.environ if environ is None else environ).get(NOTIFY_SOCKET_ENV)
+    if not path:
+        return False
+    address = "\0" + path[1:] if path.startswith("@") else path
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.send(state.encode())
+    except OSError as exc:
+        logging.getLogger(__name__).warning("cannot notify %s=%s: %s", NOTIFY_SOCKET_ENV, path, exc)
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """``--runas USER``: whom to become once the device exists (swtpm drops root
+    after creating the node, which needs root to open /dev/cuse)."""
+
+    name: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def lookup(cls, user: str) -> "RunAs":
+        """A user name or numeric uid; raises ValueError for an unknown user."""
+        try:
+            entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        except KeyError:
+            raise ValueError(f"user '{user}' does not exist") from None
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+    def apply(self) -> None:
+        """Drop to the user (all threads: glibc applies set*id process-wide)."""
+        if os.geteuid() == self.uid:
+            return
+        os.setgroups(os.getgrouplist(self.name, self.gid))
+        os.setgid(self.gid)
+        os.setuid(self.uid)

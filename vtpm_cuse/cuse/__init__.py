@@ -6,7 +6,7 @@ kernel protocol on /dev/cuse itself: :mod:`.protocol` (wire format), :mod:`.sess
 (ioctl numbers) and :mod:`.echo` (a minimal device).
 """
 
-from .device import CuseDevice, NotifyPoll
+from .device import CuseDevice, NotifyPoll, PollWaiters
 from .protocol import CuseProtocolError, IoctlFlags, PollFlags
 from .session import CUSE_PATH, CuseOptions, CuseSession, serve_cuse
 
@@ -19,5 +19,6 @@ __all__ = [
     "IoctlFlags",
     "NotifyPoll",
     "PollFlags",
+    "PollWaiters",
     "serve_cuse",
 ]

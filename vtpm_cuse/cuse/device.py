@@ -19,6 +19,8 @@ import abc
 import errno
 from typing import Awaitable, Callable
 
+import trio
+
 from .protocol import IoctlFlags, PollFlags
 
 NotifyPoll = Callable[[int], Awaitable[None]]
@@ -79,3 +81,30 @@ class CuseDevice(abc.ABC):
     async def destroy(self) -> None:
         """The session is ending (channel closed, DESTROY, or cancelled). Runs shielded
         from cancellation, so it must finish promptly."""
+
+
+class PollWaiters:
+    """The poll()ers sleeping on a device, remembered by kernel handle until readiness
+    changes. Waking is shielded: the state already changed, and a cancelled
+    notification would leave a poller asleep for good."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[int, NotifyPoll] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._waiters)
+
+    def add(self, kh: int, notify_poll: NotifyPoll) -> None:
+        self._waiters[kh] = notify_poll
+
+    def clear(self) -> None:
+        self._waiters.clear()
+
+    async def wake(self) -> None:
+        """Notify every waiter once; the kernel polls again and re-arms if still waiting."""
+        if not self._waiters:
+            return
+        waiters, self._waiters = self._waiters, {}
+        with trio.CancelScope(shield=True):
+            for kh, notify in waiters.items():
+                await notify(kh)

@@ -26,7 +26,7 @@ from functools import partial
 
 import trio
 
-from .device import CuseDevice, NotifyPoll
+from .device import CuseDevice, NotifyPoll, PollWaiters
 from .ioc import io, ior, iowr
 from .protocol import CuseProtocolError, IoctlFlags, PollFlags
 from .session import CUSE_PATH, CuseOptions, serve_cuse
@@ -53,7 +53,7 @@ class EchoDevice(CuseDevice):
         self._handles: set[int] = set()
         self._next_fh = 1
         self._counter = 0
-        self._poll_waiters: dict[int, NotifyPoll] = {}
+        self._poll_waiters = PollWaiters()
         self.destroyed = False
 
     # --- helpers ------------------------------------------------------------------------
@@ -66,16 +66,10 @@ class EchoDevice(CuseDevice):
         await self._changed.wait()
 
     async def _announce_change(self) -> None:
-        """Wake blocked readers/writers and notify pollers. Shielded: the FIFO already
-        changed, and a cancelled notification would leave a poller asleep."""
+        """Wake blocked readers/writers and notify pollers."""
         self._changed.set()
         self._changed = trio.Event()
-        if not self._poll_waiters:
-            return
-        waiters, self._poll_waiters = self._poll_waiters, {}
-        with trio.CancelScope(shield=True):
-            for kh, notify in waiters.items():
-                await notify(kh)
+        await self._poll_waiters.wake()
 
     # --- CuseDevice ---------------------------------------------------------------------
 
@@ -142,7 +136,7 @@ class EchoDevice(CuseDevice):
         if len(self._fifo) < self.capacity:
             revents |= select.POLLOUT | select.POLLWRNORM
         if flags & PollFlags.SCHEDULE_NOTIFY:
-            self._poll_waiters[kh] = notify_poll
+            self._poll_waiters.add(kh, notify_poll)
         return revents
 
     async def destroy(self) -> None:
