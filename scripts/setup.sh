@@ -25,5 +25,11 @@ fi
 if [ ! -x .venv/bin/python ]; then
   /usr/bin/python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# pip's and setuptools' chatter goes to a log that is shown only when something fails.
+if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e '.[test]'; } >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "setup: installing the Python packages failed" >&2
+  exit 1
+fi

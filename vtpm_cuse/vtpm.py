@@ -11,16 +11,16 @@ operations (:mod:`vtpm_cuse.control`) act on.  It owns
 * the buffer size (PTM_SET_BUFFERSIZE), which survives INIT/STOP as in swtpm,
 * the last executed command code, for the automatic TPM2_Shutdown,
 * one worker thread on which *everything that touches the engine or the
-  store* runs, serialised by a ``CapacityLimiter(1)``.
+  store* runs, one job at a time (:class:`~vtpm_cuse.worker.Worker`).
 
 Why one serialising worker: the engine is not thread-safe and a TPM command
 may take long (key generation); running it on the trio thread would block
 every control request, including the CANCEL that is meant to stop it.  With
-the limiter, a control operation that must see a consistent TPM (HASH_*,
+one worker, a control operation that must see a consistent TPM (HASH_*,
 STORE_VOLATILE, GET_STATEBLOB, INIT, STOP ...) simply queues behind the running
 command -- exactly swtpm's "wait for the worker" -- while the ones swtpm
 answers immediately (GET_CAPABILITY, SET_LOCALITY, CANCEL, GET_CONFIG,
-SET_BUFFERSIZE, LOCK_STORAGE, GET_INFO) never touch the limiter.
+SET_BUFFERSIZE, LOCK_STORAGE, GET_INFO) never touch the worker.
 
 Errors: methods used by the control layer raise
 :class:`~vtpm_cuse.state.StateError` (carrying the ptm result code) or
@@ -47,6 +47,7 @@ from .tpm.constants import MAX_COMMAND_SIZE, TPM_CC, TPM_ST, TPM_SU
 from .tpm.engine import Engine
 from .tpm.errors import TPM_RC
 from .tpm.state import BlobKind, StateBlobError, deserialise
+from .worker import Worker
 
 __all__ = [
     "BUFFER_SIZE_MAX",
@@ -218,7 +219,7 @@ class Vtpm:
         self.buffer_size = BUFFER_SIZE_MAX
         #: Lock attempts before each command (LOCK_STORAGE sets it).
         self.locking_retries = DEFAULT_LOCKING_RETRIES
-        self._limiter = trio.CapacityLimiter(1)
+        self._worker = Worker("vtpm-worker")
         # StorageLock is not thread-safe; LOCK_STORAGE runs outside the worker.
         self._store_mutex = threading.Lock()
         self._busy = False
@@ -259,7 +260,7 @@ class Vtpm:
 
         Not cancellable once started: the engine must never be left half-way.
         """
-        return await trio.to_thread.run_sync(fn, limiter=self._limiter)
+        return await self._worker.run(fn)
 
     # -- life cycle ----------------------------------------------------------------------
 
