@@ -28,6 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support.net import free_port, recv_exact, tpm_roundtrip  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 STARTUP_CLEAR = bytes.fromhex("80010000000c000001440000")
 CMD_INIT = (0x02).to_bytes(4, "big") + bytes(4)
@@ -37,28 +40,6 @@ START_TIMEOUT = 15.0
 
 def get_random(count: int) -> bytes:
     return bytes.fromhex("80010000000c0000017b") + count.to_bytes(2, "big")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError(f"closed after {len(data)} of {n} bytes")
-        data += chunk
-    return data
-
-
-def roundtrip(sock: socket.socket, command: bytes) -> bytes:
-    sock.sendall(command)
-    header = recv_exact(sock, 10)
-    return header + recv_exact(sock, int.from_bytes(header[2:6], "big") - 10)
 
 
 @dataclass
@@ -85,7 +66,7 @@ class Server:
             if recv_exact(c, 4) != bytes(4):
                 raise RuntimeError(f"{self.name}: CMD_INIT failed")
         with self.connect() as s:
-            rc = roundtrip(s, STARTUP_CLEAR)[6:10]
+            rc = tpm_roundtrip(s, STARTUP_CLEAR)[6:10]
             if rc != bytes(4):
                 raise RuntimeError(f"{self.name}: TPM2_Startup answered {rc.hex()}")
 
@@ -112,7 +93,7 @@ def time_persistent(server: Server, command: bytes, count: int) -> list[float]:
     with server.connect() as s:
         for _ in range(count):
             start = time.perf_counter()
-            response = roundtrip(s, command)
+            response = tpm_roundtrip(s, command)
             times.append(time.perf_counter() - start)
             assert response[6:10] == bytes(4), response.hex()
     return times
@@ -123,7 +104,7 @@ def time_reconnect(server: Server, command: bytes, count: int) -> list[float]:
     for _ in range(count):
         start = time.perf_counter()
         with server.connect() as s:
-            response = roundtrip(s, command)
+            response = tpm_roundtrip(s, command)
         times.append(time.perf_counter() - start)
         assert response[6:10] == bytes(4), response.hex()
     return times

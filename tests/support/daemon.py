@@ -14,46 +14,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .net import free_port, free_port_pair, recv_exact, tpm_roundtrip  # noqa: F401 (re-exported)
+
 REPO = Path(__file__).resolve().parents[2]
 DAEMON = [sys.executable, "-m", "vtpm_cuse.cli.daemon"]
 IOCTL = [sys.executable, "-m", "vtpm_cuse.cli.ioctl_tool"]
 START_TIMEOUT = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_port_pair() -> tuple[int, int]:
-    """Two consecutive free ports: tpm2-tss' swtpm TCTI expects control = data + 1."""
-    for _ in range(100):
-        first = free_port()
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", first + 1))
-        except OSError:
-            continue
-        return first, first + 1
-    raise RuntimeError("no two consecutive free ports")
-
-
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError(f"peer closed after {len(data)} of {n} bytes")
-        data += chunk
-    return data
-
-
-def tpm_roundtrip(sock: socket.socket, command: bytes) -> bytes:
-    """Send a raw TPM command and read one complete response."""
-    sock.sendall(command)
-    header = recv_exact(sock, 10)
-    return header + recv_exact(sock, int.from_bytes(header[2:6], "big") - 10)
 
 
 def ctrl_roundtrip(sock: socket.socket, message: bytes, reply: int) -> bytes:

@@ -14,21 +14,7 @@ import subprocess
 import tempfile
 import time
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError(f"swtpm closed the connection after {len(data)} of {n} bytes")
-        data += chunk
-    return data
+from .net import free_port, recv_exact, tpm_roundtrip
 
 
 class SwtpmOracle:
@@ -55,15 +41,12 @@ class SwtpmOracle:
                 time.sleep(0.05)
 
     def execute(self, command: bytes) -> bytes:
-        self.sock.sendall(command)
-        header = _recv_exact(self.sock, 10)
-        size = int.from_bytes(header[2:6], "big")
-        return header + _recv_exact(self.sock, size - 10)
+        return tpm_roundtrip(self.sock, command)
 
     def ctrl(self, cmd: int, body: bytes = b"", reply: int = 4) -> bytes:
         with socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=10) as s:
             s.sendall(cmd.to_bytes(4, "big") + body)
-            return _recv_exact(s, reply)
+            return recv_exact(s, reply)
 
     def close(self) -> None:
         try:
