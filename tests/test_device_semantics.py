@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import select
 import struct
 from contextlib import asynccontextmanager
 from dataclasses import dataclass

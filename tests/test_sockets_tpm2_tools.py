@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,7 +16,6 @@ import pytest
 
 from tests.support.daemon import Daemon
 
-pytestmark = pytest.mark.skipif(shutil.which("tpm2_startup") is None, reason="tpm2-tools not installed")
 
 PCR = 16
 

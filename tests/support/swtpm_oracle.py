@@ -7,7 +7,6 @@ codes where the specification leaves room for doubt.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess

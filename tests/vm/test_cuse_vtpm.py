@@ -19,7 +19,6 @@ import hashlib
 import io
 import os
 import select
-import shutil
 import stat
 import struct
 import subprocess

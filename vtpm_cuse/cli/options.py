@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Mapping, TypeAlias
+from typing import Mapping
 
 from vtpm_cuse.sockets.endpoints import (
     DEFAULT_BIND_ADDRESS,
