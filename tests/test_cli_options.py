@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from vtpm_cuse.flags import StartupMode
 from vtpm_cuse.cli.options import (
     CliOptionError,
     ConnectedFd,
     ListeningFd,
-    StartupType,
     TcpEndpoint,
     UnixEndpoint,
     parse_ctrl_option,
@@ -59,6 +59,6 @@ def test_errors_name_the_value(parser, value: str, needle: str) -> None:
 
 def test_flags_and_log() -> None:
     flags = parse_flags_option("not-need-init,startup-state,disable-auto-shutdown")
-    assert flags.startup is StartupType.STATE and flags.disable_auto_shutdown and flags.start_immediately
+    assert flags.startup is StartupMode.STATE and flags.disable_auto_shutdown and flags.start_immediately
     assert parse_log_option("file=-").disabled
     assert parse_log_option("fd=2,level=5").fd == 2

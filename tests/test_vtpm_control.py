@@ -767,6 +767,18 @@ async def test_boot_with_startup_flag(tmp_path: Path) -> None:
 
 
 @trio_test
+async def test_startup_none_alone_starts_the_tpm_without_startup(tmp_path: Path) -> None:
+    """``--flags startup-none`` starts the TPM like not-need-init and sends no Startup."""
+    from vtpm_cuse.vtpm import StartupMode
+
+    vtpm = Vtpm(tmp_path / "n", flags=VtpmFlags(startup=StartupMode.NONE))
+    assert await vtpm.boot() is None
+    assert vtpm.running and not vtpm.engine.volatile.started
+    assert rc(await vtpm.execute(pcr_read(0))) == 0x100  # TPM_RC_INITIALIZE, not the fatal error
+    await vtpm.shutdown()
+
+
+@trio_test
 async def test_two_instances_do_not_interfere(tmp_path: Path) -> None:
     a, b = Vtpm(tmp_path / "a"), Vtpm(tmp_path / "b")
     await init(a)

@@ -30,11 +30,9 @@ never raises for bad input, it always returns a TPM response.
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, TypeVar
 
 import trio
@@ -48,6 +46,7 @@ from .tpm.engine import Engine
 from .tpm.errors import TPM_RC
 from .tpm.state import BlobKind, StateBlobError, deserialise
 from .worker import Worker
+from .flags import MAX_LOCALITY, LocalityPolicy, StartupMode, VtpmFlags
 
 __all__ = [
     "BUFFER_SIZE_MAX",
@@ -69,7 +68,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Highest locality a TPM (PC Client) knows.
-MAX_LOCALITY = 4
 #: swtpm's vendor command that sets the locality in-band (spec §2.5 step 4).
 TPM2_CC_SET_LOCALITY = 0x20001000
 #: A TPM command header: tag (2), size (4), code (4).
@@ -99,41 +97,6 @@ class VtpmStateError(Exception):
         state = "running" if needs_running else "stopped"
         super().__init__(f"{operation} needs a {state} TPM")
         self.needs_running = needs_running
-
-
-class StartupMode(enum.Enum):
-    """``--flags startup-*``: which TPM2_Startup to send when the TPM is started
-    without INIT (``not-need-init``)."""
-
-    NONE = "none"
-    CLEAR = "clear"
-    STATE = "state"
-
-
-@dataclass(frozen=True)
-class VtpmFlags:
-    """``--flags`` of swtpm (§2.12)."""
-
-    #: Start the TPM at program start instead of waiting for INIT.
-    not_need_init: bool = False
-    #: Startup to send after that start (implies not_need_init for the caller).
-    startup: StartupMode = StartupMode.NONE
-    #: Do not send TPM2_Shutdown(STATE) when the TPM is stopped.
-    disable_auto_shutdown: bool = False
-
-
-@dataclass(frozen=True)
-class LocalityPolicy:
-    """``--locality``: which localities clients may select."""
-
-    reject_locality_4: bool = False
-    #: Honour swtpm's in-band TPM2_CC_SET_LOCALITY vendor command.
-    allow_set_locality: bool = False
-
-    def allows(self, locality: int) -> bool:
-        if locality < 0 or locality > MAX_LOCALITY:
-            return False
-        return not (locality == MAX_LOCALITY and self.reject_locality_4)
 
 
 def tpm_response(rc: int, tag: int = TPM_ST.NO_SESSIONS) -> bytes:
@@ -287,10 +250,10 @@ class Vtpm:
         Returns the Startup response when one was sent (swtpm's CUSE device
         leaves it readable for the first reader), else None.
         """
-        if not (self.flags.not_need_init or self.flags.startup is not StartupMode.NONE):
+        if not self.flags.start_immediately:
             return None
         await self.init()
-        if self.flags.startup is StartupMode.NONE:
+        if self.flags.startup in (None, StartupMode.NONE):
             return None
         su = TPM_SU.CLEAR if self.flags.startup is StartupMode.CLEAR else TPM_SU.STATE
         return await self.execute(_startup_command(su))

@@ -38,13 +38,11 @@ from vtpm_cuse.state import (
     load_key_option,
     resolve_tpmstate,
 )
-from vtpm_cuse.vtpm import LocalityPolicy, StartupMode, Vtpm, VtpmFlags
+from vtpm_cuse.vtpm import LocalityPolicy, Vtpm, VtpmFlags
 
 from .options import (
     CtrlOption,
-    FlagsOption,
     ServerOption,
-    StartupType,
     parse_ctrl_option,
     parse_data_fd_option,
     parse_flags_option,
@@ -85,13 +83,6 @@ CUSE_FEATURES = tuple(f for f in SOCKET_FEATURES if f not in ("tpm-send-command-
 
 DEV_DIR = "/dev"
 MAX_DEVICE_NUMBER = 65535
-
-_STARTUP_MODES = {
-    StartupType.CLEAR: StartupMode.CLEAR,
-    StartupType.STATE: StartupMode.STATE,
-    StartupType.NONE: StartupMode.NONE,
-}
-
 
 class UsageError(Exception):
     """A command-line problem; printed as one line, exit status 1."""
@@ -147,7 +138,7 @@ class SocketSettings:
 
     server: ServerOption | None
     ctrl: CtrlOption | None
-    flags: FlagsOption
+    flags: VtpmFlags
     locality: LocalityPolicy
     terminate: bool
 
@@ -178,19 +169,15 @@ def _parse_socket_settings(args: argparse.Namespace) -> SocketSettings:
     )
 
 
-def _parse_flags(args: argparse.Namespace) -> FlagsOption:
-    return parse_flags_option(args.flags) if args.flags is not None else FlagsOption()
+def _parse_flags(args: argparse.Namespace) -> VtpmFlags:
+    return parse_flags_option(args.flags) if args.flags is not None else VtpmFlags()
 
 
 def _parse_locality(args: argparse.Namespace) -> LocalityPolicy:
-    locality = parse_locality_option(args.locality) if args.locality is not None else None
-    return LocalityPolicy(
-        reject_locality_4=bool(locality and locality.reject_locality_4),
-        allow_set_locality=bool(locality and locality.allow_set_locality),
-    )
+    return parse_locality_option(args.locality) if args.locality is not None else LocalityPolicy()
 
 
-def _build_vtpm(args: argparse.Namespace, flags: FlagsOption, locality: LocalityPolicy) -> Vtpm:
+def _build_vtpm(args: argparse.Namespace, flags: VtpmFlags, locality: LocalityPolicy) -> Vtpm:
     """The TPM from ``--tpmstate``/``TPM_PATH``, ``--key``, ``--migration-key``, ``--flags``
     (reads key files; touches nothing else)."""
     tpmstate = resolve_tpmstate(args.tpmstate)
@@ -201,11 +188,7 @@ def _build_vtpm(args: argparse.Namespace, flags: FlagsOption, locality: Locality
     store = DirectoryStore.from_option(tpmstate, file_key=file_key, migration_key=migration_key)
     return Vtpm(
         store,
-        flags=VtpmFlags(
-            not_need_init=flags.not_need_init,
-            startup=_STARTUP_MODES[flags.startup] if flags.startup else StartupMode.NONE,
-            disable_auto_shutdown=flags.disable_auto_shutdown,
-        ),
+        flags=flags,
         locality_policy=locality,
     )
 

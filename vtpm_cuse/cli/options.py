@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Mapping
 
@@ -29,6 +28,7 @@ from vtpm_cuse.sockets.endpoints import (
     TcpEndpoint,
     UnixEndpoint,
 )
+from vtpm_cuse.flags import LocalityPolicy, StartupMode, VtpmFlags
 from vtpm_cuse.state.errors import OptionError
 from vtpm_cuse.state.optionstring import parse_bool, parse_mode, parse_option_string
 
@@ -41,9 +41,6 @@ __all__ = [
     "Endpoint",
     "ServerOption",
     "CtrlOption",
-    "StartupType",
-    "FlagsOption",
-    "LocalityOption",
     "PidOption",
     "LogOption",
     "DEFAULT_BIND_ADDRESS",
@@ -87,36 +84,6 @@ class CtrlOption:
     endpoint: Endpoint
     terminate: bool = False
     """Exit when the control client goes away."""
-
-
-class StartupType(Enum):
-    """What ``--flags startup-*`` sends right after the TPM starts."""
-
-    CLEAR = "startup-clear"
-    STATE = "startup-state"
-    NONE = "startup-none"
-
-
-@dataclass(frozen=True)
-class FlagsOption:
-    """``--flags``: start without CMD_INIT, send Startup, keep the auto-shutdown."""
-
-    not_need_init: bool = False
-    startup: StartupType | None = None
-    disable_auto_shutdown: bool = False
-
-    @property
-    def start_immediately(self) -> bool:
-        """swtpm starts the TPM before serving clients for ``not-need-init`` or any ``startup-*``."""
-        return self.not_need_init or self.startup is not None
-
-
-@dataclass(frozen=True)
-class LocalityOption:
-    """``--locality``."""
-
-    reject_locality_4: bool = False
-    allow_set_locality: bool = False
 
 
 @dataclass(frozen=True)
@@ -283,30 +250,30 @@ def parse_ctrl_option(value: str) -> CtrlOption:
     return CtrlOption(TcpEndpoint(port, items.get("bindaddr") or DEFAULT_BIND_ADDRESS), terminate)
 
 
-_FLAG_NAMES = ("not-need-init", "disable-auto-shutdown") + tuple(s.value for s in StartupType)
+_FLAG_NAMES = ("not-need-init", "disable-auto-shutdown") + tuple(s.value for s in StartupMode)
 
 
-def parse_flags_option(value: str) -> FlagsOption:
+def parse_flags_option(value: str) -> VtpmFlags:
     """``--flags [not-need-init][,startup-clear|startup-state|startup-none][,disable-auto-shutdown]``."""
     option = "--flags"
     items = _items(value, _FLAG_NAMES, option)
-    startups = [s for s in StartupType if _flag(items, s.value, option)]
+    startups = [s for s in StartupMode if _flag(items, s.value, option)]
     if len(startups) > 1:
         raise CliOptionError(
             f"{option}: choose one of {', '.join(s.value for s in startups)}, not several"
         )
-    return FlagsOption(
+    return VtpmFlags(
         not_need_init=_flag(items, "not-need-init", option),
         startup=startups[0] if startups else None,
         disable_auto_shutdown=_flag(items, "disable-auto-shutdown", option),
     )
 
 
-def parse_locality_option(value: str) -> LocalityOption:
+def parse_locality_option(value: str) -> LocalityPolicy:
     """``--locality [reject-locality-4][,allow-set-locality]``."""
     option = "--locality"
     items = _items(value, ("reject-locality-4", "allow-set-locality"), option)
-    return LocalityOption(
+    return LocalityPolicy(
         reject_locality_4=_flag(items, "reject-locality-4", option),
         allow_set_locality=_flag(items, "allow-set-locality", option),
     )
