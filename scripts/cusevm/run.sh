@@ -67,7 +67,12 @@ if [[ ! -f $kdir/vmlinuz || ! -f $kdir/ok ]]; then
   [[ -n $pkg ]] || die "cannot tell which kernel package linux-image-amd64 depends on"
   note "downloading $pkg into $cache (once)"
   rm -rf "$kdir" "$cache/dl" && mkdir -p "$cache/dl" "$kdir" && chmod 0777 "$cache/dl"  # _apt may write
-  (cd "$cache/dl" && apt-get download "$pkg" >&2) || die "apt-get download $pkg failed"
+  if ! (cd "$cache/dl" && apt-get download "$pkg" >&2); then
+    # Stale package lists can name a kernel the mirror no longer has: refresh and ask again.
+    "${as_root[@]}" apt-get update -q >&2
+    [[ -n ${CUSEVM_KERNEL_PKG:-} ]] || pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+    (cd "$cache/dl" && apt-get download "$pkg" >&2) || die "apt-get download $pkg failed"
+  fi
   dpkg-deb -x "$cache"/dl/*.deb "$cache/dl/x"
   cp "$cache"/dl/x/boot/vmlinuz-* "$kdir/vmlinuz"
   mkdir -p "$kdir/mods"
