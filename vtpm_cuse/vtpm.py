@@ -371,9 +371,11 @@ class Vtpm:
             log.error("TPM command 0x%x refused: %s", code, exc)
             return fatal_error_response()
         self.last_command = code
+        # Clear before cancel() can see the command as running, so no cancel is lost.
+        engine.cancel_requested.clear()
         self._busy = True
         try:
-            response = engine.execute(command, self.locality)
+            response = engine.execute(command, self.locality, fresh_cancel=False)
         finally:
             self._busy = False
         try:
@@ -389,9 +391,8 @@ class Vtpm:
     def cancel(self) -> bool:
         """PTM_CANCEL_TPM_CMD: ask the running command to stop (TPM_RC_CANCELED).
 
-        Returns whether a command was executing.  The flag is cleared by the
-        engine when the next command starts, so a cancel with nothing running
-        has no effect.
+        Returns whether a command was executing.  The flag is cleared before
+        the next command starts, so a cancel with nothing running has no effect.
         """
         engine = self.engine
         if engine is None or not self._busy:

@@ -71,9 +71,16 @@ class Engine:
         return VolatileState(time_base=self._monotonic_ms())
 
     # --- command execution --------------------------------------------------------------
-    def execute(self, command: bytes, locality: int = 0) -> bytes:
-        """Execute one TPM command at ``locality``; always returns a response."""
-        self.cancel_requested.clear()
+    def execute(self, command: bytes, locality: int = 0, *, fresh_cancel: bool = True) -> bytes:
+        """Execute one TPM command at ``locality``; always returns a response.
+
+        A cancel request applies to the command that is running, so the flag is
+        cleared when a command starts.  A caller that clears it itself, before it
+        lets cancels through (see Vtpm), passes ``fresh_cancel=False`` so that a
+        cancel arriving in between is not lost.
+        """
+        if fresh_cancel:
+            self.cancel_requested.clear()
         response, _ = self._dispatcher.execute(command, locality)
         return response
 
