@@ -38,9 +38,9 @@ def test_control_answers_during_a_slow_command(tmp_path: Path) -> None:
             engine = vtpm.engine
             original = engine.execute
 
-            def slow_execute(command: bytes, locality: int = 0) -> bytes:
+            def slow_execute(command: bytes, locality: int = 0, **options) -> bytes:
                 time.sleep(SLOW)
-                return original(command, locality)
+                return original(command, locality, **options)
 
             engine.execute = slow_execute  # type: ignore[method-assign]
             start = time.monotonic()
