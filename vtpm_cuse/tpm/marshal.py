@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import Any, Callable
+from typing import Any
 
 from .errors import TPM_RC, TpmError
 
@@ -357,26 +357,6 @@ class Struct(TpmType):
                 ftype.marshal(getattr(value, fname), out)
             else:
                 ftype.marshal(getattr(value, fname), out, getattr(value, selector))
-
-
-class Custom(TpmType):
-    """Escape hatch for a structure whose layout is not a plain field list.
-
-    Used sparingly (e.g. a structure whose size prefix covers only part of
-    it); both directions still live in one declaration.
-    """
-
-    def __init__(self, name: str, unmarshal: Callable[[Reader], Any],
-                 marshal: Callable[[Any, bytearray], None]) -> None:
-        self.name = name
-        self._unmarshal = unmarshal
-        self._marshal = marshal
-
-    def unmarshal(self, r: Reader) -> Any:
-        return self._unmarshal(r)
-
-    def marshal(self, value: Any, out: bytearray) -> None:
-        self._marshal(value, out)
 
 
 def enum_interface(name: str, base: UInt, enum_cls: Iterable[int], rc: int = TPM_RC.VALUE,

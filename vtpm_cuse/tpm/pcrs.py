@@ -113,13 +113,6 @@ class PcrBanks:
             bank[pcr] = hash_alg(alg).digest(bank[pcr] + digest)
             self.on_change(pcr)
 
-    def extend_data(self, pcr: int, data: bytes) -> dict[int, bytes]:
-        """Extend every bank with that bank's digest of ``data``; returns the digests."""
-        digests = {alg: hash_alg(alg).digest(data) for alg in self.values}
-        for alg, digest in digests.items():
-            self.extend(pcr, alg, digest)
-        return digests
-
     def set_all_banks(self, pcr: int, make: "callable") -> None:
         for alg, bank in self.values.items():
             if bank[pcr]:

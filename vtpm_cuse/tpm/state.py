@@ -23,10 +23,11 @@ import enum
 import hashlib
 import json
 import struct
+import types
 import typing
 from typing import Any
 
-from .constants import IMPLEMENTATION_PCR, TPM_ALG
+from .constants import TPM_ALG
 from .objects import ObjectStore
 from .sessions import SessionTable
 
@@ -155,16 +156,6 @@ class VolatileState:
     sessions: SessionTable = dataclasses.field(default_factory=SessionTable)
 
 
-def fresh_pcr_banks(allocation: dict[int, list[int]], digest_size: typing.Callable[[int], int],
-                    fill: typing.Callable[[int], int]) -> dict[int, list[bytes]]:
-    """PCR values for every allocated bank; ``fill(pcr)`` gives each PCR's initial octet."""
-    return {
-        alg: [bytes([fill(pcr)]) * digest_size(alg) if pcr in pcrs else b""
-              for pcr in range(IMPLEMENTATION_PCR)]
-        for alg, pcrs in allocation.items()
-    }
-
-
 # --- serialisation -----------------------------------------------------------
 
 def _encode(value: Any) -> Any:
@@ -189,7 +180,7 @@ def _decode(hint: Any, raw: Any) -> Any:
     args = typing.get_args(hint)
     if raw is None:
         return None
-    if origin is typing.Union or origin is getattr(__import__("types"), "UnionType", None):
+    if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         return _decode(inner[0], raw)
     if dataclasses.is_dataclass(hint):
