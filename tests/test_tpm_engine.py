@@ -347,6 +347,29 @@ def test_volatile_snapshot_continues_without_startup(tpm):
     assert T.TPM2B_DIGEST.unpack(resp.params()[:34]) == hashlib.sha256(b"part one two").digest()
 
 
+def test_sequence_too_long_to_snapshot_is_not_resumed(tpm, monkeypatch):
+    """A sequence that no longer keeps its whole input cannot be resumed from a snapshot:
+    it is left out (the handle is not loaded) rather than restored with a wrong digest."""
+    from vtpm_cuse.tpm import state
+    monkeypatch.setattr(state, "SEQUENCE_SNAPSHOT_LIMIT", 16)
+    short = _start_sequence(tpm, TPM_ALG.SHA256)
+    long = _start_sequence(tpm, TPM_ALG.SHA256)
+    run(tpm, command(TPM_CC.SequenceUpdate, tpm2b(b"0123456789"), u32(short), b"pw"))
+    for _ in range(3):
+        run(tpm, command(TPM_CC.SequenceUpdate, tpm2b(b"0123456789"), u32(long), b"pw"))
+    # The live engine still hashes the long sequence correctly.
+    resp = run(tpm, command(TPM_CC.SequenceComplete, tpm2b(b"") + u32(TPM_RH.NULL), u32(long), b"pw"))
+    assert T.TPM2B_DIGEST.unpack(resp.params()[:34]) == hashlib.sha256(b"0123456789" * 3).digest()
+    long = _start_sequence(tpm, TPM_ALG.SHA256)
+    for _ in range(3):
+        run(tpm, command(TPM_CC.SequenceUpdate, tpm2b(b"0123456789"), u32(long), b"pw"))
+    restored = Engine.from_blobs(tpm.permanent_blob(), tpm.volatile_blob())
+    resp = run(restored, command(TPM_CC.SequenceComplete, tpm2b(b"") + u32(TPM_RH.NULL), u32(short), b"pw"))
+    assert T.TPM2B_DIGEST.unpack(resp.params()[:34]) == hashlib.sha256(b"0123456789").digest()
+    resp = run(restored, command(TPM_CC.SequenceComplete, tpm2b(b"") + u32(TPM_RH.NULL), u32(long), b"pw"))
+    assert resp.rc == TPM_RC.REFERENCE_H0
+
+
 def test_damaged_blob_is_rejected(tpm):
     blob = bytearray(tpm.permanent_blob())
     blob[-5] ^= 1

@@ -9,6 +9,7 @@ and the state export/import methods.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -105,7 +106,13 @@ class Engine:
         return serialise(BlobKind.PERMANENT, self.permanent)
 
     def volatile_blob(self) -> bytes:
-        return serialise(BlobKind.VOLATILE, self.volatile)
+        """The RAM snapshot.  A sequence whose input outgrew what it keeps is left out
+        (it could not be resumed correctly), so after a restore its handle is not loaded."""
+        vol = self.volatile
+        resumable = {h: seq for h, seq in vol.sequences.items() if seq.snapshot_ok}
+        if len(resumable) != len(vol.sequences):
+            vol = dataclasses.replace(vol, sequences=resumable)
+        return serialise(BlobKind.VOLATILE, vol)
 
     @classmethod
     def from_blobs(cls, permanent: bytes | None, volatile: bytes | None = None, **kwargs) -> "Engine":

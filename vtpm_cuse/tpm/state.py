@@ -27,6 +27,7 @@ import types
 import typing
 from typing import Any
 
+from .algorithms import hash_alg
 from .constants import TPM_ALG
 from .objects import ObjectStore
 from .sessions import SessionTable
@@ -104,29 +105,33 @@ class SequenceObject:
     hash_alg: int  # TPM_ALG_NULL for an event sequence
     auth: bytes
     algs: list[int] = dataclasses.field(default_factory=list)
-    data: bytes = b""
+    #: The input so far while it fits SEQUENCE_SNAPSHOT_LIMIT; appended in place.
+    data: bytearray = dataclasses.field(default_factory=bytearray)
     length: int = 0
     #: False once the input started with TPM_GENERATED_VALUE (no ticket for such data).
     ticket_ok: bool = True
     hashers: dict | None = dataclasses.field(default=None, compare=False, metadata={"transient": True})
 
-    def update(self, chunk: bytes) -> None:
-        from .algorithms import hash_alg
+    def _live_hashers(self) -> dict:
         if self.hashers is None:
             self.hashers = {alg: hash_alg(alg).new(self.data) for alg in self.algs}
-        for hasher in self.hashers.values():
+        return self.hashers
+
+    def update(self, chunk: bytes) -> None:
+        for hasher in self._live_hashers().values():
             hasher.update(chunk)
         self.length += len(chunk)
-        self.data = self.data + chunk if self.length <= SEQUENCE_SNAPSHOT_LIMIT else b""
+        if self.snapshot_ok:
+            self.data += chunk
+        else:
+            self.data = bytearray()
 
     def digests(self) -> dict[int, bytes]:
-        from .algorithms import hash_alg
-        if self.hashers is None:
-            self.hashers = {alg: hash_alg(alg).new(self.data) for alg in self.algs}
-        return {alg: h.digest() for alg, h in self.hashers.items()}
+        return {alg: h.digest() for alg, h in self._live_hashers().items()}
 
     @property
     def snapshot_ok(self) -> bool:
+        """Whether ``data`` holds the whole input, so a restore can rebuild the hashers."""
         return self.length <= SEQUENCE_SNAPSHOT_LIMIT
 
 
@@ -191,6 +196,8 @@ def _decode(hint: Any, raw: Any) -> Any:
         return hint(**{k: _decode(hints[k], v) for k, v in raw.items() if k in known})
     if hint is bytes:
         return bytes.fromhex(raw["$b"])
+    if hint is bytearray:
+        return bytearray.fromhex(raw["$b"])
     if origin is dict:
         key_hint, value_hint = args
         return {_decode(key_hint, k): _decode(value_hint, v) for k, v in raw["$d"]}
