@@ -46,15 +46,6 @@ def tool(request: pytest.FixtureRequest):
     return run
 
 
-@pytest.fixture
-def daemon(tmp_path: Path):
-    d = Daemon(tmp_path / "state").start()
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
 def ok(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 0, f"rc={result.returncode} stdout={result.stdout!r} stderr={result.stderr!r}"
     return result.stdout

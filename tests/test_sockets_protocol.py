@@ -73,15 +73,6 @@ def test_qemu_sequence_with_set_datafd(unix_daemon: Daemon) -> None:
     assert not (unix_daemon.state_dir.parent / "ctrl.sock").exists()
 
 
-@pytest.fixture
-def daemon(tmp_path: Path):
-    d = Daemon(tmp_path / "state").start()
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
 @pytest.mark.parametrize(
     ("message", "reply"),
     [
