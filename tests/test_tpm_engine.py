@@ -8,9 +8,11 @@ import pytest
 
 from support.tpm_client import Response, command, tpm2b, u16, u32
 from vtpm_cuse.tpm import types as T
+from vtpm_cuse.tpm.algorithms import HASHES
 from vtpm_cuse.tpm.constants import TPM_ALG, TPM_CAP, TPM_CC, TPM_PT, TPM_RH, TPM_ST
 from vtpm_cuse.tpm.engine import Engine
 from vtpm_cuse.tpm.errors import RC_P, RC_S, TPM_RC
+from vtpm_cuse.tpm.marshal import UINT32, Struct
 from vtpm_cuse.tpm.state import StateBlobError
 
 STARTUP_CLEAR = bytes.fromhex("80010000000c000001440000")
@@ -43,7 +45,7 @@ def pcr_read(engine: Engine, alg: int, pcrs: list[int]) -> list[bytes]:
     select = T.selection_bytes(pcrs)
     resp = run(engine, command(TPM_CC.PCR_Read, u32(1) + u16(alg) + bytes([len(select)]) + select))
     assert resp.rc == 0
-    out = T.Struct("PCR_Read_Out", [("counter", T.UINT32), ("sel", T.TPML_PCR_SELECTION),
+    out = Struct("PCR_Read_Out", [("counter", UINT32), ("sel", T.TPML_PCR_SELECTION),
                                     ("values", T.TPML_DIGEST)]).unpack(resp.params())
     return out.values
 
@@ -149,8 +151,6 @@ def test_failure_mode_allows_only_test_result_and_capability(tpm):
 
 @pytest.mark.parametrize("alg", [TPM_ALG.SHA1, TPM_ALG.SHA256, TPM_ALG.SHA384, TPM_ALG.SHA512])
 def test_pcr_extend_event_reset(tpm, alg):
-    name = T.HASHES[alg].hashlib_name if hasattr(T, "HASHES") else None
-    from vtpm_cuse.tpm.algorithms import HASHES
     h = HASHES[alg]
     digest = h.digest(b"measurement")
     assert run(tpm, command(TPM_CC.PCR_Extend, u32(1) + u16(alg) + digest, handles=u32(16), auth=b"")).rc == 0
@@ -164,7 +164,6 @@ def test_pcr_extend_event_reset(tpm, alg):
     assert pcr_read(tpm, alg, [16]) == [expected]
     assert run(tpm, command(TPM_CC.PCR_Reset, handles=u32(16), auth=b"")).rc == 0
     assert pcr_read(tpm, alg, [16]) == [bytes(h.digest_size)]
-    del name
 
 
 def test_pcr_locality_rules(tpm):
@@ -190,7 +189,7 @@ def test_pcr_read_returns_at_most_eight(tpm):
 def test_hash_and_ticket(tpm):
     data = b"a" * 1024
     resp = run(tpm, command(TPM_CC.Hash, tpm2b(data) + u16(TPM_ALG.SHA256) + u32(TPM_RH.OWNER)))
-    out = T.Struct("Hash_Out", [("d", T.TPM2B_DIGEST), ("t", T.TPMT_TK_HASHCHECK)]).unpack(resp.params())
+    out = Struct("Hash_Out", [("d", T.TPM2B_DIGEST), ("t", T.TPMT_TK_HASHCHECK)]).unpack(resp.params())
     assert out.d == hashlib.sha256(data).digest()
     assert out.t.hierarchy == TPM_RH.OWNER and len(out.t.digest) == 64  # HMAC-SHA-512, as libtpms
     # Data that starts like a TPM-generated structure gets a NULL ticket.
@@ -427,3 +426,15 @@ def test_established_flag_reset_needs_locality_3_or_4(tpm):
 
 def test_hash_data_without_start_is_ignored(tpm):
     assert not tpm.hash_data(b"x") and not tpm.hash_end()
+
+
+def test_shutdown_state_refused_after_pcr_allocate_until_the_next_startup(tpm):
+    allocate = command(TPM_CC.PCR_Allocate, u32(1) + u16(TPM_ALG.SHA256) + b"\x03\xff\xff\xff",
+                       handles=u32(TPM_RH.PLATFORM), auth=b"")
+    shutdown_state = command(TPM_CC.Shutdown, u16(1))
+    assert run(tpm, allocate).rc == 0
+    assert run(tpm, shutdown_state).raw == bytes.fromhex("80010000000a000001ca")  # TPM_RC_TYPE + RC_P1
+    assert run(tpm, command(TPM_CC.Shutdown, u16(0))).rc == 0
+    restarted = Engine.from_blobs(tpm.permanent_blob())
+    assert run(restarted, command(TPM_CC.Startup, u16(0))).rc == 0
+    assert run(restarted, shutdown_state).rc == 0

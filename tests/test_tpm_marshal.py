@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from support.tpm_strategies import values
 from vtpm_cuse.tpm import types as T
-from vtpm_cuse.tpm.command import COMMANDS
+from vtpm_cuse.tpm.commands import COMMANDS
 from vtpm_cuse.tpm.constants import TPM_ALG
 from vtpm_cuse.tpm.errors import TPM_RC, TpmError
 from vtpm_cuse.tpm.marshal import TpmType

@@ -29,6 +29,7 @@ from vtpm_cuse.tpm.crypto.primes import rsa_primes
 from vtpm_cuse.tpm.engine import Engine
 from vtpm_cuse.tpm.errors import RC_P, RC_S, TPM_RC, rc_name
 from vtpm_cuse.tpm.keys import ecc_private_key, rsa_private_key
+from vtpm_cuse.tpm.marshal import Struct
 
 STARTUP_CLEAR = bytes.fromhex("80010000000c000001440000")
 SHUTDOWN_CLEAR = bytes.fromhex("80010000000c000001450000")
@@ -40,13 +41,13 @@ from support.object_templates import (  # noqa: E402
     rsa_template, symcipher_template,
 )
 
-CREATE_PRIMARY_OUT = T.Struct("CreatePrimary_Out", [
+CREATE_PRIMARY_OUT = Struct("CreatePrimary_Out", [
     ("outPublic", T.TPM2B_PUBLIC), ("creationData", T.TPM2B_CREATION_DATA), ("creationHash", T.TPM2B_DIGEST),
     ("creationTicket", T.TPMT_TK_CREATION), ("name", T.TPM2B_NAME)])
-CREATE_OUT = T.Struct("Create_Out", [
+CREATE_OUT = Struct("Create_Out", [
     ("outPrivate", T.TPM2B_PRIVATE), ("outPublic", T.TPM2B_PUBLIC), ("creationData", T.TPM2B_CREATION_DATA),
     ("creationHash", T.TPM2B_DIGEST), ("creationTicket", T.TPMT_TK_CREATION)])
-READ_PUBLIC_OUT = T.Struct("ReadPublic_Out", [
+READ_PUBLIC_OUT = Struct("ReadPublic_Out", [
     ("outPublic", T.TPM2B_PUBLIC), ("name", T.TPM2B_NAME), ("qualifiedName", T.TPM2B_NAME)])
 
 
@@ -402,7 +403,7 @@ def test_create_loaded_primary_matches_create_primary(tpm):
     resp = ok(tpm, command(TPM_CC.CreateLoaded,
                            T.TPM2B_SENSITIVE_CREATE.pack(T.TPMS_SENSITIVE_CREATE(userAuth=b"", data=b""))
                            + tpm2b(T.TPMT_PUBLIC.pack(template)), u32(TPM_RH.OWNER), pw))
-    out = T.Struct("CreateLoaded_Out", [("outPrivate", T.TPM2B_PRIVATE), ("outPublic", T.TPM2B_PUBLIC),
+    out = Struct("CreateLoaded_Out", [("outPrivate", T.TPM2B_PRIVATE), ("outPublic", T.TPM2B_PUBLIC),
                                         ("name", T.TPM2B_NAME)]).unpack(resp.params(1))
     assert out.outPrivate == b"" and out.outPublic == primary.outPublic and out.name == primary.name
 

@@ -39,7 +39,8 @@ from ioctl_defs import (
 from vtpm_cuse import control
 from vtpm_cuse.control import CuseBlobTransfer, Transport, TransferMode
 from vtpm_cuse.state import StateKey
-from vtpm_cuse.tpm.command import COMMANDS, CommandTable, command
+from vtpm_cuse.tpm.command import CommandTable, command
+from vtpm_cuse.tpm.commands import COMMANDS
 from vtpm_cuse.tpm.errors import TPM_RC, TpmError
 from vtpm_cuse.vtpm import (
     BUFFER_SIZE_MAX,
@@ -144,10 +145,7 @@ class SlowCommand:
     def __init__(self) -> None:
         self.started = threading.Event()
         self.release = threading.Event()
-        self.table = CommandTable()
-        for cmd in COMMANDS:
-            self.table.add(cmd)
-        command(SLOW_CC, table=self.table, cancelable=True)(self._handler)
+        self.table = CommandTable([*COMMANDS, command(SLOW_CC, cancelable=True)(self._handler)])
 
     def _handler(self, ctx):
         self.started.set()

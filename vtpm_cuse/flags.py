@@ -1,7 +1,7 @@
 """What ``--flags`` and ``--locality`` ask of a vTPM (swtpm §2.12).
 
 Kept apart from :mod:`vtpm_cuse.vtpm` so the command-line parser can build
-these values without importing the engine.
+these values without importing the engine (only its constants).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-MAX_LOCALITY = 4
+from .tpm.constants import MAX_LOCALITY
 
 
 class StartupMode(enum.Enum):

@@ -40,11 +40,13 @@ import trio
 from ioctl_defs import PtmResult
 
 from .state import DirectoryStore, StateError, StateKey, StateKind, StorageLockError
-from .tpm.command import COMMANDS, CommandTable
-from .tpm.constants import MAX_COMMAND_SIZE, TPM_CC, TPM_ST, TPM_SU
+from .tpm.command import CommandTable
+from .tpm.commands import COMMANDS
+from .tpm.constants import MAX_COMMAND_SIZE, TPM_CC, TPM_SU
 from .tpm.engine import Engine
 from .tpm.errors import TPM_RC
 from .tpm.state import BlobKind, StateBlobError, deserialise
+from .tpm.wire import HEADER_SIZE, command_bytes, command_code, error_response, response_code
 from .worker import Worker
 from .flags import MAX_LOCALITY, LocalityPolicy, StartupMode, VtpmFlags
 
@@ -60,18 +62,14 @@ __all__ = [
     "VtpmFlags",
     "VtpmStateError",
     "fatal_error_response",
-    "tpm_response",
 ]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Highest locality a TPM (PC Client) knows.
 #: swtpm's vendor command that sets the locality in-band (spec §2.5 step 4).
 TPM2_CC_SET_LOCALITY = 0x20001000
-#: A TPM command header: tag (2), size (4), code (4).
-TPM_HEADER_SIZE = 10
 #: Lock attempts (10 ms apart) before a command or LOCK_STORAGE gives up, as swtpm.
 DEFAULT_LOCKING_RETRIES = 300
 #: Smallest buffer PTM_SET_BUFFERSIZE accepts.  swtpm/libtpms use
@@ -99,34 +97,32 @@ class VtpmStateError(Exception):
         self.needs_running = needs_running
 
 
-def tpm_response(rc: int, tag: int = TPM_ST.NO_SESSIONS) -> bytes:
-    """A 10-byte TPM 2 response carrying only ``rc``."""
-    return (tag.to_bytes(2, "big") + TPM_HEADER_SIZE.to_bytes(4, "big")
-            + int(rc).to_bytes(4, "big"))
-
-
 def fatal_error_response() -> bytes:
     """What a stopped TPM answers to every command: ``80 01 00 00 00 0a 00 00 01 01``.
 
     QEMU's version probe relies on the tag of this answer (§3.4, §6.1).
     """
-    return tpm_response(TPM_RC.FAILURE)
+    return error_response(TPM_RC.FAILURE)
+
+
+#: Size of the TPM_SU parameter of TPM2_Startup / TPM2_Shutdown.
+_SU_SIZE = 2
 
 
 def _startup_command(su: int) -> bytes:
-    return (TPM_ST.NO_SESSIONS.to_bytes(2, "big") + (12).to_bytes(4, "big")
-            + TPM_CC.Startup.to_bytes(4, "big") + su.to_bytes(2, "big"))
+    """TPM2_Startup(su), which ``--flags startup-*`` sends on the TPM's behalf."""
+    return command_bytes(TPM_CC.Startup, int(su).to_bytes(_SU_SIZE, "big"))
 
 
 def _shutdown_command(su: int) -> bytes:
-    return (TPM_ST.NO_SESSIONS.to_bytes(2, "big") + (12).to_bytes(4, "big")
-            + TPM_CC.Shutdown.to_bytes(4, "big") + su.to_bytes(2, "big"))
+    """TPM2_Shutdown(su), the automatic shutdown before STOP persists the state."""
+    return command_bytes(TPM_CC.Shutdown, int(su).to_bytes(_SU_SIZE, "big"))
 
 
 def _response_code(response: bytes) -> int:
-    if len(response) < TPM_HEADER_SIZE:
-        return TPM_RC.FAILURE
-    return int.from_bytes(response[6:10], "big")
+    """The responseCode, or TPM_RC_FAILURE for a truncated response (so it is logged as failed)."""
+    rc = response_code(response)
+    return TPM_RC.FAILURE if rc is None else rc
 
 
 #: Codes from the store that mean "the key is wrong / missing": reported as is.
@@ -344,21 +340,21 @@ class Vtpm:
         command = bytes(command)
         if self.engine is None:
             return fatal_error_response()
-        if len(command) < TPM_HEADER_SIZE:
-            return tpm_response(TPM_RC.INSUFFICIENT)
-        code = int.from_bytes(command[6:10], "big")
+        code = command_code(command)
+        if code is None:
+            return error_response(TPM_RC.INSUFFICIENT)
         if code == TPM2_CC_SET_LOCALITY:
             return self._vendor_set_locality(command)
         return await self.run_on_worker(lambda: self._execute_blocking(command, code))
 
     def _vendor_set_locality(self, command: bytes) -> bytes:
-        if not self.locality_policy.allow_set_locality or len(command) <= TPM_HEADER_SIZE:
+        if not self.locality_policy.allow_set_locality or len(command) <= HEADER_SIZE:
             return fatal_error_response()
-        locality = command[TPM_HEADER_SIZE]
+        locality = command[HEADER_SIZE]
         if not self.locality_policy.allows(locality):
-            return tpm_response(TPM_RC.LOCALITY)
+            return error_response(TPM_RC.LOCALITY)
         self.locality = locality
-        return tpm_response(TPM_RC.SUCCESS)
+        return error_response(TPM_RC.SUCCESS)
 
     def _execute_blocking(self, command: bytes, code: int) -> bytes:
         engine = self.engine
@@ -385,7 +381,7 @@ class Vtpm:
             # The TPM's NV write failed: the command must not appear to have succeeded.
             log.error("persisting permanent state after command 0x%x failed: %s", code, exc)
             engine.mark_permanent_dirty()
-            return tpm_response(TPM_RC.FAILURE)
+            return error_response(TPM_RC.FAILURE)
         return response
 
     def cancel(self) -> bool:

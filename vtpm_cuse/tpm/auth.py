@@ -5,8 +5,8 @@ The dispatcher parses the authorization area into :class:`SessionUse`
 records, pairs each with the entity of the matching authorization handle,
 and asks the session object to authorize; after the handler ran it asks the
 same objects for their response sessions.  HMAC and policy sessions plug in
-by implementing :class:`AuthSession` and registering a lookup with
-:func:`session_loader`.
+by implementing :class:`AuthSession`; which implementation serves a session
+handle is the table in :mod:`.handle_types`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import dataclasses
 import hmac
 from typing import TYPE_CHECKING, Callable
 
-from .constants import HR_SHIFT, TPM_RS_PW, TPMA_SESSION
+from .constants import TPM_RS_PW, TPMA_SESSION
 from .errors import TPM_RC, TpmError
+
+from .entities import require_auth_value_usable
 
 if TYPE_CHECKING:
     from .dispatcher import CommandContext
@@ -87,7 +89,6 @@ class PasswordSession(AuthSession):
         entity = use.entity
         if entity is None:
             raise TpmError(TPM_RC.AUTH_CONTEXT, "password session without an authorization handle")
-        from .entities import require_auth_value_usable
         require_auth_value_usable(entity)
         if not auth_equal(use.hmac, entity.auth_value):
             raise TpmError(TPM_RC.BAD_AUTH if entity.da_exempt else TPM_RC.AUTH_FAIL,
@@ -98,29 +99,3 @@ class PasswordSession(AuthSession):
 
 
 PASSWORD_SESSION = PasswordSession()
-
-SessionLoader = Callable[["CommandContext", int], AuthSession]
-_LOADERS: dict[int, SessionLoader] = {}
-
-
-def session_loader(handle_type: int) -> Callable[[SessionLoader], SessionLoader]:
-    """Register how sessions of ``handle_type`` (HMAC, policy) are found."""
-    def register(fn: SessionLoader) -> SessionLoader:
-        _LOADERS[handle_type] = fn
-        return fn
-    return register
-
-
-def load_session(ctx: "CommandContext", handle: int, index: int) -> AuthSession:
-    if handle == TPM_RS_PW:
-        return PASSWORD_SESSION
-    loader = _LOADERS.get(handle >> HR_SHIFT)
-    if loader is None:
-        raise TpmError(TPM_RC.REFERENCE_S0 + index - 1, f"session 0x{handle:08x} is not loaded")
-    try:
-        return loader(ctx, handle)
-    except TpmError as err:
-        # Loaders raise bare codes; the session's position is known only here.
-        if err.rc == TPM_RC.REFERENCE_S0:
-            raise TpmError(TPM_RC.REFERENCE_S0 + index - 1, err.detail) from None
-        raise err.at_session(index) from None

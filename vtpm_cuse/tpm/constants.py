@@ -431,6 +431,18 @@ class TPMA_CC(enum.IntFlag):
 
 TPMA_CC_CHANDLES_SHIFT = 25
 
+#: Localities 0-4 (PC Client); TPMA_LOCALITY values from 32 up name one extended locality.
+MAX_LOCALITY = 4
+EXTENDED_LOCALITY_MIN = 32
+
+
+def locality_attribute(locality: int) -> int:
+    """TPMA_LOCALITY for one locality: a bit for 0-4, the value itself for an extended one."""
+    return 1 << locality if locality <= MAX_LOCALITY else locality
+
+#: TPMA_CC.commandIndex: the low 16 bits of the command code.
+TPMA_CC_COMMAND_INDEX_MASK = 0xFFFF
+
 
 class TPMA_PERMANENT(enum.IntFlag):
     ownerAuthSet = 1 << 0

@@ -8,45 +8,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .algorithms import hash_alg
-from .constants import IMPLEMENTATION_PCR, TPM_ALG
+from .constants import TPM_ALG, locality_attribute
+from .pcr_selection import filter_selection, selection_digest
 from .tickets import creation_ticket
 
 if TYPE_CHECKING:
     from .engine import Engine
-
-
-def locality_attribute(locality: int) -> int:
-    """TPMA_LOCALITY of a locality: one bit for 0-4, the value itself for extended localities."""
-    return 1 << locality if locality < 5 else locality
-
-
-def filter_pcr_selection(engine: "Engine", selection: list) -> list:
-    """The selection with unimplemented and unallocated PCRs removed (sizeofSelect kept)."""
-    from .types import TPMS_PCR_SELECTION
-    banks = engine.volatile.pcrs
-    out = []
-    for sel in selection:
-        bank = banks.get(sel.hash)
-        bits = bytearray(len(sel.pcrSelect))
-        for i, octet in enumerate(sel.pcrSelect):
-            for bit in range(8):
-                pcr = 8 * i + bit
-                if octet >> bit & 1 and pcr < IMPLEMENTATION_PCR and bank is not None and bank[pcr]:
-                    bits[i] |= 1 << bit
-        out.append(TPMS_PCR_SELECTION(hash=sel.hash, pcrSelect=bytes(bits)))
-    return out
-
-
-def pcr_digest(engine: "Engine", alg: int, selection: list) -> bytes:
-    """H_alg of the selected PCR values, bank by bank in selection order, PCRs ascending."""
-    h = hash_alg(alg).new()
-    banks = engine.volatile.pcrs
-    for sel in selection:
-        for i, octet in enumerate(sel.pcrSelect):
-            for bit in range(8):
-                if octet >> bit & 1:
-                    h.update(banks[sel.hash][8 * i + bit])
-    return h.digest()
 
 
 def creation_data(engine: "Engine", locality: int, name_alg: int, creation_pcr: list, outside_info: bytes,
@@ -57,9 +24,10 @@ def creation_data(engine: "Engine", locality: int, name_alg: int, creation_pcr: 
     TPM_ALG_NULL and both parent names are the hierarchy handle.
     """
     from .types import TPMS_CREATION_DATA
-    selection = filter_pcr_selection(engine, creation_pcr)
+    banks = engine.volatile.pcrs
+    selection, _ = filter_selection(banks, creation_pcr)
     data = TPMS_CREATION_DATA(
-        pcrSelect=selection, pcrDigest=pcr_digest(engine, name_alg, selection),
+        pcrSelect=selection, pcrDigest=selection_digest(banks, name_alg, selection),
         locality=locality_attribute(locality), parentNameAlg=parent_name_alg, parentName=parent_name,
         parentQualifiedName=parent_qualified_name, outsideInfo=outside_info)
     return data, hash_alg(name_alg).digest(TPMS_CREATION_DATA.pack(data))

@@ -6,7 +6,14 @@ Order of checks follows Part 3's "Command Processing" clause: tag, size,
 command code, failure mode, initialization, handles, sessions and
 authorizations, then parameters.  Any check that fails produces a 10-byte
 error response with the response code positioned at the offending handle,
-session or parameter.
+session or parameter: by the field being read, or, for an error a handler
+raises, by the name it gives (``at=``), looked up in the command's
+declaration.
+
+TPM_RC_FAILURE means failure mode.  Anything else that escapes a handler --
+an exception, a name the declaration lacks, a response that is not the
+declared structure -- is an engine bug: it is logged as an internal error and
+answered TPM_RC_FAILURE, and the tests treat both as a failed test.
 """
 
 from __future__ import annotations
@@ -15,32 +22,29 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .auth import SessionUse, load_session
 from .algorithms import hash_alg
+from .auth import SessionUse
 from .command import AuthRole, Command, CommandTable
 from .constants import TPM_CC, TPM_RS_PW, TPM_ST, TPMA_SESSION
-from .entities import Entity, resolve
-from .errors import TPM_RC, TpmError, rc_name
+from .entities import Entity
+from .errors import TPM_RC, Area, TpmError, rc_name
+from .handle_types import load_session, resolve
 from .marshal import UINT32, Reader
 from .types import TPMI_ST_COMMAND_TAG, TPMS_AUTH_COMMAND, TPMS_AUTH_RESPONSE
+from .wire import HEADER_SIZE, error_response, response_header
 
 if TYPE_CHECKING:
     from .engine import Engine
 
 log = logging.getLogger(__name__)
 
-HEADER_SIZE = 10
 MAX_SESSIONS = 3
 #: Commands a TPM in failure mode still answers (Part 3, "Failure Mode").
 FAILURE_MODE_COMMANDS = frozenset({TPM_CC.GetTestResult, TPM_CC.GetCapability})
 
 
-def response_header(tag: int, size: int, rc: int) -> bytes:
-    return tag.to_bytes(2, "big") + size.to_bytes(4, "big") + rc.to_bytes(4, "big")
-
-
-def error_response(rc: int, tag: int = TPM_ST.NO_SESSIONS) -> bytes:
-    return response_header(tag, HEADER_SIZE, rc)
+class HandlerBug(Exception):
+    """A handler broke its declaration's contract (an engine bug, never a client's)."""
 
 
 @dataclasses.dataclass
@@ -55,6 +59,21 @@ class CommandContext:
     entities: list[Entity | None]
     cp_parameters: bytes = b""
     sessions: list[SessionUse] = dataclasses.field(default_factory=list)
+
+    def response(self, **fields: Any) -> Any:
+        """The command's declared response structure (response handles and parameters)."""
+        return self.command.Response(**fields)
+
+    def entity(self, name: str) -> Entity | None:
+        """The entity of the handle the declaration calls ``name``."""
+        area, number = self.command.positions[name]
+        if area is not Area.HANDLE:
+            raise HandlerBug(f"{self.command.name}: {name!r} is a parameter, not a handle")
+        return self.entities[number - 1]
+
+    def resolve(self, handle: int) -> Entity:
+        """What ``handle`` names now (it may differ from the handle area's view after the handler ran)."""
+        return resolve(self.engine, handle)
 
     def cp_hash(self, alg: int) -> bytes:
         """cpHash = H(commandCode || Name(handles)... || parameters) (Part 1, 18.7)."""
@@ -125,10 +144,25 @@ class Dispatcher:
         params = self._parameters(ctx, command)
         kwargs = {spec.name: h for spec, h in zip(command.handles, handles)}
         kwargs.update(params)
-        result = command.handler(ctx, **kwargs) or {}
+        result = self._call_handler(ctx, kwargs)
         if command.nv:
             engine.mark_permanent_dirty()
         return self._response(ctx, result)
+
+    # --- the handler -------------------------------------------------------------
+    @staticmethod
+    def _call_handler(ctx: CommandContext, kwargs: dict[str, Any]) -> Any:
+        """Run the handler; position its errors by name and check what it returns."""
+        command = ctx.command
+        try:
+            result = command.handler(ctx, **kwargs)
+        except TpmError as err:
+            raise _placed(command, err) from None
+        if result is None and not command.output_names:
+            return command.Response()
+        if not isinstance(result, command.Response):
+            raise HandlerBug(f"{command.name} returned {type(result).__name__}, not {command.Response.__name__}")
+        return result
 
     # --- handle area -----------------------------------------------------------
     def _handles(self, command: Command, r: Reader) -> tuple[list[int], list[Entity | None]]:
@@ -143,7 +177,7 @@ class Dispatcher:
             except TpmError as err:
                 if err.rc == TPM_RC.REFERENCE_H0:
                     raise TpmError(TPM_RC.REFERENCE_H0 + number - 1, err.detail) from None
-                raise err.at_handle(number) from None
+                raise err.placed(Area.HANDLE, number) from None
             handles.append(handle)
         return handles, entities
 
@@ -194,20 +228,20 @@ class Dispatcher:
             try:
                 values[field.name] = field.type.unmarshal(r)
             except TpmError as err:
-                raise err.at_parameter(number) from None
+                raise err.placed(Area.PARAMETER, number) from None
         if r.remaining:
             raise TpmError(TPM_RC.SIZE, f"{r.remaining} bytes after the last parameter")
         return values
 
     # --- response ----------------------------------------------------------------
-    def _response(self, ctx: CommandContext, result: dict[str, Any]) -> bytes:
+    def _response(self, ctx: CommandContext, result: Any) -> bytes:
         command = ctx.command
         handle_area = bytearray()
         for spec in command.response_handles:
-            spec.type.marshal(result[spec.name], handle_area)
+            spec.type.marshal(getattr(result, spec.name), handle_area)
         params = bytearray()
         for field in command.response.fields:
-            field.type.marshal(result[field.name], params)
+            field.type.marshal(getattr(result, field.name), params)
         params = bytes(params)
         for use in ctx.sessions:
             if use.attributes & TPMA_SESSION.encrypt:
@@ -236,3 +270,12 @@ class Dispatcher:
             raise TpmError(TPM_RC.SIZE, f"response of {size} bytes exceeds the buffer")
         return response_header(ctx.tag, size, TPM_RC.SUCCESS) + body
 
+
+def _placed(command: Command, err: TpmError) -> TpmError:
+    """A handler's error with the handle or parameter it names turned into its number."""
+    if err.at is None:
+        return err
+    position = command.positions.get(err.at)
+    if position is None:
+        raise HandlerBug(f"{command.name} raised {rc_name(err.rc)} at {err.at!r}, which it does not declare")
+    return err.placed(*position)

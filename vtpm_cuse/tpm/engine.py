@@ -15,9 +15,9 @@ import threading
 import time
 from typing import Callable
 
-from . import commands  # noqa: F401  (registers every command declaration)
 from .algorithms import HASHES, hash_alg
-from .command import COMMANDS, CommandTable
+from .command import CommandTable
+from .commands import COMMANDS
 from .constants import IMPLEMENTATION_PCR, MAX_COMMAND_SIZE, MAX_RESPONSE_SIZE
 from .dispatcher import Dispatcher
 from .errors import TPM_RC

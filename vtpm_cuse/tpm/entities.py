@@ -1,19 +1,22 @@
 """What a handle refers to: the entity's name, authValue and authPolicy.
 
-Each handle type has a resolver; areas of the engine that own entities
-(sequences today, objects/NV indices/persistent objects later) register one
-with :func:`resolver`.  The dispatcher calls :func:`resolve` for every handle
-in the handle area, so "handle not loaded" and "hierarchy disabled" are
-checked in one place.
+:class:`Entity` is what the dispatcher and the sessions see of whatever a
+handle names.  This module holds the resolvers (handle -> Entity) of the
+handle types whose entities have no module of their own: PCRs, permanent
+handles (hierarchies, TPM_RH_NULL, TPM_RS_PW) and transient objects and
+sequences.  Which resolver serves which handle type is the table in
+:mod:`.handle_types`; the dispatcher looks up every handle of the handle area
+there, so "handle not loaded" and "hierarchy disabled" are checked in one
+place.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .command import AuthRole
-from .constants import HR_SHIFT, TPM_ALG, TPM_HT, TPM_RH, TPMA_OBJECT
+from .constants import TPM_ALG, TPM_RH, TPMA_OBJECT
 from .errors import TPM_RC, TpmError
 
 if TYPE_CHECKING:
@@ -50,49 +53,16 @@ def require_auth_value_usable(entity: Entity) -> None:
         raise TpmError(TPM_RC.AUTH_UNAVAILABLE, f"0x{entity.handle:08x} has userWithAuth CLEAR")
 
 
-Resolver = Callable[["Engine", int], Entity]
-_RESOLVERS: dict[int, Resolver] = {}
-
-
-def resolver(handle_type: int) -> Callable[[Resolver], Resolver]:
-    def register(fn: Resolver) -> Resolver:
-        _RESOLVERS[handle_type] = fn
-        return fn
-    return register
-
-
-Flusher = Callable[["Engine", int], None]
-#: handle type -> how TPM2_FlushContext removes an entity of that type (objects, sessions);
-#: the flusher raises TpmError(TPM_RC_HANDLE) when nothing is loaded at the handle.
-flushers: dict[int, Flusher] = {}
-
-
-def register_flusher(handle_type: int) -> Callable[[Flusher], Flusher]:
-    def register(fn: Flusher) -> Flusher:
-        flushers[handle_type] = fn
-        return fn
-    return register
-
-
 def handle_name(handle: int) -> bytes:
     """The Name of an entity whose Name is its handle (PCR, permanent, session)."""
     return handle.to_bytes(4, "big")
 
 
-def resolve(engine: "Engine", handle: int) -> Entity:
-    fn = _RESOLVERS.get(handle >> HR_SHIFT)
-    if fn is None:
-        raise TpmError(TPM_RC.HANDLE, f"no entity of handle type 0x{handle >> HR_SHIFT:02x}")
-    return fn(engine, handle)
-
-
-@resolver(TPM_HT.PCR)
-def _pcr(engine: "Engine", handle: int) -> Entity:
+def pcr_entity(engine: "Engine", handle: int) -> Entity:
     return Entity(handle, handle_name(handle))
 
 
-@resolver(TPM_HT.PERMANENT)
-def _permanent(engine: "Engine", handle: int) -> Entity:
+def permanent_entity(engine: "Engine", handle: int) -> Entity:
     perm, vol = engine.permanent, engine.volatile
     name = handle_name(handle)
     if handle == TPM_RH.OWNER:
@@ -114,8 +84,7 @@ def _permanent(engine: "Engine", handle: int) -> Entity:
     raise TpmError(TPM_RC.HANDLE, f"permanent handle 0x{handle:08x} not implemented")
 
 
-@resolver(TPM_HT.TRANSIENT)
-def _transient(engine: "Engine", handle: int) -> Entity:
+def transient_entity(engine: "Engine", handle: int) -> Entity:
     obj = engine.volatile.objects.loaded.get(handle)
     if obj is not None:
         attrs = obj.attributes
@@ -131,8 +100,7 @@ def _transient(engine: "Engine", handle: int) -> Entity:
     return Entity(handle, b"", seq.auth, da_exempt=True)
 
 
-@register_flusher(TPM_HT.TRANSIENT)
-def _flush_transient(engine: "Engine", handle: int) -> None:
+def flush_transient(engine: "Engine", handle: int) -> None:
     """Objects and sequences share the transient slots; either kind is flushed here."""
     vol = engine.volatile
     if vol.objects.loaded.pop(handle, None) is None and vol.sequences.pop(handle, None) is None:

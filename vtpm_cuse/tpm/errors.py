@@ -1,14 +1,20 @@
-"""TPM response codes and the one place that builds them.
+"""TPM response codes and the one place that positions them.
 
 Format-one response codes (bit 7 set) carry the number of the handle, session
-or parameter that was wrong.  The marshalling layer and command handlers raise
-a bare code; the dispatcher, which knows which handle/parameter/session it was
-working on, adds the position with :meth:`TpmError.at_parameter` and friends.
+or parameter that was wrong.  Handlers never write that number: they name what
+is wrong (``TpmError(TPM_RC.TYPE, "...", at="inPublic")``, or a block inside
+``with errors_at("inPublic"):``), and the dispatcher, which has the command's
+declaration, turns the name into the handle or parameter number, the way the
+reference code writes ``TPM_RCS_TYPE + RC_Create_inPublic``.  The marshalling
+layer raises bare codes; the dispatcher positions those by the field it was
+reading.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Iterator
 
 RC_VER1 = 0x100
 RC_FMT1 = 0x080
@@ -17,6 +23,26 @@ RC_H = 0x000
 RC_P = 0x040
 RC_S = 0x800
 RC_N_SHIFT = 8
+#: Format one: bits 8-11 hold the number, bit 6 says "parameter", bit 11 "session".
+RC_N_MASK = 0xF00
+#: Format one: the error number (bits 0-5) with the format bit (bit 7).
+RC_FMT1_ERROR_MASK = 0x0BF
+#: The largest number each area can carry (Part 2, TPM_RC format one).
+MAX_PARAMETER_NUMBER = 15
+MAX_HANDLE_NUMBER = 7
+MAX_SESSION_NUMBER = 7
+
+
+class Area(enum.IntEnum):
+    """Which part of a command a format-one code points at (its bits in the code)."""
+
+    HANDLE = RC_H
+    PARAMETER = RC_P
+    SESSION = RC_S
+
+    @property
+    def max_number(self) -> int:
+        return MAX_PARAMETER_NUMBER if self is Area.PARAMETER else MAX_HANDLE_NUMBER
 
 
 class TPM_RC(enum.IntEnum):
@@ -117,34 +143,59 @@ def is_format_one(rc: int) -> bool:
 class TpmError(Exception):
     """A command failed with a TPM response code.
 
-    ``rc`` is the complete code as it goes on the wire.  Positions are added
-    only to format-one codes and only once (the innermost dispatcher step that
-    knows the position wins), which mirrors how the reference TPM reports
-    errors in nested structures: the top-level parameter number.
+    ``rc`` is the complete code as it goes on the wire.  ``at`` names the
+    handle or parameter (as the command's declaration names it) the code is
+    about; the dispatcher turns it into a number.  A position is added only to
+    format-one codes and only once (the innermost step that knows the position
+    wins), which mirrors how the reference TPM reports errors in nested
+    structures: the top-level parameter number.
     """
 
-    def __init__(self, rc: int, detail: str = "") -> None:
+    def __init__(self, rc: int, detail: str = "", *, at: str | None = None) -> None:
         self.rc = int(rc)
         self.detail = detail
+        self.at = at
         super().__init__(f"TPM_RC 0x{self.rc:03x}" + (f": {detail}" if detail else ""))
 
-    def _with(self, kind: int, number: int) -> "TpmError":
-        # Format-zero codes carry no position; a code that has one keeps it.
-        if not is_format_one(self.rc) or self.rc & (RC_P | 0xF00):
+    @property
+    def positioned(self) -> bool:
+        """Whether the code already says which handle, parameter or session it is about."""
+        return self.at is not None or bool(self.rc & (RC_P | RC_N_MASK))
+
+    def about(self, name: str) -> "TpmError":
+        """The same error, about ``name`` unless it already names a position."""
+        if self.positioned:
             return self
-        return TpmError(self.rc | kind | (number << RC_N_SHIFT), self.detail)
+        return TpmError(self.rc, self.detail, at=name)
 
-    def at_parameter(self, number: int) -> "TpmError":
-        """The error concerns parameter ``number`` (1-based, at most 15)."""
-        return self._with(RC_P, min(number, 15))
+    def placed(self, area: Area, number: int) -> "TpmError":
+        """The error with its position as a number (1-based); the dispatcher's job.
 
-    def at_handle(self, number: int) -> "TpmError":
-        """The error concerns handle ``number`` (1-based, at most 7)."""
-        return self._with(RC_H, min(number, 7))
+        Format-zero codes carry no position; a code that has one keeps it.
+        """
+        if not is_format_one(self.rc) or self.rc & (RC_P | RC_N_MASK):
+            return TpmError(self.rc, self.detail)
+        number = min(number, area.max_number)
+        return TpmError(self.rc | area | (number << RC_N_SHIFT), self.detail)
 
     def at_session(self, number: int) -> "TpmError":
-        """The error concerns session ``number`` (1-based, at most 7)."""
-        return self._with(RC_S, min(number, 7))
+        """The error concerns session ``number`` of the authorization area."""
+        return self.placed(Area.SESSION, number)
+
+
+@contextlib.contextmanager
+def errors_at(name: str) -> Iterator[None]:
+    """Errors raised inside the block without a position of their own are about ``name``.
+
+    For checks shared by several commands (``create_checks`` for Create and
+    CreatePrimary), which raise bare codes: the command says what they checked.
+    """
+    try:
+        yield
+    except TpmError as err:
+        if err.positioned:
+            raise
+        raise err.about(name) from None
 
 
 def rc_name(rc: int) -> str:
@@ -152,7 +203,7 @@ def rc_name(rc: int) -> str:
     base = rc
     suffix = ""
     if is_format_one(rc):
-        base = rc & 0xBF
+        base = rc & RC_FMT1_ERROR_MASK
         number = (rc >> RC_N_SHIFT) & 0xF
         if rc & RC_P:
             suffix = f" + RC_P{number}"

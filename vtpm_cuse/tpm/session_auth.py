@@ -25,10 +25,10 @@ import hmac
 from typing import TYPE_CHECKING, Callable
 
 from .algorithms import hash_alg
-from .auth import AuthSession, SessionUse, auth_equal, session_loader, strip_trailing_zeros
+from .auth import AuthSession, SessionUse, auth_equal, strip_trailing_zeros
 from .command import AuthRole
-from .constants import HR_SHIFT, TPM_ALG, TPM_HT, TPMA_SESSION
-from .entities import Entity, require_auth_value_usable, resolve
+from .constants import EXTENDED_LOCALITY_MIN, HR_SHIFT, MAX_LOCALITY, TPM_ALG, TPM_HT, TPMA_SESSION
+from .entities import Entity, require_auth_value_usable
 from .errors import TPM_RC, TpmError
 from .parameter_encryption import crypt_first_buffer
 from .sessions import Session, bind_value
@@ -57,7 +57,7 @@ def _current_auth(ctx: "CommandContext", entity: Entity) -> bytes:
     (the response then proves the new one), and an entity the command flushed (a completed
     sequence) keeps the value it had."""
     try:
-        entity = resolve(ctx.engine, entity.handle)
+        entity = ctx.resolve(entity.handle)
     except TpmError:
         pass
     return strip_trailing_zeros(entity.auth_value)
@@ -209,14 +209,13 @@ class SessionAuthorization(AuthSession):
 
 def locality_allowed(setting: int, locality: int) -> bool:
     """Does a TPMA_LOCALITY setting (bit mask below 32, else one extended locality) allow ``locality``?"""
-    if setting < 32:
-        return locality < 5 and bool(setting >> locality & 1)
+    if setting < EXTENDED_LOCALITY_MIN:
+        return locality <= MAX_LOCALITY and bool(setting >> locality & 1)
     return locality == setting
 
 
-@session_loader(TPM_HT.HMAC_SESSION)
-@session_loader(TPM_HT.POLICY_SESSION)
-def _load(ctx: "CommandContext", handle: int) -> SessionAuthorization:
+def load_session_authorization(ctx: "CommandContext", handle: int) -> SessionAuthorization:
+    """The HMAC or policy session at ``handle``, as the authorization area uses it."""
     state = ctx.engine.volatile.sessions.find(handle)
     if state is None:
         raise TpmError(TPM_RC.REFERENCE_S0, f"session 0x{handle:08x} is not loaded")

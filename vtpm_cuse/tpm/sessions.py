@@ -27,7 +27,7 @@ from .constants import (
     TPM_HT, TPM_SE,
 )
 from .crypto.kdf import kdfa
-from .entities import Entity, handle_name, register_flusher, resolver
+from .entities import Entity, handle_name
 from .errors import TPM_RC, TpmError
 
 if TYPE_CHECKING:
@@ -153,17 +153,13 @@ def create_session(engine: "Engine", session_type: int, auth_hash: int, nonce_si
     return session
 
 
-@resolver(TPM_HT.HMAC_SESSION)
-@resolver(TPM_HT.POLICY_SESSION)
-def _session_entity(engine: "Engine", handle: int) -> Entity:
+def session_entity(engine: "Engine", handle: int) -> Entity:
     """A session in a handle area (policy commands, ContextSave): its Name is its handle."""
     if handle not in engine.volatile.sessions.loaded:
         raise TpmError(TPM_RC.REFERENCE_H0, f"session 0x{handle:08x} is not loaded")
     return Entity(handle, handle_name(handle))
 
 
-@register_flusher(TPM_HT.HMAC_SESSION)
-@register_flusher(TPM_HT.POLICY_SESSION)
 def flush_session(engine: "Engine", handle: int) -> None:
     """TPM2_FlushContext of a loaded or saved session; TPM_RC_HANDLE when there is none."""
     table = engine.volatile.sessions

@@ -142,6 +142,8 @@ class VolatileState:
     started: bool = False
     pcrs: dict[int, list[bytes]] = dataclasses.field(default_factory=dict)
     pcr_counter: int = 0
+    #: PCR_Allocate ran since TPM2_Startup: Shutdown(STATE) is refused until the next one.
+    pcr_reconfigured: bool = False
     #: ms of Clock at power-on of this TPM Init; TPMS_TIME_INFO.time counts from here.
     time_base: int = 0
     clock_safe: bool = True

@@ -16,7 +16,7 @@ from ..constants import (
     HR_HANDLE_MASK, HR_HMAC_SESSION, HR_POLICY_SESSION, HR_SHIFT, IMPLEMENTATION_PCR, PCR_SELECT_MAX, TPM_ALG,
     TPM_CAP, TPM_CC, TPM_HT, TPM_RH,
 )
-from ..errors import TPM_RC, TpmError
+from ..errors import TPM_RC, TpmError, errors_at
 from ..marshal import UINT32
 from ..objects import transient_handles
 from ..parms import check_public_parms
@@ -53,7 +53,7 @@ def _handles(engine, start: int) -> list[tuple[int, int]]:
     elif kind in (TPM_HT.NV_INDEX, TPM_HT.PERSISTENT):
         found = []  # none defined
     else:
-        raise TpmError(TPM_RC.VALUE, f"handle type 0x{kind:02x}").at_parameter(2)
+        raise TpmError(TPM_RC.VALUE, f"handle type 0x{kind:02x}", at="property")
     return [(h, h) for h in sorted(found) if h >> HR_SHIFT == kind]
 
 
@@ -101,7 +101,7 @@ ACT_HANDLES = (0x40000110, 0x4000011F)
 
 def _act(engine, start: int):
     if not ACT_HANDLES[0] <= start <= ACT_HANDLES[1]:
-        raise TpmError(TPM_RC.VALUE, f"0x{start:08x} is not an ACT handle").at_parameter(2)
+        raise TpmError(TPM_RC.VALUE, f"0x{start:08x} is not an ACT handle", at="property")
     return []  # this TPM implements no Authenticated Countdown Timers
 
 
@@ -128,21 +128,19 @@ def get_capability(ctx, capability: int, property: int, propertyCount: int):
         banks = ctx.engine.permanent.pcr_allocation
         data = [TPMS_PCR_SELECTION(hash=alg, pcrSelect=selection_bytes(banks.get(alg, []), PCR_SELECT_MAX))
                 for alg in sorted(HASHES)]
-        return {"moreData": 0, "capabilityData": TPMS_CAPABILITY_DATA(capability=capability, data=data)}
+        return ctx.response(moreData=0, capabilityData=TPMS_CAPABILITY_DATA(capability=capability, data=data))
     if capability not in CAPABILITIES:
-        raise TpmError(TPM_RC.VALUE, f"capability 0x{capability:x} not supported").at_parameter(1)
+        raise TpmError(TPM_RC.VALUE, f"capability 0x{capability:x} not supported", at="capability")
     source, limit = CAPABILITIES[capability]
     items = [element for key, element in source(ctx.engine, property) if key >= property]
     count = min(propertyCount, limit)
-    return {"moreData": int(len(items) > count),
-            "capabilityData": TPMS_CAPABILITY_DATA(capability=capability, data=items[:count])}
+    return ctx.response(moreData=int(len(items) > count),
+                        capabilityData=TPMS_CAPABILITY_DATA(capability=capability, data=items[:count]))
 
 
 @command(TPM_CC.TestParms, params=[("parameters", TPMT_PUBLIC_PARMS)])
 def test_parms(ctx, parameters):
     """Unmarshalling already rejected anything unimplemented; check the combinations left."""
-    try:
+    with errors_at("parameters"):
         check_public_parms(parameters.type, parameters.parameters)
-    except TpmError as err:
-        raise err.at_parameter(1) from None
 

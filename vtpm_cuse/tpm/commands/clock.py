@@ -23,16 +23,16 @@ def time_info(engine) -> object:
 
 @command(TPM_CC.ReadClock, response=[("currentTime", TPMS_TIME_INFO)])
 def read_clock(ctx):
-    return {"currentTime": time_info(ctx.engine)}
+    return ctx.response(currentTime=time_info(ctx.engine))
 
 
 @command(TPM_CC.ClockSet, handles=[H("auth", TPMI_RH_PROVISION, AuthRole.USER)],
          params=[("newTime", UINT64)], nv=True)
 def clock_set(ctx, auth: int, newTime: int):
     if newTime > CLOCK_SET_MAX:
-        raise TpmError(TPM_RC.VALUE, f"newTime 0x{newTime:x} too large").at_parameter(1)
+        raise TpmError(TPM_RC.VALUE, f"newTime 0x{newTime:x} too large", at="newTime")
     if newTime < ctx.engine.clock():
-        raise TpmError(TPM_RC.VALUE, "Clock cannot be set backwards").at_parameter(1)
+        raise TpmError(TPM_RC.VALUE, "Clock cannot be set backwards", at="newTime")
     ctx.engine.set_clock(newTime)
 
 

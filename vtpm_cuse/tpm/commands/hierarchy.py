@@ -17,7 +17,7 @@ from ..command import AuthRole, H, command
 from ..constants import TPM_ALG, TPM_CC, TPM_RH, TPMA_OBJECT
 from ..creation import creation_outputs
 from ..crypto.kdf import KdfStream
-from ..errors import TpmError
+from ..errors import errors_at
 from ..hierarchy import primary_seed
 from ..keys import cancel_checkpoint, create_object
 from ..object_rules import adjust_auth, create_checks
@@ -30,22 +30,18 @@ from ..types import (
 PRIMARY_OBJECT_CREATION = b"Primary Object Creation"
 
 
-def make_primary(ctx, hierarchy: int, in_sensitive, in_public, sensitive_number: int, public_number: int):
+def make_primary(ctx, hierarchy: int, in_sensitive, in_public):
     """Check, derive and load a primary (or, under TPM_RH_NULL, temporary) object.
 
-    Returns (handle, loaded object).  Shared with TPM2_CreateLoaded, whose
-    parameters sit at other positions.
+    Returns (handle, loaded object).  Shared with TPM2_CreateLoaded, which names
+    its parameters inSensitive and inPublic too.
     """
     vol = ctx.engine.volatile
     require_free_slot(vol)
-    try:
+    with errors_at("inPublic"):
         create_checks(in_public, None, len(in_sensitive.data))
-    except TpmError as err:
-        raise err.at_parameter(public_number) from None
-    try:
+    with errors_at("inSensitive"):
         auth = adjust_auth(in_sensitive.userAuth, in_public.nameAlg)
-    except TpmError as err:
-        raise err.at_parameter(sensitive_number) from None
     template = TPMT_PUBLIC.pack(in_public)
     stream = KdfStream(in_public.nameAlg, primary_seed(ctx.engine, hierarchy), PRIMARY_OBJECT_CREATION,
                        object_name(in_public.nameAlg, template), in_sensitive.data)
@@ -69,7 +65,7 @@ def make_primary(ctx, hierarchy: int, in_sensitive, in_public, sensitive_number:
                    ("creationHash", TPM2B_DIGEST), ("creationTicket", TPMT_TK_CREATION), ("name", TPM2B_NAME)],
          cancelable=True)
 def create_primary(ctx, primaryHandle: int, inSensitive, inPublic, outsideInfo: bytes, creationPCR: list):
-    handle, obj = make_primary(ctx, primaryHandle, inSensitive, inPublic, 1, 2)
-    return {"objectHandle": handle, "outPublic": obj.area, "name": obj.name,
-            **creation_outputs(ctx.engine, ctx.locality, obj.name_alg, obj.name, primaryHandle,
-                               creationPCR, outsideInfo, TPM_ALG.NULL)}
+    handle, obj = make_primary(ctx, primaryHandle, inSensitive, inPublic)
+    return ctx.response(objectHandle=handle, outPublic=obj.area, name=obj.name,
+                        **creation_outputs(ctx.engine, ctx.locality, obj.name_alg, obj.name, primaryHandle,
+                                           creationPCR, outsideInfo, TPM_ALG.NULL))

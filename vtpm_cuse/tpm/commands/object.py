@@ -14,7 +14,7 @@ from ..algorithms import HASHES, hash_alg
 from ..command import AuthRole, H, command
 from ..constants import HR_SHIFT, TPM_CC, TPM_HT, TPMA_OBJECT
 from ..creation import creation_outputs
-from ..errors import TPM_RC, TpmError
+from ..errors import TPM_RC, TpmError, errors_at
 from ..keys import cancel_checkpoint, check_binding, create_object
 from ..marshal import Reader
 from ..object_rules import adjust_auth, create_checks, public_checks
@@ -28,34 +28,32 @@ from ..types import (
 from .hierarchy import make_primary
 
 
-def at_parameter(number: int, fn, *args):
-    """``fn(*args)``, with a bare response code it raises placed at parameter ``number``."""
-    try:
-        return fn(*args)
-    except TpmError as err:
-        raise err.at_parameter(number) from None
-
-
-def loaded_object(ctx, handle: int, number: int) -> LoadedObject:
-    """The object at ``handle``; a sequence there is TPM_RC_TYPE (it has no public area)."""
+def loaded_object(ctx, handle: int, at: str) -> LoadedObject:
+    """The object at ``handle`` (the handle named ``at``); a sequence there is TPM_RC_TYPE
+    (it has no public area)."""
     obj = ctx.engine.volatile.objects.loaded.get(handle)
     if obj is None:
-        raise TpmError(TPM_RC.TYPE, f"0x{handle:08x} is a sequence, not an object").at_handle(number)
+        raise TpmError(TPM_RC.TYPE, f"0x{handle:08x} is a sequence, not an object", at=at)
     return obj
 
 
-def storage_parent(ctx, handle: int, number: int) -> LoadedObject:
+def storage_parent(ctx, handle: int, at: str) -> LoadedObject:
     parent = ctx.engine.volatile.objects.loaded.get(handle)
     if parent is None or not parent.is_storage_parent:
-        raise TpmError(TPM_RC.TYPE, f"0x{handle:08x} is not a storage parent").at_handle(number)
+        raise TpmError(TPM_RC.TYPE, f"0x{handle:08x} is not a storage parent", at=at)
     return parent
 
 
-def _create_child(ctx, parent: LoadedObject, in_sensitive, in_public, sensitive_number: int, public_number: int):
-    """Create an ordinary object under ``parent``: (created parts, public octets, Name, private blob)."""
+def _create_child(ctx, parent: LoadedObject, in_sensitive, in_public):
+    """Create an ordinary object under ``parent``: (created parts, public octets, Name, private blob).
+
+    Shared by Create and CreateLoaded, which both name their parameters inSensitive and inPublic.
+    """
     require_free_slot(ctx.engine.volatile)  # the reference TPM builds the object in a free slot
-    at_parameter(public_number, create_checks, in_public, parent, len(in_sensitive.data))
-    auth = at_parameter(sensitive_number, adjust_auth, in_sensitive.userAuth, in_public.nameAlg)
+    with errors_at("inPublic"):
+        create_checks(in_public, parent, len(in_sensitive.data))
+    with errors_at("inSensitive"):
+        auth = adjust_auth(in_sensitive.userAuth, in_public.nameAlg)
     data = b"" if in_public.objectAttributes & TPMA_OBJECT.sensitiveDataOrigin else in_sensitive.data
     created = create_object(in_public, auth, data, ctx.engine.random, cancel_checkpoint(ctx))
     public = TPMT_PUBLIC.pack(created.area)
@@ -78,11 +76,12 @@ def _sensitive_area(created):
                    ("creationTicket", TPMT_TK_CREATION)],
          cancelable=True)
 def create(ctx, parentHandle: int, inSensitive, inPublic, outsideInfo: bytes, creationPCR: list):
-    parent = storage_parent(ctx, parentHandle, 1)
-    created, public, name, private = _create_child(ctx, parent, inSensitive, inPublic, 1, 2)
-    return {"outPrivate": private, "outPublic": created.area,
-            **creation_outputs(ctx.engine, ctx.locality, inPublic.nameAlg, name, parent.hierarchy,
-                               creationPCR, outsideInfo, parent.name_alg, parent.name, parent.qualified_name)}
+    parent = storage_parent(ctx, parentHandle, at="parentHandle")
+    created, public, name, private = _create_child(ctx, parent, inSensitive, inPublic)
+    return ctx.response(outPrivate=private, outPublic=created.area,
+                        **creation_outputs(ctx.engine, ctx.locality, inPublic.nameAlg, name, parent.hierarchy,
+                                           creationPCR, outsideInfo, parent.name_alg, parent.name,
+                                           parent.qualified_name))
 
 
 def _child(parent: LoadedObject, public: bytes, name: bytes, sensitive) -> LoadedObject:
@@ -101,22 +100,25 @@ def load_(ctx, parentHandle: int, inPrivate: bytes, inPublic):
     vol = ctx.engine.volatile
     require_free_slot(vol)
     if not inPrivate:
-        raise TpmError(TPM_RC.SIZE, "empty inPrivate").at_parameter(1)
-    parent = storage_parent(ctx, parentHandle, 1)
+        raise TpmError(TPM_RC.SIZE, "empty inPrivate", at="inPrivate")
+    parent = storage_parent(ctx, parentHandle, at="parentHandle")
     if inPublic.nameAlg not in HASHES:
-        raise TpmError(TPM_RC.HASH, "an object without nameAlg cannot be loaded").at_parameter(2)
+        raise TpmError(TPM_RC.HASH, "an object without nameAlg cannot be loaded", at="inPublic")
     public = TPMT_PUBLIC.pack(inPublic)
     name = object_name(inPublic.nameAlg, public)
-    sensitive = at_parameter(1, unwrap_sensitive, parent, name, inPrivate)
+    with errors_at("inPrivate"):
+        sensitive = unwrap_sensitive(parent, name, inPrivate)
     digest_size = hash_alg(inPublic.nameAlg).digest_size
     if len(sensitive.seedValue) > digest_size:
-        raise TpmError(TPM_RC.KEY_SIZE, "seedValue longer than a nameAlg digest").at_parameter(1)
-    at_parameter(2, public_checks, inPublic, parent)
+        raise TpmError(TPM_RC.KEY_SIZE, "seedValue longer than a nameAlg digest", at="inPrivate")
+    with errors_at("inPublic"):
+        public_checks(inPublic, parent)
     if len(sensitive.authValue.rstrip(b"\0")) > digest_size:
-        raise TpmError(TPM_RC.SIZE, "authValue longer than a nameAlg digest").at_parameter(1)
-    at_parameter(2, check_binding, inPublic, sensitive.sensitiveType, sensitive.sensitive)
+        raise TpmError(TPM_RC.SIZE, "authValue longer than a nameAlg digest", at="inPrivate")
+    with errors_at("inPublic"):
+        check_binding(inPublic, sensitive.sensitiveType, sensitive.sensitive)
     handle = load(vol, _child(parent, public, name, sensitive))
-    return {"objectHandle": handle, "name": name}
+    return ctx.response(objectHandle=handle, name=name)
 
 
 @command(TPM_CC.ReadPublic, handles=[H("objectHandle", TPMI_DH_OBJECT)],
@@ -125,20 +127,21 @@ def read_public(ctx, objectHandle: int):
     obj = ctx.engine.volatile.objects.loaded.get(objectHandle)
     if obj is None:  # the handle resolved, so it is a sequence
         raise TpmError(TPM_RC.SEQUENCE, "a sequence object has no public area")
-    return {"outPublic": obj.area, "name": obj.name, "qualifiedName": obj.qualified_name}
+    return ctx.response(outPublic=obj.area, name=obj.name, qualifiedName=obj.qualified_name)
 
 
 @command(TPM_CC.ObjectChangeAuth, handles=[H("objectHandle", TPMI_DH_OBJECT, AuthRole.ADMIN),
                                            H("parentHandle", TPMI_DH_OBJECT)],
          params=[("newAuth", TPM2B_AUTH)], response=[("outPrivate", TPM2B_PRIVATE)])
 def object_change_auth(ctx, objectHandle: int, parentHandle: int, newAuth: bytes):
-    obj = loaded_object(ctx, objectHandle, 1)
-    auth = at_parameter(1, adjust_auth, newAuth, obj.name_alg)
+    obj = loaded_object(ctx, objectHandle, at="objectHandle")
+    with errors_at("newAuth"):
+        auth = adjust_auth(newAuth, obj.name_alg)
     parent = ctx.engine.volatile.objects.loaded.get(parentHandle)
     if parent is None or qualified_name(obj.name_alg, parent.qualified_name, obj.name) != obj.qualified_name:
-        raise TpmError(TPM_RC.TYPE, "parentHandle is not the object's parent").at_handle(2)
+        raise TpmError(TPM_RC.TYPE, "parentHandle is not the object's parent", at="parentHandle")
     # The loaded object keeps its old authValue; the caller loads the new blob to use the new one.
-    return {"outPrivate": wrap_sensitive(parent, obj.name, obj.sensitive_area(auth), ctx.engine.random)}
+    return ctx.response(outPrivate=wrap_sensitive(parent, obj.name, obj.sensitive_area(auth), ctx.engine.random))
 
 
 @command(TPM_CC.CreateLoaded, handles=[H("parentHandle", TPMI_DH_PARENT.plus(), AuthRole.USER)],
@@ -151,14 +154,15 @@ def create_loaded(ctx, parentHandle: int, inSensitive, inPublic: bytes):
 
     Derivation parents (keyed-hash restricted decrypt keys) are not implemented: TPM_RC_TYPE.
     """
-    area = at_parameter(2, _parse_template, inPublic)
+    with errors_at("inPublic"):
+        area = _parse_template(inPublic)
     if parentHandle >> HR_SHIFT == TPM_HT.PERMANENT:
-        handle, obj = make_primary(ctx, parentHandle, inSensitive, area, 1, 2)
-        return {"objectHandle": handle, "outPrivate": b"", "outPublic": obj.area, "name": obj.name}
-    parent = storage_parent(ctx, parentHandle, 1)
-    created, public, name, private = _create_child(ctx, parent, inSensitive, area, 1, 2)
+        handle, obj = make_primary(ctx, parentHandle, inSensitive, area)
+        return ctx.response(objectHandle=handle, outPrivate=b"", outPublic=obj.area, name=obj.name)
+    parent = storage_parent(ctx, parentHandle, at="parentHandle")
+    created, public, name, private = _create_child(ctx, parent, inSensitive, area)
     handle = load(ctx.engine.volatile, _child(parent, public, name, _sensitive_area(created)))
-    return {"objectHandle": handle, "outPrivate": private, "outPublic": created.area, "name": name}
+    return ctx.response(objectHandle=handle, outPrivate=private, outPublic=created.area, name=name)
 
 
 def _parse_template(data: bytes):

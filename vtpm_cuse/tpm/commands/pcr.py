@@ -9,13 +9,15 @@ from ..constants import IMPLEMENTATION_PCR, PCR_SELECT_MAX, TPM_CC, TPM_RH
 from ..errors import TPM_RC, TpmError
 from ..marshal import UINT32
 from ..pcrs import DRTM_PCR, HCRTM_PCR, may_extend, may_reset
+from ..pcr_selection import filter_selection
 from ..types import (
     TPM2B_EVENT, TPMI_DH_PCR, TPMI_RH_PLATFORM, TPMI_YES_NO, TPML_DIGEST, TPML_DIGEST_VALUES,
-    TPML_PCR_SELECTION, TPMS_PCR_SELECTION, TPMT_HA, selection_bits, selection_bytes,
+    TPML_PCR_SELECTION, TPMT_HA, selection_bits,
 )
 
 #: TPML_DIGEST holds eight digests, so one PCR_Read returns at most eight PCRs.
 MAX_PCR_READ = 8
+UINT32_MAX = 0xFFFFFFFF
 
 
 def _check_extend(ctx, pcr: int) -> None:
@@ -43,30 +45,17 @@ def pcr_event(ctx, pcrHandle: int, eventData: bytes):
     if pcrHandle != TPM_RH.NULL:
         for alg, digest in digests.items():
             ctx.engine.pcrs.extend(pcrHandle, alg, digest)
-    return {"digests": [TPMT_HA(hashAlg=alg, digest=d) for alg, d in digests.items()]}
+    return ctx.response(digests=[TPMT_HA(hashAlg=alg, digest=d) for alg, d in digests.items()])
 
 
 @command(TPM_CC.PCR_Read, params=[("pcrSelectionIn", TPML_PCR_SELECTION)],
          response=[("pcrUpdateCounter", UINT32), ("pcrSelectionOut", TPML_PCR_SELECTION),
                    ("pcrValues", TPML_DIGEST)])
 def pcr_read(ctx, pcrSelectionIn: list):
-    values: list[bytes] = []
-    selections = []
-    banks = ctx.engine.volatile.pcrs
-    for sel in pcrSelectionIn:
-        bank = banks.get(sel.hash)
-        returned: list[int] = []
-        for pcr in sorted(selection_bits(sel.pcrSelect)):
-            if pcr >= IMPLEMENTATION_PCR or bank is None or not bank[pcr]:
-                continue  # only implemented, allocated PCRs are reported
-            if len(values) == MAX_PCR_READ:
-                break
-            values.append(bank[pcr])
-            returned.append(pcr)
-        selections.append(TPMS_PCR_SELECTION(hash=sel.hash,
-                                              pcrSelect=selection_bytes(returned, len(sel.pcrSelect))))
-    return {"pcrUpdateCounter": ctx.engine.volatile.pcr_counter & 0xFFFFFFFF,
-            "pcrSelectionOut": selections, "pcrValues": values}
+    # Only implemented, allocated PCRs are reported, at most one TPML_DIGEST of them.
+    selections, values = filter_selection(ctx.engine.volatile.pcrs, pcrSelectionIn, limit=MAX_PCR_READ)
+    return ctx.response(pcrUpdateCounter=ctx.engine.volatile.pcr_counter & UINT32_MAX,
+                        pcrSelectionOut=selections, pcrValues=values)
 
 
 @command(TPM_CC.PCR_Reset, handles=[H("pcrHandle", TPMI_DH_PCR, AuthRole.USER)])
@@ -93,8 +82,9 @@ def pcr_allocate(ctx, authHandle: int, pcrAllocation: list):
     if HCRTM_PCR not in allocated or DRTM_PCR not in allocated:
         raise TpmError(TPM_RC.PCR, "the allocation must keep PCR 0 and PCR 17 in some bank")
     perm.pending_pcr_allocation = {alg: pcrs for alg, pcrs in sorted(new.items())}
-    return {"allocationSuccess": 1, "maxPCR": IMPLEMENTATION_PCR, "sizeNeeded": size_needed,
-            "sizeAvailable": size_available}
+    ctx.engine.volatile.pcr_reconfigured = True
+    return ctx.response(allocationSuccess=1, maxPCR=IMPLEMENTATION_PCR, sizeNeeded=size_needed,
+                        sizeAvailable=size_available)
 
 
 assert PCR_SELECT_MAX * 8 >= IMPLEMENTATION_PCR

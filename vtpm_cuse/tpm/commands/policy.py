@@ -16,16 +16,15 @@ import hmac
 
 from ..algorithms import hash_alg
 from ..command import H, command
-from ..constants import IMPLEMENTATION_PCR, TPM_CC
+from ..constants import EXTENDED_LOCALITY_MIN, MAX_LOCALITY, TPM_CC
 from ..errors import TPM_RC, TpmError
+from ..pcr_selection import selection_digest
 from ..sessions import Session
-from ..types import (
-    TPM2B_DIGEST, TPM_CC_T, TPMA_LOCALITY_T, TPMI_SH_POLICY, TPML_DIGEST, TPML_PCR_SELECTION, selection_bits,
-)
+from ..types import TPM2B_DIGEST, TPM_CC_T, TPMA_LOCALITY_T, TPMI_SH_POLICY, TPML_DIGEST, TPML_PCR_SELECTION
 
 POLICY_SESSION = H("policySession", TPMI_SH_POLICY)
-#: TPMA_LOCALITY values from 32 up name one extended locality; below, bits name localities 0-4.
-EXTENDED_LOCALITY = 32
+#: TPMA_LOCALITY with every one of localities 0-4 set.
+ALL_LOCALITIES = (1 << (MAX_LOCALITY + 1)) - 1
 #: TPM2_PolicyOR takes two to eight branches.
 MIN_OR_BRANCHES = 2
 
@@ -47,7 +46,7 @@ def policy_restart(ctx, sessionHandle: int):
 
 @command(TPM_CC.PolicyGetDigest, handles=[POLICY_SESSION], response=[("policyDigest", TPM2B_DIGEST)])
 def policy_get_digest(ctx, policySession: int):
-    return {"policyDigest": _session(ctx, policySession).policy.digest}
+    return ctx.response(policyDigest=_session(ctx, policySession).policy.digest)
 
 
 @command(TPM_CC.PolicyAuthValue, handles=[POLICY_SESSION])
@@ -69,9 +68,9 @@ def policy_password(ctx, policySession: int):
 def policy_command_code(ctx, policySession: int, code: int):
     session = _session(ctx, policySession)
     if session.policy.command_code and session.policy.command_code != code:
-        raise TpmError(TPM_RC.VALUE, "policy already names another command").at_parameter(1)
+        raise TpmError(TPM_RC.VALUE, "policy already names another command", at="code")
     if ctx.engine.table.get(code) is None:
-        raise TpmError(TPM_RC.POLICY_CC, f"command 0x{code:x} is not implemented").at_parameter(1)
+        raise TpmError(TPM_RC.POLICY_CC, f"command 0x{code:x} is not implemented", at="code")
     _extend(session, TPM_CC.PolicyCommandCode, code.to_bytes(4, "big"))
     session.policy.command_code = code
 
@@ -80,31 +79,19 @@ def policy_command_code(ctx, policySession: int, code: int):
 def policy_locality(ctx, policySession: int, locality: int):
     session = _session(ctx, policySession)
     previous = session.policy.locality
-    if locality == 0 or (previous and (previous < EXTENDED_LOCALITY) != (locality < EXTENDED_LOCALITY)):
-        raise TpmError(TPM_RC.RANGE, f"locality 0x{locality:02x}").at_parameter(1)
-    if locality < EXTENDED_LOCALITY:
+    if locality == 0 or (previous and (previous < EXTENDED_LOCALITY_MIN) != (locality < EXTENDED_LOCALITY_MIN)):
+        raise TpmError(TPM_RC.RANGE, f"locality 0x{locality:02x}", at="locality")
+    if locality < EXTENDED_LOCALITY_MIN:
         # Repeated assertions narrow the set of localities; an empty set is an error.
-        allowed = (previous or 0x1F) & locality
+        allowed = (previous or ALL_LOCALITIES) & locality
         if not allowed:
-            raise TpmError(TPM_RC.RANGE, "no locality left").at_parameter(1)
+            raise TpmError(TPM_RC.RANGE, "no locality left", at="locality")
     else:
         if previous and previous != locality:
-            raise TpmError(TPM_RC.RANGE, "another extended locality was asserted").at_parameter(1)
+            raise TpmError(TPM_RC.RANGE, "another extended locality was asserted", at="locality")
         allowed = locality
     _extend(session, TPM_CC.PolicyLocality, bytes([locality]))
     session.policy.locality = allowed
-
-
-def pcr_digest(engine, alg: int, selections: list) -> bytes:
-    """H(the selected PCR values, bank by bank in the order given, PCRs in ascending order)."""
-    banks = engine.volatile.pcrs
-    values = []
-    for sel in selections:
-        bank = banks.get(sel.hash)
-        for pcr in sorted(selection_bits(sel.pcrSelect)):
-            if bank is not None and pcr < IMPLEMENTATION_PCR and bank[pcr]:
-                values.append(bank[pcr])
-    return hash_alg(alg).digest(b"".join(values))
 
 
 @command(TPM_CC.PolicyPCR, handles=[POLICY_SESSION],
@@ -115,14 +102,14 @@ def policy_pcr(ctx, policySession: int, pcrDigest: bytes, pcrs: list):
     if session.is_trial:
         # A trial session computes the policy for the PCR digest the caller gives, or for
         # the current PCR values when it gives none; it checks nothing.
-        digest = pcrDigest or pcr_digest(engine, session.auth_hash, pcrs)
+        digest = pcrDigest or selection_digest(engine.volatile.pcrs, session.auth_hash, pcrs)
     else:
-        digest = pcr_digest(engine, session.auth_hash, pcrs)
+        digest = selection_digest(engine.volatile.pcrs, session.auth_hash, pcrs)
         counter = session.policy.pcr_counter
         if counter is not None and counter != engine.volatile.pcr_counter:
             raise TpmError(TPM_RC.PCR_CHANGED, "PCRs changed since the last TPM2_PolicyPCR")
         if pcrDigest and not hmac.compare_digest(pcrDigest, digest):
-            raise TpmError(TPM_RC.VALUE, "PCR values differ from pcrDigest").at_parameter(1)
+            raise TpmError(TPM_RC.VALUE, "PCR values differ from pcrDigest", at="pcrDigest")
         session.policy.pcr_counter = engine.volatile.pcr_counter
     _extend(session, TPM_CC.PolicyPCR, TPML_PCR_SELECTION.pack(pcrs), digest)
 
@@ -131,10 +118,10 @@ def policy_pcr(ctx, policySession: int, pcrDigest: bytes, pcrs: list):
 def policy_or(ctx, policySession: int, pHashList: list):
     session = _session(ctx, policySession)
     if len(pHashList) < MIN_OR_BRANCHES:
-        raise TpmError(TPM_RC.SIZE, "TPM2_PolicyOR needs at least two digests").at_parameter(1)
+        raise TpmError(TPM_RC.SIZE, "TPM2_PolicyOR needs at least two digests", at="pHashList")
     current = session.policy.digest
     if not session.is_trial and not any(hmac.compare_digest(current, branch) for branch in pHashList):
-        raise TpmError(TPM_RC.VALUE, "policyDigest is in no branch").at_parameter(1)
+        raise TpmError(TPM_RC.VALUE, "policyDigest is in no branch", at="pHashList")
     # The branches replace the policy so far: the new digest starts from zeros.
     session.policy.digest = bytes(len(current))
     _extend(session, TPM_CC.PolicyOR, *pHashList)

@@ -11,7 +11,7 @@ from ..types import TPM2B_DIGEST, TPM2B_SENSITIVE_DATA
 @command(TPM_CC.GetRandom, params=[("bytesRequested", UINT16)], response=[("randomBytes", TPM2B_DIGEST)])
 def get_random(ctx, bytesRequested: int):
     # The answer is a TPM2B_DIGEST, so a TPM returns at most one digest's worth.
-    return {"randomBytes": ctx.engine.random(min(bytesRequested, MAX_DIGEST_SIZE))}
+    return ctx.response(randomBytes=ctx.engine.random(min(bytesRequested, MAX_DIGEST_SIZE)))
 
 
 @command(TPM_CC.StirRandom, params=[("inData", TPM2B_SENSITIVE_DATA)])

@@ -17,24 +17,24 @@ from ..types import (
 )
 
 
-def _check_hierarchy(ctx, hierarchy: int, number: int) -> None:
-    """A ticket may only come from an enabled hierarchy."""
+def _check_hierarchy(ctx, hierarchy: int) -> None:
+    """A ticket may only come from an enabled hierarchy (the parameter ``hierarchy``)."""
     vol = ctx.engine.volatile
     enabled = {TPM_RH.OWNER: vol.sh_enable, TPM_RH.ENDORSEMENT: vol.eh_enable,
                TPM_RH.PLATFORM: vol.ph_enable, TPM_RH.NULL: True}
     if not enabled[hierarchy]:
-        raise TpmError(TPM_RC.HIERARCHY, f"hierarchy 0x{hierarchy:08x} disabled").at_parameter(number)
+        raise TpmError(TPM_RC.HIERARCHY, f"hierarchy 0x{hierarchy:08x} disabled", at="hierarchy")
 
 
 @command(TPM_CC.Hash, params=[("data", TPM2B_MAX_BUFFER), ("hashAlg", TPMI_ALG_HASH),
                               ("hierarchy", TPMI_RH_HIERARCHY.plus())],
          response=[("outHash", TPM2B_DIGEST), ("validation", TPMT_TK_HASHCHECK)])
 def hash_(ctx, data: bytes, hashAlg: int, hierarchy: int):
-    _check_hierarchy(ctx, hierarchy, 3)
+    _check_hierarchy(ctx, hierarchy)
     digest = HASHES[hashAlg].digest(data)
     ticket = hashcheck_ticket(ctx.engine, hierarchy, hashAlg, digest,
                               not data.startswith(TPM_GENERATED_VALUE))
-    return {"outHash": digest, "validation": ticket}
+    return ctx.response(outHash=digest, validation=ticket)
 
 
 def _free_transient_handle(ctx) -> int:
@@ -48,15 +48,16 @@ def hash_sequence_start(ctx, auth: bytes, hashAlg: int):
     handle = _free_transient_handle(ctx)
     algs = sorted(ctx.engine.volatile.pcrs) if hashAlg == TPM_ALG.NULL else [hashAlg]
     ctx.engine.volatile.sequences[handle] = SequenceObject(hash_alg=hashAlg, auth=auth, algs=algs)
-    return {"sequenceHandle": handle}
+    return ctx.response(sequenceHandle=handle)
 
 
-def _sequence(ctx, handle: int, number: int, *, event: bool | None = None) -> SequenceObject:
+def _sequence(ctx, handle: int, *, event: bool | None = None) -> SequenceObject:
+    """The sequence at ``handle`` (every sequence command names it sequenceHandle)."""
     seq = ctx.engine.volatile.sequences.get(handle)
     if seq is None:
-        raise TpmError(TPM_RC.HANDLE, "not a sequence object").at_handle(number)
+        raise TpmError(TPM_RC.HANDLE, "not a sequence object", at="sequenceHandle")
     if event is not None and (seq.hash_alg == TPM_ALG.NULL) != event:
-        raise TpmError(TPM_RC.MODE, "wrong kind of sequence").at_handle(number)
+        raise TpmError(TPM_RC.MODE, "wrong kind of sequence", at="sequenceHandle")
     return seq
 
 
@@ -69,20 +70,20 @@ def _append(seq: SequenceObject, buffer: bytes) -> None:
 @command(TPM_CC.SequenceUpdate, handles=[H("sequenceHandle", TPMI_DH_OBJECT, AuthRole.USER)],
          params=[("buffer", TPM2B_MAX_BUFFER)])
 def sequence_update(ctx, sequenceHandle: int, buffer: bytes):
-    _append(_sequence(ctx, sequenceHandle, 1), buffer)
+    _append(_sequence(ctx, sequenceHandle), buffer)
 
 
 @command(TPM_CC.SequenceComplete, handles=[H("sequenceHandle", TPMI_DH_OBJECT, AuthRole.USER)],
          params=[("buffer", TPM2B_MAX_BUFFER), ("hierarchy", TPMI_RH_HIERARCHY.plus())],
          response=[("result", TPM2B_DIGEST), ("validation", TPMT_TK_HASHCHECK)], flushed=True)
 def sequence_complete(ctx, sequenceHandle: int, buffer: bytes, hierarchy: int):
-    seq = _sequence(ctx, sequenceHandle, 1, event=False)
-    _check_hierarchy(ctx, hierarchy, 2)
+    seq = _sequence(ctx, sequenceHandle, event=False)
+    _check_hierarchy(ctx, hierarchy)
     _append(seq, buffer)
     digest = seq.digests()[seq.hash_alg]
     del ctx.engine.volatile.sequences[sequenceHandle]
-    return {"result": digest,
-            "validation": hashcheck_ticket(ctx.engine, hierarchy, seq.hash_alg, digest, seq.ticket_ok)}
+    return ctx.response(result=digest,
+                        validation=hashcheck_ticket(ctx.engine, hierarchy, seq.hash_alg, digest, seq.ticket_ok))
 
 
 @command(TPM_CC.EventSequenceComplete,
@@ -90,7 +91,7 @@ def sequence_complete(ctx, sequenceHandle: int, buffer: bytes, hierarchy: int):
                   H("sequenceHandle", TPMI_DH_OBJECT, AuthRole.USER)],
          params=[("buffer", TPM2B_MAX_BUFFER)], response=[("results", TPML_DIGEST_VALUES)], flushed=True)
 def event_sequence_complete(ctx, pcrHandle: int, sequenceHandle: int, buffer: bytes):
-    seq = _sequence(ctx, sequenceHandle, 2, event=True)
+    seq = _sequence(ctx, sequenceHandle, event=True)
     if pcrHandle != TPM_RH.NULL and not may_extend(pcrHandle, ctx.locality):
         raise TpmError(TPM_RC.LOCALITY, f"locality {ctx.locality} may not extend PCR {pcrHandle}")
     _append(seq, buffer)
@@ -99,4 +100,4 @@ def event_sequence_complete(ctx, pcrHandle: int, sequenceHandle: int, buffer: by
         for alg, digest in digests.items():
             ctx.engine.pcrs.extend(pcrHandle, alg, digest)
     del ctx.engine.volatile.sequences[sequenceHandle]
-    return {"results": [TPMT_HA(hashAlg=alg, digest=d) for alg, d in sorted(digests.items())]}
+    return ctx.response(results=[TPMT_HA(hashAlg=alg, digest=d) for alg, d in sorted(digests.items())])

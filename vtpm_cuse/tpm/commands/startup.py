@@ -12,7 +12,7 @@ startup type and the last orderly shutdown recorded in NV:
 from __future__ import annotations
 
 from ..command import command
-from ..constants import IMPLEMENTATION_PCR, TPM_CC, TPM_SU
+from ..constants import IMPLEMENTATION_PCR, TPM_ALG, TPM_CC, TPM_SU
 from ..errors import TPM_RC, TpmError
 from ..pcrs import HCRTM_PCR, PCR_ATTRIBUTES, startup_value
 from ..state import SavedState
@@ -27,7 +27,7 @@ def startup(ctx, startupType: int):
         raise TpmError(TPM_RC.LOCALITY, f"Startup from locality {ctx.locality}")
     saved = perm.saved if perm.orderly_state == TPM_SU.STATE else None
     if startupType == TPM_SU.STATE and saved is None:
-        raise TpmError(TPM_RC.VALUE, "Startup(STATE) without a preceding Shutdown(STATE)").at_parameter(1)
+        raise TpmError(TPM_RC.VALUE, "Startup(STATE) without a preceding Shutdown(STATE)", at="startupType")
     resume = startupType == TPM_SU.STATE
     restart = startupType == TPM_SU.CLEAR and saved is not None
     # An H-CRTM measurement made before Startup owns PCR 0; the locality no longer matters.
@@ -62,9 +62,10 @@ def startup(ctx, startupType: int):
             engine.pcr_changed(pcr)
     if not resume:
         vol.platform_auth = b""
-        vol.platform_policy = (0x10, b"")
+        vol.platform_policy = (TPM_ALG.NULL, b"")
         vol.ph_enable = vol.sh_enable = vol.eh_enable = vol.ph_enable_nv = True
     vol.startup_locality = locality
+    vol.pcr_reconfigured = False
     vol.started = True
     # Until the next orderly Shutdown, losing power is disorderly.
     perm.orderly_state = None
@@ -75,6 +76,9 @@ def startup(ctx, startupType: int):
 def shutdown(ctx, shutdownType: int):
     engine = ctx.engine
     perm, vol = engine.permanent, engine.volatile
+    if shutdownType == TPM_SU.STATE and vol.pcr_reconfigured:
+        # The saved PCRs would not fit the allocation the next TPM Reset applies.
+        raise TpmError(TPM_RC.TYPE, "Shutdown(STATE) after PCR_Allocate", at="shutdownType")
     if shutdownType == TPM_SU.STATE:
         perm.saved = SavedState(
             pcrs={alg: [value if PCR_ATTRIBUTES[pcr].state_save else b""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..algorithms import ALGORITHMS
 from ..command import command
-from ..constants import TPM_CC
+from ..constants import MAX_DIGEST_BUFFER, TPM_CC
 from ..errors import TPM_RC, TpmError
 from ..selftest import run_self_tests
 from ..types import TPM2B_MAX_BUFFER, TPML_ALG, TPMI_YES_NO
@@ -37,10 +37,10 @@ def self_test(ctx, fullTest: int):
 def incremental_self_test(ctx, toTest: list[int]):
     unknown = [alg for alg in toTest if alg not in ALGORITHMS]
     if unknown:
-        raise TpmError(TPM_RC.VALUE, f"algorithm 0x{unknown[0]:04x} not implemented").at_parameter(1)
+        raise TpmError(TPM_RC.VALUE, f"algorithm 0x{unknown[0]:04x} not implemented", at="toTest")
     _test(ctx, set(toTest) - set(ctx.engine.volatile.self_tested))
     # Every requested test has completed, so nothing is left to do.
-    return {"toDoList": []}
+    return ctx.response(toDoList=[])
 
 
 @command(TPM_CC.GetTestResult, response=[("outData", TPM2B_MAX_BUFFER), ("testResult", UINT32)],
@@ -48,5 +48,5 @@ def incremental_self_test(ctx, toTest: list[int]):
 def get_test_result(ctx):
     engine = ctx.engine
     if engine.failure_mode:
-        return {"outData": engine.failure_reason.encode()[:1024], "testResult": TPM_RC.FAILURE}
-    return {"outData": b"", "testResult": TPM_RC.SUCCESS}
+        return ctx.response(outData=engine.failure_reason.encode()[:MAX_DIGEST_BUFFER], testResult=TPM_RC.FAILURE)
+    return ctx.response(outData=b"", testResult=TPM_RC.SUCCESS)

@@ -8,6 +8,11 @@ from .buffers import TPM2B_DIGEST
 from .interfaces import TPMI_RH_HIERARCHY, TPMI_YES_NO
 from ..errors import TPM_RC
 
+__all__ = [
+    "TPMS_CLOCK_INFO", "TPMS_TIME_INFO", "TPMT_TK_AUTH", "TPMT_TK_CREATION", "TPMT_TK_HASHCHECK",
+    "TPMT_TK_VERIFIED",
+]
+
 TPMS_CLOCK_INFO = Struct("TPMS_CLOCK_INFO", [
     ("clock", UINT64), ("resetCount", UINT32), ("restartCount", UINT32), ("safe", TPMI_YES_NO)])
 TPMS_TIME_INFO = Struct("TPMS_TIME_INFO", [("time", UINT64), ("clockInfo", TPMS_CLOCK_INFO)])

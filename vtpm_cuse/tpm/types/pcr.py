@@ -8,6 +8,11 @@ from ..marshal import UINT8, ListOf, Sized, Struct
 from .buffers import TPM2B_DIGEST, TPMT_HA
 from .interfaces import TPMI_ALG_HASH
 
+__all__ = [
+    "PCR_SELECT", "TPML_DIGEST", "TPML_DIGEST_VALUES", "TPML_PCR_SELECTION", "TPMS_PCR_SELECT",
+    "TPMS_PCR_SELECTION", "selection_bits", "selection_bytes",
+]
+
 #: A sizeofSelect larger than this TPM implements is TPM_RC_VALUE.
 PCR_SELECT = Sized("pcrSelect", PCR_SELECT_MAX, size_type=UINT8, over_rc=TPM_RC.VALUE)
 

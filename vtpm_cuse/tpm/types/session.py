@@ -6,6 +6,10 @@ from ..marshal import Attributes, UINT8, Struct
 from .buffers import TPM2B_AUTH, TPM2B_NONCE
 from .interfaces import TPMI_SH_AUTH_SESSION
 
+__all__ = [
+    "TPMA_SESSION_T", "TPMS_AUTH_COMMAND", "TPMS_AUTH_RESPONSE",
+]
+
 #: continueSession 0, auditExclusive 1, auditReset 2, decrypt 5, encrypt 6, audit 7.
 TPMA_SESSION_T = Attributes("TPMA_SESSION", UINT8, 0x18)
 
