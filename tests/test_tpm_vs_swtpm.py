@@ -10,6 +10,7 @@ import hashlib
 
 import pytest
 
+from support.engine_oracle import EngineOracle
 from support.swtpm_oracle import SwtpmOracle
 from support.tpm_client import Response, command, tpm2b, u16, u32
 from vtpm_cuse.tpm import types as T
@@ -24,7 +25,7 @@ STARTUP_CLEAR = bytes.fromhex("80010000000c000001440000")
 @pytest.fixture(scope="module")
 def pair():
     oracle = SwtpmOracle()
-    ours = Engine()
+    ours = EngineOracle(Engine())  # our side: an unexpected TPM_RC_FAILURE or internal-error log fails the test
     for tpm in (oracle, ours):
         assert tpm.execute(STARTUP_CLEAR) == bytes.fromhex("80010000000a00000000")
     yield oracle, ours
@@ -94,3 +95,108 @@ def test_bad_tag_deliberate_difference(pair):
     theirs, ours = both(pair, bytes.fromhex("00c10000000a000000f1"))
     assert theirs.rc == 0x84
     assert (ours.tag, ours.rc) == (0x00C4, 0x1E)
+
+
+# --- pcrUpdateCounter around H-CRTM / DRTM (_TPM_Hash_Start/Data/End) ---------------------------
+# Each test needs its own power cycle: the counter is the history of every PCR change since Startup.
+
+HASH_DATA = b"1234"  # what `swtpm_ioctl -h 1234` sends
+
+
+@pytest.fixture
+def powered_on():
+    """Both TPMs just after _TPM_Init, before TPM2_Startup."""
+    oracle = SwtpmOracle()
+    oracle.init()
+    yield oracle, EngineOracle(Engine())
+    oracle.close()
+
+
+def pcr_read_sha256(pcr: int) -> bytes:
+    select = bytearray(3)
+    select[pcr // 8] |= 1 << pcr % 8
+    return command(TPM_CC.PCR_Read, u32(1) + u16(TPM_ALG.SHA256) + b"\x03" + bytes(select))
+
+
+def hash_sequence(tpms, data: bytes = HASH_DATA) -> None:
+    oracle, ours = tpms
+    oracle.hash_sequence(data)
+    ours.hash_start()
+    assert ours.hash_data(data)
+    assert ours.hash_end()
+
+
+def startup(tpms) -> None:
+    for tpm in tpms:
+        assert tpm.execute(STARTUP_CLEAR) == bytes.fromhex("80010000000a00000000")
+
+
+def assert_same_pcr_reads(tpms, pcrs=(0, 16, 17, 18, 23)) -> None:
+    for pcr in pcrs:
+        theirs, ours = both(tpms, pcr_read_sha256(pcr))
+        assert ours.raw == theirs.raw, f"PCR {pcr}: swtpm {theirs.raw.hex()} ours {ours.raw.hex()}"
+
+
+def test_drtm_after_startup_pcr_read(powered_on):
+    startup(powered_on)
+    hash_sequence(powered_on)
+    assert_same_pcr_reads(powered_on)
+
+
+def test_hcrtm_before_startup_pcr_read(powered_on):
+    hash_sequence(powered_on)
+    startup(powered_on)
+    assert_same_pcr_reads(powered_on)
+
+
+def test_two_drtm_sequences_pcr_read(powered_on):
+    startup(powered_on)
+    hash_sequence(powered_on)
+    hash_sequence(powered_on, b"5678")
+    assert_same_pcr_reads(powered_on)
+
+
+def test_drtm_then_no_increment_pcr_changes_pcr_read(powered_on):
+    startup(powered_on)
+    hash_sequence(powered_on)
+    extends = [command(TPM_CC.PCR_Extend, u32(1) + u16(TPM_ALG.SHA256) + hashlib.sha256(b"x").digest(),
+                       u32(pcr), PW) for pcr in (16, 23)]
+    for cmd in (*extends, SAME_BYTES["pcr_reset_16"]):
+        theirs, ours = both(powered_on, cmd)
+        assert ours.raw == theirs.raw, f"swtpm {theirs.raw.hex()} ours {ours.raw.hex()}"
+    assert_same_pcr_reads(powered_on)
+
+
+def test_drtm_pcr_update_counter_value():
+    """Startup(CLEAR) counts the 20 PCRs outside TPM_PT_PCR_NO_INCREMENT (16, 21-23); the DRTM
+    reset of PCRs 17-22 does not count; extending the measurement into PCR 17 counts once per
+    allocated bank (4).  libtpms answers 0x18; checked without swtpm."""
+    engine = Engine()
+    assert engine.execute(STARTUP_CLEAR) == bytes.fromhex("80010000000a00000000")
+    engine.hash_start()
+    engine.hash_data(HASH_DATA)
+    engine.hash_end()
+    response = Response(engine.execute(pcr_read_sha256(17)))
+    assert response.rc == 0
+    assert response.raw[10:14] == u32(0x18)
+    assert response.raw[-32:] == hashlib.sha256(bytes(32) + hashlib.sha256(HASH_DATA).digest()).digest()
+
+
+# --- Shutdown(STATE) after PCR_Allocate -------------------------------------------------------
+
+SHUTDOWN_STATE = bytes.fromhex("80010000000c000001450001")
+SHUTDOWN_CLEAR = bytes.fromhex("80010000000c000001450000")
+#: PCR_Allocate(TPM_RH_PLATFORM, sha256: all 24 PCRs) with an empty password.
+PCR_ALLOCATE_SHA256 = command(TPM_CC.PCR_Allocate, u32(1) + u16(TPM_ALG.SHA256) + b"\x03\xff\xff\xff",
+                              handles=u32(TPM_RH.PLATFORM), auth=b"")
+
+
+def test_shutdown_state_after_pcr_allocate_is_type_on_parameter_1(powered_on):
+    """Part 3 Shutdown: the saved PCRs would not fit the new allocation; libtpms agrees."""
+    startup(powered_on)
+    allocated = both(powered_on, PCR_ALLOCATE_SHA256)
+    assert allocated[0].raw == allocated[1].raw and allocated[1].rc == 0
+    refused = both(powered_on, SHUTDOWN_STATE)
+    assert refused[0].raw == refused[1].raw == bytes.fromhex("80010000000a000001ca")
+    # Shutdown(CLEAR) is still fine, and the next Startup ends the restriction.
+    assert [r.rc for r in both(powered_on, SHUTDOWN_CLEAR)] == [0, 0]

@@ -13,6 +13,8 @@ import subprocess
 import tempfile
 import time
 
+from ioctl_defs.constants import PtmCmd
+
 from .net import free_port, recv_exact, tpm_roundtrip
 
 
@@ -46,6 +48,20 @@ class SwtpmOracle:
         with socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=10) as s:
             s.sendall(cmd.to_bytes(4, "big") + body)
             return recv_exact(s, reply)
+
+    def init(self, flags: int = 0) -> None:
+        """CMD_INIT: power-cycle the TPM (_TPM_Init; TPM2_Startup has not run yet).
+
+        swtpm runs with ``not-need-init``, so it is already initialised; this makes the
+        starting point explicit, the same as a fresh :class:`Engine`.
+        """
+        assert self.ctrl(PtmCmd.CMD_INIT, flags.to_bytes(4, "big")) == bytes(4)
+
+    def hash_sequence(self, data: bytes) -> None:
+        """CMD_HASH_START / CMD_HASH_DATA / CMD_HASH_END (``swtpm_ioctl -h data``)."""
+        assert self.ctrl(PtmCmd.CMD_HASH_START) == bytes(4)
+        assert self.ctrl(PtmCmd.CMD_HASH_DATA, len(data).to_bytes(4, "big") + data) == bytes(4)
+        assert self.ctrl(PtmCmd.CMD_HASH_END) == bytes(4)
 
     def close(self) -> None:
         try:

@@ -199,16 +199,17 @@ class Engine:
         hashers, self._drtm_hashers = self._drtm_hashers, None
         started = self.volatile.started
         if started:
-            # A DRTM event resets the dynamic PCRs before measuring into PCR 17.
+            # A DRTM event resets the dynamic PCRs before measuring into PCR 17.  The
+            # resets are not counted in pcrUpdateCounter; each bank's extend of PCR 17 is.
             if not self.volatile.pcrs:
                 self.init_pcrs(lambda alg, pcr, size: bytes(size))
             for pcr in range(IMPLEMENTATION_PCR):
                 if resets_to_ones(pcr):
-                    self.pcrs.set_all_banks(pcr, bytes)
+                    self.pcrs.set_all_banks(pcr, bytes, counted=False)
             target = DRTM_PCR
         else:
             self.init_pcrs(lambda alg, pcr, size: bytes(size))
-            self.pcrs.set_all_banks(HCRTM_PCR, lambda size: bytes(size - 1) + b"\x04")
+            self.pcrs.set_all_banks(HCRTM_PCR, lambda size: bytes(size - 1) + b"\x04", counted=False)
             self.volatile.drtm_pre_startup = True
             target = HCRTM_PCR
         for alg, hasher in hashers.items():

@@ -113,8 +113,16 @@ class PcrBanks:
             bank[pcr] = hash_alg(alg).digest(bank[pcr] + digest)
             self.on_change(pcr)
 
-    def set_all_banks(self, pcr: int, make: "callable") -> None:
+    def set_all_banks(self, pcr: int, make: "callable", *, counted: bool = True) -> None:
+        """Set ``pcr`` in every allocated bank; one change for the update counter.
+
+        ``counted=False`` is for _TPM_Hash_End, whose resets (the dynamic PCRs at a
+        DRTM event, PCR 0 at an H-CRTM event) do not move the counter: only the
+        extends of the measurement that follow count, once per bank (as in libtpms'
+        PCRResetDynamics and PcrDrtm, which change the PCR memory without PCRChanged).
+        """
         for alg, bank in self.values.items():
             if bank[pcr]:
                 bank[pcr] = make(hash_alg(alg).digest_size)
-        self.on_change(pcr)
+        if counted:
+            self.on_change(pcr)
