@@ -211,4 +211,4 @@ def _mask(bits: int) -> int:
 
 def _check_range(what: str, value: int, bits: int) -> None:
     if not 0 <= value <= _mask(bits):
-        raise ValueError(f"ioctl {what} {value:#x} does not fit in {bits} bits")
+        raise ValueError(f"ioctl {what} {value} ({value:#x}) does not fit in {bits} bits")

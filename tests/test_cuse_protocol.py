@@ -15,6 +15,7 @@ import struct
 import pytest
 import trio
 
+from ioctl_defs.ioc import IocDir, IocFields, decode, io, ior, iow, iowr
 from cuse_peer import (
     CUSE_INIT_OUT,
     IN_HEADER,
@@ -42,7 +43,6 @@ from cuse_peer import (
 from vtpm_cuse.cuse import protocol
 from vtpm_cuse.cuse.device import CuseDevice, NotifyPoll
 from vtpm_cuse.cuse.echo import ECHO_IOC_CLEAR, ECHO_IOC_COUNTER, ECHO_IOC_INCREMENT, EchoDevice
-from vtpm_cuse.cuse.ioc import IocDir, IoctlNumber, io, ior, iow, iowr
 from vtpm_cuse.cuse.protocol import CuseProtocolError, IoctlFlags, PollFlags
 from vtpm_cuse.cuse.session import MAX_IDLE_WORKERS, CuseOptions, CuseSession
 
@@ -88,7 +88,7 @@ def test_ioctl_numbers_follow_the_generic_ioc_encoding() -> None:
     assert io("E", 2) == 0x4502
     # PTM_GET_CAPABILITY from swtpm's tpm_ioctl.h is _IOR('P', 0, ptm_cap) with an 8-byte ptm_cap
     assert ior("P", 0, 8) == 0x80085000
-    assert IoctlNumber.decode(0xC0084501) == IoctlNumber(IocDir.READ | IocDir.WRITE, ord("E"), 1, 8)
+    assert decode(0xC0084501) == IocFields(IocDir.READ | IocDir.WRITE, ord("E"), 1, 8)
     with pytest.raises(ValueError, match="16384"):
         ior("E", 0, 16384)
 

@@ -64,7 +64,8 @@ from .control import CuseBlobTransfer, Transport, TransferMode, dispatch
 from .cuse.device import CuseDevice, NotifyPoll, PollWaiters
 from .cuse.protocol import IoctlFlags, PollFlags
 from .tpm.errors import TPM_RC
-from .vtpm import Vtpm, tpm_response
+from .tpm.wire import error_response
+from .vtpm import Vtpm
 
 __all__ = ["VtpmDevice", "READABLE", "WRITABLE"]
 
@@ -174,7 +175,7 @@ class VtpmDevice(CuseDevice):
         self._drop_response()
         if self.vtpm.running and len(data) > self.vtpm.buffer_size:
             log.debug("command of %d bytes exceeds the buffer size %d", len(data), self.vtpm.buffer_size)
-            await self._finish(tpm_response(TPM_RC.COMMAND_SIZE), self._generation)
+            await self._finish(error_response(TPM_RC.COMMAND_SIZE), self._generation)
             return len(data)
         done = self._done = trio.Event()
         generation = self._generation
@@ -193,7 +194,7 @@ class VtpmDevice(CuseDevice):
                 response = await self.vtpm.execute(command)
             except Exception:
                 log.exception("TPM command failed unexpectedly")
-                response = tpm_response(TPM_RC.FAILURE)
+                response = error_response(TPM_RC.FAILURE)
             finally:
                 self._done = None
                 done.set()

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from ioctl_defs.ioc import ior
 from vtpm_cuse.cuse.echo import ECHO_IOC_CLEAR, ECHO_IOC_COUNTER, ECHO_IOC_INCREMENT
-from vtpm_cuse.cuse.ioc import ior
 
 pytestmark = pytest.mark.vm
 

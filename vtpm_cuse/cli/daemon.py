@@ -26,6 +26,7 @@ from typing import NoReturn
 
 import trio
 
+from vtpm_cuse import __version__
 from vtpm_cuse.cuse.protocol import CuseProtocolError
 from vtpm_cuse.cuse.session import CUSE_PATH, CuseOptions
 from vtpm_cuse.cuse_service import serve_vtpm_device
@@ -40,8 +41,10 @@ from vtpm_cuse.state import (
 )
 from vtpm_cuse.vtpm import LocalityPolicy, Vtpm, VtpmFlags
 
+from .exit_codes import ExitCode
 from .options import (
     CtrlOption,
+    SeccompOption,
     ServerOption,
     parse_ctrl_option,
     parse_data_fd_option,
@@ -50,16 +53,14 @@ from .options import (
     parse_log_option,
     parse_pid_option,
     parse_port_option,
+    parse_seccomp_option,
     parse_server_option,
 )
 from .process import Daemonizer, PidFile, RunAs, configure_logging, notify_systemd
 
-__all__ = ["main", "build_parser", "SUBCOMMANDS", "VERSION"]
+__all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
 PROGRAM = "vtpm-cuse"
-VERSION = "0.1.0"
-EXIT_OK = 0
-EXIT_FAILURE = 1
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,9 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     add("--log", metavar="file=<path>|fd=<fd>[,level=n][,prefix=<p>][,truncate]",
         help="log destination (file=- disables logging)")
     add("--print-capabilities", action="store_true", help="print the supported features as JSON and exit")
+    add("--seccomp", metavar="action=none|kill|log",
+        help="seccomp action (accepted and checked for swtpm compatibility; "
+             "no seccomp filter is applied yet)")
 
 
 def _add_socket_arguments(parser: argparse.ArgumentParser) -> None:
@@ -141,6 +145,7 @@ class SocketSettings:
     flags: VtpmFlags
     locality: LocalityPolicy
     terminate: bool
+    seccomp: SeccompOption
 
 
 def _parse_socket_settings(args: argparse.Namespace) -> SocketSettings:
@@ -166,6 +171,7 @@ def _parse_socket_settings(args: argparse.Namespace) -> SocketSettings:
         flags=_parse_flags(args),
         locality=_parse_locality(args),
         terminate=args.terminate or args.fd is not None,
+        seccomp=_parse_seccomp(args),
     )
 
 
@@ -175,6 +181,16 @@ def _parse_flags(args: argparse.Namespace) -> VtpmFlags:
 
 def _parse_locality(args: argparse.Namespace) -> LocalityPolicy:
     return parse_locality_option(args.locality) if args.locality is not None else LocalityPolicy()
+
+
+def _parse_seccomp(args: argparse.Namespace) -> SeccompOption:
+    """Validate ``--seccomp`` with the rest of the command line, before anything is opened."""
+    return parse_seccomp_option(args.seccomp) if args.seccomp is not None else SeccompOption()
+
+
+def _report_seccomp(seccomp: SeccompOption) -> None:
+    """Say in the log that the requested action has no effect: no filter is installed yet."""
+    log.debug("--seccomp action=%s accepted; no seccomp filter is applied", seccomp.action.value)
 
 
 def _build_vtpm(args: argparse.Namespace, flags: VtpmFlags, locality: LocalityPolicy) -> Vtpm:
@@ -194,7 +210,7 @@ def _build_vtpm(args: argparse.Namespace, flags: VtpmFlags, locality: LocalityPo
 
 
 def print_capabilities(features: Sequence[str] = SOCKET_FEATURES) -> None:
-    print(json.dumps({"type": "swtpm", "features": list(features), "version": VERSION}))
+    print(json.dumps({"type": "swtpm", "features": list(features), "version": __version__}))
 
 
 def _open(option: ServerOption | CtrlOption | None, what: str) -> OpenedEndpoint | None:
@@ -204,15 +220,16 @@ def _open(option: ServerOption | CtrlOption | None, what: str) -> OpenedEndpoint
 def run_socket(args: argparse.Namespace) -> int:
     if args.version:
         print_version()
-        return EXIT_OK
+        return ExitCode.OK
     if args.print_capabilities:
         print_capabilities()
-        return EXIT_OK
+        return ExitCode.OK
     settings = _parse_socket_settings(args)
     log_option = parse_log_option(args.log) if args.log is not None else None
     pid_file = PidFile(parse_pid_option(args.pid)) if args.pid is not None else None
     resolve_tpmstate(args.tpmstate)  # a missing state directory is reported before logging starts
     configure_logging(log_option)
+    _report_seccomp(settings.seccomp)
     vtpm = _build_vtpm(args, settings.flags, settings.locality)
     data = _open(settings.server, "--server")
     try:
@@ -247,7 +264,7 @@ def run_socket(args: argparse.Namespace) -> int:
     finally:
         if pid_file is not None:
             pid_file.remove()
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # -- cuse subcommand ---------------------------------------------------------------
@@ -278,11 +295,11 @@ def _add_cuse_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cuse(args: argparse.Namespace) -> int:
     if args.version:
-        print(f"TPM emulator CUSE interface ({PROGRAM}) version {VERSION}")
-        return EXIT_OK
+        print(f"TPM emulator CUSE interface ({PROGRAM}) version {__version__}")
+        return ExitCode.OK
     if args.print_capabilities:
         print_capabilities(CUSE_FEATURES)
-        return EXIT_OK
+        return ExitCode.OK
     if not args.name:
         raise UsageError(f"{PROGRAM} cuse: Error: device name missing (-n NAME)")
     try:
@@ -290,6 +307,7 @@ def run_cuse(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"{PROGRAM} cuse: {exc}") from None
     flags, locality = _parse_flags(args), _parse_locality(args)
+    seccomp = _parse_seccomp(args)
     log_option = parse_log_option(args.log) if args.log is not None else None
     pid_file = PidFile(parse_pid_option(args.pid)) if args.pid is not None else None
     try:
@@ -303,6 +321,7 @@ def run_cuse(args: argparse.Namespace) -> int:
     if not os.path.exists(CUSE_PATH):
         raise UsageError(f"{PROGRAM} cuse: {CUSE_PATH} does not exist: this kernel has no CUSE (modprobe cuse)")
     configure_logging(log_option)
+    _report_seccomp(seccomp)
     vtpm = _build_vtpm(args, flags, locality)
     daemonizer = Daemonizer()
     if not args.foreground:
@@ -323,11 +342,11 @@ def run_cuse(args: argparse.Namespace) -> int:
         if not isinstance(cause, (OSError, CuseProtocolError, StateError)):
             raise
         print(f"{PROGRAM} cuse: /dev/{options.name}: {cause}", file=sys.stderr)
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     finally:
         if pid_file is not None:
             pid_file.remove()
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _sole_cause(exc: BaseException) -> BaseException:
@@ -358,7 +377,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
 
 
 def print_version() -> None:
-    print(f"{PROGRAM} version {VERSION} (TPM 2.0 emulator with swtpm-compatible interfaces)")
+    print(f"{PROGRAM} version {__version__} (TPM 2.0 emulator with swtpm-compatible interfaces)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -383,15 +402,15 @@ def run(argv: Sequence[str]) -> int:
         if args.mode is None:
             if args.version:
                 print_version()
-                return EXIT_OK
+                return ExitCode.OK
             raise UsageError(f"{PROGRAM}: a mode is required: {', '.join(s.name for s in SUBCOMMANDS)}")
         return args.run(args)
     except (UsageError, OptionError, EndpointError) as exc:
         print(str(exc) if isinstance(exc, UsageError) else f"{PROGRAM}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     except StateError as exc:
         print(f"{PROGRAM}: cannot start the TPM: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

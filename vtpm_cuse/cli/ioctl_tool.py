@@ -41,6 +41,8 @@ from ioctl_defs import (
     is_non_fatal,
 )
 
+from vtpm_cuse import __version__
+
 from .ctrl_client import (
     ControlClient,
     ControlConnectError,
@@ -50,18 +52,15 @@ from .ctrl_client import (
     TcpAddress,
     UnixAddress,
 )
+from .exit_codes import ExitCode
 
 __all__ = ["main", "parse_arguments", "Invocation", "UsageError"]
 
-VERSION = "0.1.0"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_CTRL_PORT = 6546
 """swtpm_ioctl's default control port (its man page says 6545; the code uses 6546)."""
 MAX_LOCALITY = 4
-EXIT_OK = 0
-EXIT_FAILURE = 1
 _HASH_CHUNK = PTM_HDATA_MAX
-_READ_CHUNK = 4096
 BUFFERSIZE_ENV = "SWTPM_IOCTL_BUFFERSIZE"
 """On a device: move state blobs with read()/write() of this many bytes."""
 
@@ -491,7 +490,7 @@ def _validate_arguments(inv: Invocation) -> None:
 
 def usage(program: str) -> str:
     return f"""\
-TPM emulator control tool (vtpm-ioctl) version {VERSION}
+TPM emulator control tool (vtpm-ioctl) version {__version__}
 
 Usage: {program} command <device path> | --tpm-device <device path>
        {program} command --tcp [<host>]:[<port>] | --unix <path>
@@ -547,10 +546,10 @@ def run(
         inv = parse_arguments(argv)
         if inv.show_help:
             print(usage(program), file=out, end="")
-            return EXIT_OK
+            return ExitCode.OK
         if inv.show_version:
-            print(f"TPM emulator control tool (vtpm-ioctl) version {VERSION}", file=out)
-            return EXIT_OK
+            print(f"TPM emulator control tool (vtpm-ioctl) version {__version__}", file=out)
+            return ExitCode.OK
         if inv.command is None:
             raise UsageError("No valid command.")
         if inv.address is None and inv.device is None:
@@ -558,7 +557,7 @@ def run(
         _validate_arguments(inv)
     except UsageError as exc:
         print(exc, file=err, end=exc.end)
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     try:
         client: ControlClient
         if inv.address is not None:
@@ -568,18 +567,18 @@ def run(
             client = DeviceControlClient.open(inv.device)
     except ControlConnectError as exc:
         print(exc.strerror, file=err)
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     with client:
         ctx = Context(client, out, stdin or sys.stdin.buffer, buffersize_from_env())
         try:
             _RUNNERS[inv.command](ctx, inv.args)
         except UsageError as exc:
             print(exc, file=err, end=exc.end)
-            return EXIT_FAILURE
+            return ExitCode.FAILURE
         except CommandFailed as exc:
             print(exc, file=err)
-            return EXIT_FAILURE
-    return EXIT_OK
+            return ExitCode.FAILURE
+    return ExitCode.OK
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

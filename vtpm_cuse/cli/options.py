@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Mapping
 
@@ -43,6 +44,8 @@ __all__ = [
     "CtrlOption",
     "PidOption",
     "LogOption",
+    "SeccompAction",
+    "SeccompOption",
     "DEFAULT_BIND_ADDRESS",
     "DEFAULT_SERVER_PORT",
     "DEFAULT_UNIX_SOCKET_MODE",
@@ -55,6 +58,7 @@ __all__ = [
     "parse_locality_option",
     "parse_pid_option",
     "parse_log_option",
+    "parse_seccomp_option",
 ]
 
 DEFAULT_SERVER_PORT = 6545
@@ -107,6 +111,27 @@ class LogOption:
     @property
     def disabled(self) -> bool:
         return self.path is None and self.fd is None
+
+
+class SeccompAction(Enum):
+    """What swtpm's seccomp profile does on a blacklisted syscall (``--seccomp action=``)."""
+
+    NONE = "none"
+    KILL = "kill"
+    LOG = "log"
+
+
+@dataclass(frozen=True)
+class SeccompOption:
+    """``--seccomp``: the requested action, kept so the filter can honour it later.
+
+    Accepted so that swtpm command lines (test harnesses pass
+    ``--seccomp action=none``) start this daemon unchanged; no filter is
+    installed yet, whatever the action.
+    """
+
+    action: SeccompAction = SeccompAction.KILL
+    """swtpm's default when ``action=`` is omitted."""
 
 
 # -- helpers -------------------------------------------------------------------
@@ -288,6 +313,24 @@ def parse_pid_option(value: str) -> PidOption:
     if "file" in items:
         return PidOption(path=Path(_required(items, "file", option)))
     return PidOption(fd=_fd(items["fd"], option, "fd"))
+
+
+def parse_seccomp_option(value: str) -> SeccompOption:
+    """``--seccomp [action=none|kill|log]`` (swtpm 0.10 syntax; ``action=`` omitted means kill).
+
+    Only validated: no seccomp filter is applied yet, so every action behaves
+    like ``none`` for now.
+    """
+    option = "--seccomp"
+    items = _items(value, ("action",), option)
+    if "action" not in items:
+        return SeccompOption()
+    text = _required(items, "action", option)
+    try:
+        return SeccompOption(SeccompAction(text))
+    except ValueError:
+        choices = "|".join(a.value for a in SeccompAction)
+        raise CliOptionError(f"{option}: unknown action={text!r} (expected {choices})") from None
 
 
 def parse_log_option(value: str) -> LogOption:

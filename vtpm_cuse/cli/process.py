@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import Mapping, TextIO
 
+from .exit_codes import ExitCode
 from .options import LogOption, PidOption
 
 __all__ = ["configure_logging", "PidFile", "Daemonizer", "DaemonizeError", "RunAs", "notify_systemd"]
@@ -102,7 +103,7 @@ class Daemonizer:
             os.close(write_end)
             with os.fdopen(read_end, "rb") as verdict:
                 ok = verdict.read(1) == b"1"
-            os._exit(0 if ok else 1)
+            os._exit(ExitCode.OK if ok else ExitCode.FAILURE)
         os.close(read_end)
         os.setsid()
         self._write_end = write_end

@@ -3,7 +3,8 @@
 pyfuse3 and the other Python FUSE bindings have no CUSE API, so the package speaks the
 kernel protocol on /dev/cuse itself: :mod:`.protocol` (wire format), :mod:`.session`
 (the server loop), :mod:`.device` (the interface a device implements), :mod:`.ioc`
-(ioctl numbers) and :mod:`.echo` (a minimal device).
+(restricted-ioctl limits; the numbers themselves come from :mod:`ioctl_defs.ioc`)
+and :mod:`.echo` (a minimal device).
 """
 
 from .device import CuseDevice, NotifyPoll, PollWaiters

@@ -26,8 +26,9 @@ from functools import partial
 
 import trio
 
+from ioctl_defs.ioc import io, ior, iowr
+
 from .device import CuseDevice, NotifyPoll, PollWaiters
-from .ioc import io, ior, iowr
 from .protocol import CuseProtocolError, IoctlFlags, PollFlags
 from .session import CUSE_PATH, CuseOptions, serve_cuse
 

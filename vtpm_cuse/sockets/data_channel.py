@@ -22,7 +22,8 @@ from typing import Protocol
 import trio
 
 from vtpm_cuse.tpm.errors import TPM_RC
-from vtpm_cuse.vtpm import LocalityPolicy, tpm_response
+from vtpm_cuse.tpm.wire import error_response
+from vtpm_cuse.vtpm import LocalityPolicy
 
 from .streams import send_all
 from .data_framing import (
@@ -163,7 +164,7 @@ class DataChannel:
     async def _execute(self, message: DataMessage) -> bytes:
         if message.locality is not None:
             if not self._vtpm.locality_policy.allows(message.locality):
-                return tpm_response(TPM_RC.LOCALITY)
+                return error_response(TPM_RC.LOCALITY)
             # swtpm lets the header's locality replace the current one (it is
             # the same variable CMD_SET_LOCALITY sets), so it stays in effect.
             self._vtpm.locality = message.locality

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
+from vtpm_cuse.tpm.wire import HEADER_SIZE
+
 __all__ = [
     "COMPLETION_TIMEOUT",
     "MAX_MESSAGE",
-    "TPM_HEADER_SIZE",
     "MssimCommand",
     "DataMessage",
     "expected_length",
@@ -33,8 +34,6 @@ __all__ = [
     "frame_response",
 ]
 
-TPM_HEADER_SIZE: Final = 10
-"""tag (2) + paramSize (4) + commandCode (4)."""
 TPM_BUFFER_MAX: Final = 4096
 _SEND_HEADER = struct.Struct(">IBI")
 """``{u32 cmd; u8 locality; u32 size}``, packed."""
@@ -88,10 +87,10 @@ def expected_length(prefix: bytes) -> int:
                 return SEND_HEADER_SIZE
             _, _, size = _SEND_HEADER.unpack_from(prefix)
             return min(SEND_HEADER_SIZE + size, MAX_MESSAGE)
-    if len(prefix) < TPM_HEADER_SIZE:
-        return TPM_HEADER_SIZE
+    if len(prefix) < HEADER_SIZE:
+        return HEADER_SIZE
     (size,) = _U32.unpack_from(prefix, 2)
-    return max(TPM_HEADER_SIZE, min(size, MAX_MESSAGE))
+    return max(HEADER_SIZE, min(size, MAX_MESSAGE))
 
 
 def parse_message(data: bytes) -> DataMessage:

@@ -127,14 +127,6 @@ class DirectoryStore:
         return self._mode
 
     @property
-    def has_file_key(self) -> bool:
-        return self._file_key is not None
-
-    @property
-    def has_migration_key(self) -> bool:
-        return self._migration_key is not None
-
-    @property
     def config_flags(self) -> PtmConfigFlag:
         """The GET_CONFIG answer: which keys are configured."""
         flags = PtmConfigFlag(0)

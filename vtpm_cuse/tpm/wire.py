@@ -12,7 +12,10 @@ from typing import Final
 
 from .constants import TPM_ST
 
-__all__ = ["HEADER_SIZE", "command_bytes", "error_response", "response_code", "response_header"]
+__all__ = [
+    "HEADER_SIZE", "command_bytes", "command_code", "error_response", "response_code",
+    "response_header",
+]
 
 #: tag + size + responseCode (or commandCode).
 HEADER_SIZE: Final = 10
@@ -38,3 +41,12 @@ def response_code(response: bytes) -> int | None:
     if len(response) < HEADER_SIZE:
         return None
     return int.from_bytes(response[6:HEADER_SIZE], "big")
+
+
+def command_code(command: bytes) -> int | None:
+    """The commandCode of a command, or None when it is shorter than a header.
+
+    It sits where a response has its responseCode; a separate name keeps
+    callers from reading "response" where they handle a command.
+    """
+    return response_code(command)
