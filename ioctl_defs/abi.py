@@ -79,11 +79,7 @@ def compat_abi(abi: Abi) -> Abi:
     and buffer differ, so a server that wants to answer them needs both.
     """
     for known in KNOWN_ABIS:
-        if (
-            known.byteorder == abi.byteorder
-            and known.ioc_layout == abi.ioc_layout
-            and known.u64_align != abi.u64_align
-        ):
+        if known.byteorder == abi.byteorder and known.ioc_layout == abi.ioc_layout and known.u64_align != abi.u64_align:
             return known
     return Abi(f"{abi.name} (compat)", abi.byteorder, 12 - abi.u64_align, abi.ioc_layout)
 

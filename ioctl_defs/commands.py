@@ -121,9 +121,7 @@ class CommandSpec:
         if request is None:
             request = self.socket_request()
         elif not isinstance(request, self.socket_request):
-            raise TypeError(
-                f"{self.name} takes {self.socket_request.__name__}, got {type(request).__name__}"
-            )
+            raise TypeError(f"{self.name} takes {self.socket_request.__name__}, got {type(request).__name__}")
         return _CMD_HEADER.pack(self.cmd) + request.pack_socket()
 
 

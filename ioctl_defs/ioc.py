@@ -112,9 +112,7 @@ class IocLayout:
         try:
             return valid[bits]
         except KeyError:
-            raise ValueError(
-                f"direction bits {bits:#x} are not valid in the {self.name} _IOC layout"
-            ) from None
+            raise ValueError(f"direction bits {bits:#x} are not valid in the {self.name} _IOC layout") from None
 
     def encode(self, direction: IocDir, type_: int | str, nr: int, size: int) -> int:
         """Build an ioctl number (the ``_IOC()`` macro)."""
@@ -141,9 +139,7 @@ class IocLayout:
         )
 
 
-GENERIC = IocLayout(
-    name="generic", size_bits=14, dir_bits=2, none_bits=0, write_bits=1, read_bits=2
-)
+GENERIC = IocLayout(name="generic", size_bits=14, dir_bits=2, none_bits=0, write_bits=1, read_bits=2)
 """asm-generic/ioctl.h: used by x86, arm, arm64, s390, riscv and most others."""
 
 ALTERNATIVE = IocLayout(
@@ -165,9 +161,7 @@ def host_layout(machine: str | None = None) -> IocLayout:
     return ALTERNATIVE if arch.startswith(_ALTERNATIVE_MACHINES) else GENERIC
 
 
-def encode(
-    direction: IocDir, type_: int | str, nr: int, size: int, layout: IocLayout = GENERIC
-) -> int:
+def encode(direction: IocDir, type_: int | str, nr: int, size: int, layout: IocLayout = GENERIC) -> int:
     """``_IOC(dir, type, nr, size)``."""
     return layout.encode(direction, type_, nr, size)
 

@@ -136,9 +136,7 @@ class Layout:
 
     def peek_length(self, data: bytes, order: str) -> int:
         """The payload length stated in ``data`` (which must hold the header)."""
-        return int.from_bytes(
-            data[self.length_offset : self.length_offset + 4], "little" if order == "<" else "big"
-        )
+        return int.from_bytes(data[self.length_offset : self.length_offset + 4], "little" if order == "<" else "big")
 
     def encode(self, values: Mapping[str, object], order: str, *, ioctl: bool, what: str) -> bytes:
         """Pack ``values`` (by field name; Length is derived from the payload)."""
@@ -174,8 +172,7 @@ class Layout:
                 raise MalformedMessage(
                     what,
                     transport,
-                    f"length field says {length} payload bytes, only "
-                    f"{len(data) - self.header_size} present",
+                    f"length field says {length} payload bytes, only {len(data) - self.header_size} present",
                     actual=len(data),
                     expected=end,
                 )

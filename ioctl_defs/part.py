@@ -51,9 +51,7 @@ class Part:
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise TypeError(f"{self.describe()}.{field.name} must be an int, got {value!r}")
                 if not 0 <= value < field.limit:
-                    raise ValueError(
-                        f"{self.describe()}.{field.name}={value:#x} does not fit in u{8 * field.width}"
-                    )
+                    raise ValueError(f"{self.describe()}.{field.name}={value:#x} does not fit in u{8 * field.width}")
             else:
                 if not isinstance(value, bytes | bytearray | memoryview):
                     raise TypeError(f"{self.describe()}.{field.name} must be bytes, got {type(value).__name__}")
@@ -77,12 +75,12 @@ class Part:
     @property
     def is_error(self) -> bool:
         """A response whose ``tpm_result`` is non-zero."""
-        return self.LAYOUT.has_result and getattr(self, "tpm_result") != 0
+        return self.LAYOUT.has_result and self.tpm_result != 0
 
     def _canonical(self) -> Self:
         """The form that is actually transmitted (see module docstring on errors)."""
         if self.is_error:
-            return type(self)(tpm_result=getattr(self, "tpm_result"))  # type: ignore[call-arg]
+            return type(self)(tpm_result=self.tpm_result)  # type: ignore[call-arg]
         return self
 
     def _values(self) -> dict[str, object]:
@@ -136,7 +134,7 @@ class Part:
         src = self._canonical()
         body = src.LAYOUT.encode(src._values(), ">", ioctl=False, what=self.describe())
         if self.is_error:
-            return body[: self.socket_error_size(getattr(self, "tpm_result"))]
+            return body[: self.socket_error_size(self.tpm_result)]
         return body
 
     @classmethod
@@ -171,8 +169,7 @@ class Part:
                     raise MalformedMessage(
                         what,
                         "socket",
-                        f"error response of {len(buf)} bytes, expected "
-                        + " or ".join(str(n) for n in allowed),
+                        f"error response of {len(buf)} bytes, expected " + " or ".join(str(n) for n in allowed),
                         actual=len(buf),
                         expected=_RESULT_SIZE,
                     )

@@ -229,9 +229,7 @@ class PtmGetStateResponse(PayloadPart, ResultPart):
     totlength: int = 0
     data: bytes = b""
 
-    _EARLY_ERRORS: ClassVar[frozenset[int]] = frozenset(
-        {PtmResult.TPM_BAD_ORDINAL, PtmResult.TPM_BAD_PARAMETER}
-    )
+    _EARLY_ERRORS: ClassVar[frozenset[int]] = frozenset({PtmResult.TPM_BAD_ORDINAL, PtmResult.TPM_BAD_PARAMETER})
 
     @classmethod
     def socket_error_size(cls, result: int) -> int:
@@ -247,9 +245,7 @@ class PtmGetStateResponse(PayloadPart, ResultPart):
 class PtmSetStateRequest(PayloadPart, Part):
     """A chunk (ioctl: exactly 3072 means "more follows") or the whole blob (socket)."""
 
-    LAYOUT = Layout(
-        u32("state_flags"), u32("type"), Length(), Payload("data", PTM_STATE_BLOB_SIZE)
-    )
+    LAYOUT = Layout(u32("state_flags"), u32("type"), Length(), Payload("data", PTM_STATE_BLOB_SIZE))
     state_flags: int = 0
     type: int = 0
     data: bytes = b""
@@ -313,9 +309,7 @@ class PtmGetInfoRequest(Part):
 class PtmGetInfoResponse(PayloadPart, ResultPart):
     """A window of the JSON text; ``totlength`` counts the whole string plus its NUL."""
 
-    LAYOUT = Layout(
-        u32("tpm_result"), u32("totlength"), Length(), Payload("buffer", PTM_GETINFO_SIZE)
-    )
+    LAYOUT = Layout(u32("tpm_result"), u32("totlength"), Length(), Payload("buffer", PTM_GETINFO_SIZE))
     totlength: int = 0
     buffer: bytes = b""
 

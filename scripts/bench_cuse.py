@@ -67,8 +67,9 @@ def measure(node: str, rounds: int, expect: int | None) -> Figure:
     finally:
         os.close(fd)
     samples.sort()
-    return Figure(node, statistics.median(samples), statistics.fmean(samples),
-                  samples[int(len(samples) * 0.9) - 1], rounds)
+    return Figure(
+        node, statistics.median(samples), statistics.fmean(samples), samples[int(len(samples) * 0.9) - 1], rounds
+    )
 
 
 def wait_for(path: str, timeout: float = START_TIMEOUT) -> None:
@@ -86,18 +87,40 @@ def bench(rounds: int) -> dict[str, object]:
     processes: list[subprocess.Popen[str]] = []
     try:
         subprocess.run(
-            [str(bin_dir / "vtpm-cuse"), "cuse", "-n", vtpm_name, "--tpm2",
-             "--tpmstate", f"dir={work / 'vtpm'}", "--flags", "not-need-init,startup-clear"],
-            check=True, timeout=START_TIMEOUT,
+            [
+                str(bin_dir / "vtpm-cuse"),
+                "cuse",
+                "-n",
+                vtpm_name,
+                "--tpm2",
+                "--tpmstate",
+                f"dir={work / 'vtpm'}",
+                "--flags",
+                "not-need-init,startup-clear",
+            ],
+            check=True,
+            timeout=START_TIMEOUT,
         )
-        echo = subprocess.Popen([sys.executable, "-m", "vtpm_cuse.cuse.echo", echo_name],
-                                cwd=PROJECT, stdout=subprocess.PIPE, text=True)
+        echo = subprocess.Popen(
+            [sys.executable, "-m", "vtpm_cuse.cuse.echo", echo_name], cwd=PROJECT, stdout=subprocess.PIPE, text=True
+        )
         processes.append(echo)
         (work / "swtpm").mkdir()
         proxy = subprocess.Popen(
-            ["swtpm", "chardev", "--vtpm-proxy", "--tpm2", "--tpmstate", f"dir={work / 'swtpm'}",
-             "--flags", "not-need-init,startup-clear"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                "swtpm",
+                "chardev",
+                "--vtpm-proxy",
+                "--tpm2",
+                "--tpmstate",
+                f"dir={work / 'swtpm'}",
+                "--flags",
+                "not-need-init,startup-clear",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         processes.append(proxy)
         assert proxy.stdout is not None and echo.stdout is not None
         line = proxy.stdout.readline()
@@ -133,12 +156,13 @@ def bench(rounds: int) -> dict[str, object]:
 
 def report(result: dict[str, object]) -> None:
     print(f"GetRandom(16) round trip, write()+read(), {result['vtpm']['rounds']} rounds:")  # type: ignore[index]
-    labels = {"vtpm": "vtpm-cuse CUSE device", "echo": "echo CUSE device (floor)",
-              "proxy": "swtpm + kernel vtpm proxy"}
+    labels = {"vtpm": "vtpm-cuse CUSE device", "echo": "echo CUSE device (floor)", "proxy": "swtpm + kernel vtpm proxy"}
     for key, label in labels.items():
         f = result[key]
-        print(f"  {label:28s} median {f['median_ms']:7.3f} ms  mean {f['mean_ms']:7.3f} ms  "  # type: ignore[index]
-              f"p90 {f['p90_ms']:7.3f} ms")  # type: ignore[index]
+        print(
+            f"  {label:28s} median {f['median_ms']:7.3f} ms  mean {f['mean_ms']:7.3f} ms  "  # type: ignore[index]
+            f"p90 {f['p90_ms']:7.3f} ms"
+        )  # type: ignore[index]
     for name, value in result["ratios"].items():  # type: ignore[union-attr]
         print(f"  ratio {name:10s} {value:6.2f}")
 

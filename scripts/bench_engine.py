@@ -27,8 +27,9 @@ from vtpm_cuse.tpm.engine import Engine  # noqa: E402
 STARTUP = bytes.fromhex("80010000000c000001440000")
 COMMANDS = {
     "GetRandom(32)": command(TPM_CC.GetRandom, u16(32)),
-    "PCR_Extend(sha256)": command(TPM_CC.PCR_Extend, u32(1) + u16(TPM_ALG.SHA256) + hashlib.sha256(b"m").digest(),
-                                  u32(16), b""),
+    "PCR_Extend(sha256)": command(
+        TPM_CC.PCR_Extend, u32(1) + u16(TPM_ALG.SHA256) + hashlib.sha256(b"m").digest(), u32(16), b""
+    ),
     "PCR_Read(sha256, 8 PCRs)": command(TPM_CC.PCR_Read, u32(1) + u16(TPM_ALG.SHA256) + b"\x03\xff\x00\x00"),
     "Hash(1 KiB, sha256)": command(TPM_CC.Hash, tpm2b(bytes(1024)) + u16(TPM_ALG.SHA256) + u32(TPM_RH.OWNER)),
 }
@@ -78,16 +79,20 @@ def main() -> None:
     oracle = SwtpmOracle()
     oracle.execute(STARTUP)
     oracle.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    print(f"{'command':28} {'ours in-process':>16} {'swtpm socket':>13} {'echo floor':>11} "
-          f"{'swtpm-floor':>12} {'ratio':>7}")
+    print(
+        f"{'command':28} {'ours in-process':>16} {'swtpm socket':>13} {'echo floor':>11} "
+        f"{'swtpm-floor':>12} {'ratio':>7}"
+    )
     try:
         for name, cmd in COMMANDS.items():
-            ours = per_call(lambda: engine.execute(cmd), args.rounds)
-            theirs = per_call(lambda: oracle.execute(cmd), args.rounds)
+            ours = per_call(lambda cmd=cmd: engine.execute(cmd), args.rounds)
+            theirs = per_call(lambda cmd=cmd: oracle.execute(cmd), args.rounds)
             floor = echo_floor(args.rounds, len(cmd))
             engine_only = max(theirs - floor, 1e-9)
-            print(f"{name:28} {ours * 1e6:13.1f} us {theirs * 1e6:10.1f} us {floor * 1e6:8.1f} us "
-                  f"{engine_only * 1e6:9.1f} us {ours / engine_only:6.1f}x")
+            print(
+                f"{name:28} {ours * 1e6:13.1f} us {theirs * 1e6:10.1f} us {floor * 1e6:8.1f} us "
+                f"{engine_only * 1e6:9.1f} us {ours / engine_only:6.1f}x"
+            )
     finally:
         oracle.close()
 

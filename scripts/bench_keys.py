@@ -19,10 +19,15 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
-from support.tpm_client import command, u32  # noqa: E402
 from support.object_templates import (  # noqa: E402
-    NO_SYM, SIGNING, create_cmd, create_primary_cmd, ecc_template, rsa_template,
+    NO_SYM,
+    SIGNING,
+    create_cmd,
+    create_primary_cmd,
+    ecc_template,
+    rsa_template,
 )
+from support.tpm_client import command, u32  # noqa: E402
 from vtpm_cuse.tpm.constants import TPM_ALG, TPM_CC  # noqa: E402
 from vtpm_cuse.tpm.engine import Engine  # noqa: E402
 
@@ -31,13 +36,17 @@ STARTUP = bytes.fromhex("80010000000c000001440000")
 
 def primary_templates(i: int) -> dict:
     unique = i.to_bytes(4, "big")
-    return {"CreatePrimary RSA-2048": rsa_template(unique=unique),
-            "CreatePrimary ECC-P256": ecc_template(unique_x=unique),
-            "CreatePrimary RSA-3072": rsa_template(bits=3072, unique=unique)}
+    return {
+        "CreatePrimary RSA-2048": rsa_template(unique=unique),
+        "CreatePrimary ECC-P256": ecc_template(unique_x=unique),
+        "CreatePrimary RSA-3072": rsa_template(bits=3072, unique=unique),
+    }
 
 
-CHILDREN = {"Create RSA-2048 child": rsa_template(SIGNING, sym=NO_SYM, scheme=TPM_ALG.RSASSA, hash_alg=TPM_ALG.SHA256),
-            "Create ECC-P256 child": ecc_template(SIGNING, sym=NO_SYM, scheme=TPM_ALG.ECDSA, hash_alg=TPM_ALG.SHA256)}
+CHILDREN = {
+    "Create RSA-2048 child": rsa_template(SIGNING, sym=NO_SYM, scheme=TPM_ALG.RSASSA, hash_alg=TPM_ALG.SHA256),
+    "Create ECC-P256 child": ecc_template(SIGNING, sym=NO_SYM, scheme=TPM_ALG.ECDSA, hash_alg=TPM_ALG.SHA256),
+}
 
 
 def timed(tpm, cmd: bytes) -> tuple[float, bytes]:
@@ -67,8 +76,10 @@ def bench(tpm, rounds: int) -> dict[str, list[float]]:
 def report(title: str, times: dict[str, list[float]]) -> None:
     print(f"\n{title}  (seconds: median / mean / min / max over {len(next(iter(times.values())))} keys)")
     for label, values in times.items():
-        print(f"  {label:26s} {statistics.median(values):7.3f} {statistics.mean(values):7.3f} "
-              f"{min(values):7.3f} {max(values):7.3f}")
+        print(
+            f"  {label:26s} {statistics.median(values):7.3f} {statistics.mean(values):7.3f} "
+            f"{min(values):7.3f} {max(values):7.3f}"
+        )
 
 
 def main() -> None:
@@ -81,6 +92,7 @@ def main() -> None:
     report("vtpm-cuse engine, in process", bench(engine, args.rounds))
     if args.swtpm:
         from support.swtpm_oracle import SwtpmOracle
+
         oracle = SwtpmOracle()
         try:
             oracle.execute(STARTUP)

@@ -128,11 +128,23 @@ def main() -> int:
             data_port, ctrl_port = free_port(), free_port()
             state = Path(tmp) / name
             state.mkdir()
-            servers.append(Server(name, [
-                *base, "--tpm2", "--tpmstate", f"dir={state}",
-                "--server", f"type=tcp,port={data_port},bindaddr=127.0.0.1",
-                "--ctrl", f"type=tcp,port={ctrl_port},bindaddr=127.0.0.1",
-            ], data_port, ctrl_port))
+            servers.append(
+                Server(
+                    name,
+                    [
+                        *base,
+                        "--tpm2",
+                        "--tpmstate",
+                        f"dir={state}",
+                        "--server",
+                        f"type=tcp,port={data_port},bindaddr=127.0.0.1",
+                        "--ctrl",
+                        f"type=tcp,port={ctrl_port},bindaddr=127.0.0.1",
+                    ],
+                    data_port,
+                    ctrl_port,
+                )
+            )
         results: dict[tuple[str, str], list[float]] = {}
         try:
             for server in servers:
@@ -153,8 +165,10 @@ def main() -> int:
     for (name, mode), times in results.items():
         mean = statistics.fmean(times)
         p99 = sorted(times)[int(len(times) * 0.99) - 1]
-        print(f"{name:<10} {mode:<11} {mean * 1e6:9.1f} {statistics.median(times) * 1e6:10.1f} "
-              f"{p99 * 1e6:9.1f} {1 / mean:9.0f}")
+        print(
+            f"{name:<10} {mode:<11} {mean * 1e6:9.1f} {statistics.median(times) * 1e6:10.1f} "
+            f"{p99 * 1e6:9.1f} {1 / mean:9.0f}"
+        )
     for mode in ("persistent", "reconnect"):
         ours = statistics.fmean(results[("vtpm-cuse", mode)])
         theirs = statistics.fmean(results[("swtpm", mode)])

@@ -12,9 +12,10 @@ from __future__ import annotations
 import functools
 import socket
 import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -79,7 +80,7 @@ class Message:
     def parse(cls, raw: bytes) -> Message:
         assert len(raw) >= OUT_HEADER.size, f"server sent {len(raw)} bytes, less than an out header"
         length, error, unique = OUT_HEADER.unpack_from(raw)
-        return cls(raw, length, error, unique, raw[OUT_HEADER.size:])
+        return cls(raw, length, error, unique, raw[OUT_HEADER.size :])
 
 
 def error_reply(unique: int, errno: int) -> bytes:

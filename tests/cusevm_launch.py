@@ -42,7 +42,10 @@ def run_in_vm(tmp_path: Path, inner: str, timeout: int, *pytest_args: str) -> Vm
     env = dict(os.environ, CUSEVM_TIMEOUT=str(timeout))
     proc = subprocess.run(
         [str(RUN_SH), str(script), str(share)],
-        capture_output=True, text=True, env=env, timeout=timeout + 300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout + 300,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"VM run failed with status {proc.returncode}:\n{output[-8000:]}"

@@ -4,10 +4,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import socket
-import importlib.metadata
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,6 @@ from vtpm_cuse import __version__
 from vtpm_cuse.cli import daemon, ioctl_tool
 from vtpm_cuse.cli.process import RunAs, notify_systemd
 from vtpm_cuse.cli.proctitle import reorder_name_last
-
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -43,7 +42,8 @@ def test_every_program_prints_the_one_version(capsys: pytest.CaptureFixture[str]
     assert __version__ == importlib.metadata.version("vtpm-cuse")
     assert run(capsys, "cuse", "-v")[1] == f"TPM emulator CUSE interface (vtpm-cuse) version {__version__}\n"
     assert run(capsys, "--version")[1] == (
-        f"vtpm-cuse version {__version__} (TPM 2.0 emulator with swtpm-compatible interfaces)\n")
+        f"vtpm-cuse version {__version__} (TPM 2.0 emulator with swtpm-compatible interfaces)\n"
+    )
     assert json.loads(run(capsys, "socket", "--print-capabilities")[1])["version"] == __version__
     assert ioctl_tool.run(["--version"]) == 0
     assert capsys.readouterr().out == f"TPM emulator control tool (vtpm-ioctl) version {__version__}\n"

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from vtpm_cuse.flags import StartupMode
 from vtpm_cuse.cli.options import (
     CliOptionError,
     ConnectedFd,
@@ -20,6 +19,7 @@ from vtpm_cuse.cli.options import (
     parse_port_option,
     parse_server_option,
 )
+from vtpm_cuse.flags import StartupMode
 
 
 def test_server_variants() -> None:

@@ -36,11 +36,14 @@ def test_good_values(value: str, action: SeccompAction) -> None:
     assert parse_seccomp_option(value).action is action
 
 
-@pytest.mark.parametrize(("value", "needle"), [
-    ("action=bogus", "bogus"),
-    ("action", "action"),
-    ("profile=x", "profile"),
-])
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("action=bogus", "bogus"),
+        ("action", "action"),
+        ("profile=x", "profile"),
+    ],
+)
 def test_bad_values_name_the_value(value: str, needle: str) -> None:
     with pytest.raises(CliOptionError, match=needle):
         parse_seccomp_option(value)
@@ -79,11 +82,22 @@ def _wait_until_both_listen(proc: subprocess.Popen[bytes], ports: tuple[int, int
 def test_the_tpm2_tools_harness_command_line_serves(tmp_path: Path) -> None:
     """The exact line tpm2-tools' test harness starts swtpm with."""
     data_port, ctrl_port = free_port_pair()
-    argv = [*DAEMON, "socket", "--tpm2", "--server", f"port={data_port}",
-            "--ctrl", f"type=tcp,port={ctrl_port}", "--seccomp", "action=none",
-            "--flags", "not-need-init", "--tpmstate", f"dir={tmp_path}"]
-    proc = subprocess.Popen(argv, cwd=REPO, env=env_with_repo(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    argv = [
+        *DAEMON,
+        "socket",
+        "--tpm2",
+        "--server",
+        f"port={data_port}",
+        "--ctrl",
+        f"type=tcp,port={ctrl_port}",
+        "--seccomp",
+        "action=none",
+        "--flags",
+        "not-need-init",
+        "--tpmstate",
+        f"dir={tmp_path}",
+    ]
+    proc = subprocess.Popen(argv, cwd=REPO, env=env_with_repo(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_until_both_listen(proc, (data_port, ctrl_port))
         with socket.create_connection(("127.0.0.1", data_port), timeout=10) as s:

@@ -10,11 +10,13 @@ the handle or parameter number of the declaration.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
 
-from support.tpm_client import Response, command as command_bytes, u16, u32
+from support.tpm_client import Response, u16, u32
+from support.tpm_client import command as command_bytes
 from vtpm_cuse.tpm.command import AuthRole, CommandTable, DeclarationError, H, command
 from vtpm_cuse.tpm.commands import COMMANDS
 from vtpm_cuse.tpm.constants import TPM_CC, TPM_RH
@@ -28,8 +30,9 @@ STARTUP_CLEAR = bytes.fromhex("80010000000c000001440000")
 TEST_CC = 0x20000200
 
 
-def declare(handler, *, handles=(), params=(("first", UINT16), ("second", UINT32)),
-            response=(("digest", TPM2B_DIGEST),)):
+def declare(
+    handler, *, handles=(), params=(("first", UINT16), ("second", UINT32)), response=(("digest", TPM2B_DIGEST),)
+):
     return command(TEST_CC, handles=list(handles), params=list(params), response=list(response))(handler)
 
 
@@ -44,6 +47,7 @@ def run_test_command(engine: Engine, handles: bytes = b"", auth: bytes | None = 
 
 
 # --- error positions by name ------------------------------------------------------------
+
 
 def test_error_named_after_a_parameter_gets_that_parameters_number():
     def handler(ctx, first, second):
@@ -124,15 +128,19 @@ def test_names_in_declaration_are_unique():
 
 # --- the handler's signature ------------------------------------------------------------
 
-@pytest.mark.parametrize("source", [
-    "def handler(ctx, first): pass",                 # a parameter missing
-    "def handler(ctx, first, second, third): pass",  # one too many
-    "def handler(ctx, second, first): pass",         # out of declaration order
-    "def handler(ctx, first, secnod): pass",         # misspelt
-    "def handler(ctx, **kwargs): pass",              # hides the names
-    "def handler(ctx, *args): pass",
-    "def handler(first, second): pass",              # no ctx
-])
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def handler(ctx, first): pass",  # a parameter missing
+        "def handler(ctx, first, second, third): pass",  # one too many
+        "def handler(ctx, second, first): pass",  # out of declaration order
+        "def handler(ctx, first, secnod): pass",  # misspelt
+        "def handler(ctx, **kwargs): pass",  # hides the names
+        "def handler(ctx, *args): pass",
+        "def handler(first, second): pass",  # no ctx
+    ],
+)
 def test_handler_with_wrong_signature_fails_at_declaration(source):
     namespace: dict = {}
     exec(source, namespace)
@@ -141,6 +149,7 @@ def test_handler_with_wrong_signature_fails_at_declaration(source):
 
 
 # --- what the handler returns -----------------------------------------------------------
+
 
 def test_handler_returns_the_declared_structure():
     def handler(ctx, first, second):
@@ -166,12 +175,15 @@ def test_handler_leaving_out_a_field_fails_at_declaration():
         declare(handler)
 
 
-@pytest.mark.parametrize("body", [
-    "return ctx.response(**{'digset': b''})",  # a computed, wrong field
-    "return {'digest': b''}",                  # not the declared structure
-    "return None",                             # nothing, where a response is declared
-    "return 1 / 0",                            # a crash
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "return ctx.response(**{'digset': b''})",  # a computed, wrong field
+        "return {'digest': b''}",  # not the declared structure
+        "return None",  # nothing, where a response is declared
+        "return 1 / 0",  # a crash
+    ],
+)
 def test_handler_breaking_the_contract_at_run_time_is_an_internal_error(caplog, body):
     namespace: dict = {}
     exec(f"def handler(ctx, first, second):\n    {body}\n", namespace)
@@ -189,5 +201,6 @@ def test_a_command_declared_twice_in_one_table_is_refused():
 
 def test_every_engine_command_is_in_the_table_with_a_checked_response_type():
     for cmd in COMMANDS:
-        assert cmd.output_names == [h.name for h in cmd.response_handles] + [f.name for f in cmd.response.fields]
+        assert list(cmd.output_names) == [h.name for h in cmd.response_handles] + [f.name for f in cmd.response.fields]
+        assert cmd.output_names == tuple(f.name for f in dataclasses.fields(cmd.Response))
         assert cmd.input_names == [h.name for h in cmd.handles] + [f.name for f in cmd.params.fields]

@@ -14,8 +14,6 @@ import struct
 
 import pytest
 import trio
-
-from ioctl_defs.ioc import IocDir, IocFields, decode, io, ior, iow, iowr
 from cuse_peer import (
     CUSE_INIT_OUT,
     IN_HEADER,
@@ -40,6 +38,8 @@ from cuse_peer import (
     ok_reply,
     trio_test,
 )
+
+from ioctl_defs.ioc import IocDir, IocFields, decode, io, ior, iow, iowr
 from vtpm_cuse.cuse import protocol
 from vtpm_cuse.cuse.device import CuseDevice, NotifyPoll
 from vtpm_cuse.cuse.echo import ECHO_IOC_CLEAR, ECHO_IOC_COUNTER, ECHO_IOC_INCREMENT, EchoDevice
@@ -60,22 +60,51 @@ def echo_options(**kwargs: int) -> CuseOptions:
 
 def test_struct_sizes_match_the_kernel_abi() -> None:
     sizes = {
-        protocol.InHeader: 40, protocol.OutHeader: 16, protocol.CuseInitIn: 16,
-        protocol.CuseInitOut: 72, protocol.OpenIn: 8, protocol.OpenOut: 16,
-        protocol.ReadIn: 40, protocol.WriteIn: 40, protocol.WriteOut: 8,
-        protocol.ReleaseIn: 24, protocol.FlushIn: 24, protocol.FsyncIn: 16,
-        protocol.InterruptIn: 8, protocol.IoctlIn: 32, protocol.IoctlOut: 16,
-        protocol.PollIn: 24, protocol.PollOut: 8, protocol.NotifyPollWakeupOut: 8,
+        protocol.InHeader: 40,
+        protocol.OutHeader: 16,
+        protocol.CuseInitIn: 16,
+        protocol.CuseInitOut: 72,
+        protocol.OpenIn: 8,
+        protocol.OpenOut: 16,
+        protocol.ReadIn: 40,
+        protocol.WriteIn: 40,
+        protocol.WriteOut: 8,
+        protocol.ReleaseIn: 24,
+        protocol.FlushIn: 24,
+        protocol.FsyncIn: 16,
+        protocol.InterruptIn: 8,
+        protocol.IoctlIn: 32,
+        protocol.IoctlOut: 16,
+        protocol.PollIn: 24,
+        protocol.PollOut: 8,
+        protocol.NotifyPollWakeupOut: 8,
     }
     assert {cls.__name__: cls.SIZE for cls in sizes} == {cls.__name__: n for cls, n in sizes.items()}
 
 
 def test_opcodes_and_flags_have_the_kernel_values() -> None:
     op = protocol.Opcode
-    assert (op.CUSE_INIT, op.OPEN, op.READ, op.WRITE, op.RELEASE, op.FSYNC, op.FLUSH,
-            op.INTERRUPT, op.DESTROY, op.IOCTL, op.POLL) == (4096, 14, 15, 16, 18, 20, 25, 36, 38, 39, 40)
-    assert (protocol.FUSE_IOCTL_COMPAT, protocol.FUSE_IOCTL_UNRESTRICTED, protocol.FUSE_IOCTL_RETRY,
-            protocol.FUSE_IOCTL_32BIT, protocol.FUSE_IOCTL_DIR, protocol.FUSE_IOCTL_COMPAT_X32) == (1, 2, 4, 8, 16, 32)
+    assert (
+        op.CUSE_INIT,
+        op.OPEN,
+        op.READ,
+        op.WRITE,
+        op.RELEASE,
+        op.FSYNC,
+        op.FLUSH,
+        op.INTERRUPT,
+        op.DESTROY,
+        op.IOCTL,
+        op.POLL,
+    ) == (4096, 14, 15, 16, 18, 20, 25, 36, 38, 39, 40)
+    assert (
+        protocol.FUSE_IOCTL_COMPAT,
+        protocol.FUSE_IOCTL_UNRESTRICTED,
+        protocol.FUSE_IOCTL_RETRY,
+        protocol.FUSE_IOCTL_32BIT,
+        protocol.FUSE_IOCTL_DIR,
+        protocol.FUSE_IOCTL_COMPAT_X32,
+    ) == (1, 2, 4, 8, 16, 32)
     assert protocol.FUSE_POLL_SCHEDULE_NOTIFY == 1
     assert protocol.FUSE_NOTIFY_POLL == 1
     assert protocol.CUSE_UNRESTRICTED_IOCTL == 1
@@ -372,11 +401,19 @@ async def test_ioctl_arguments_reach_the_device_unchanged() -> None:
     device = RecordingDevice()
     async with cuse_server(device, echo_options()) as h:
         cmd = iowr("T", 3, 4)
-        u = await h.peer.ioctl(7, cmd, arg=0xDEADBEEF00, in_data=b"\x01\x02\x03\x04", out_size=4,
-                               flags=IOCTL_COMPAT | IOCTL_32BIT)
+        u = await h.peer.ioctl(
+            7, cmd, arg=0xDEADBEEF00, in_data=b"\x01\x02\x03\x04", out_size=4, flags=IOCTL_COMPAT | IOCTL_32BIT
+        )
         assert (await h.peer.reply_to(u)).raw == ok_reply(u, IOCTL_OUT.pack(0, 0, 0, 0) + bytes(4))
-        assert device.calls[-1] == ("ioctl", 7, cmd, 0xDEADBEEF00, b"\x01\x02\x03\x04", 4,
-                                    IoctlFlags.COMPAT | IoctlFlags.IS_32BIT)
+        assert device.calls[-1] == (
+            "ioctl",
+            7,
+            cmd,
+            0xDEADBEEF00,
+            b"\x01\x02\x03\x04",
+            4,
+            IoctlFlags.COMPAT | IoctlFlags.IS_32BIT,
+        )
         u = await h.peer.ioctl(7, 1)  # negative result values pass through
         assert (await h.peer.reply_to(u)).raw == ok_reply(u, IOCTL_OUT.pack(-3, 0, 0, 0))
         u = await h.peer.write(7, b"data", flags=os.O_WRONLY | os.O_NONBLOCK)

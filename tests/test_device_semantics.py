@@ -9,13 +9,12 @@ import errno
 import hashlib
 import os
 import struct
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
 
 import trio
-
 from cuse_peer import (
     IOCTL_32BIT,
     IOCTL_COMPAT,
@@ -30,6 +29,7 @@ from cuse_peer import (
     cuse_server,
     trio_test,
 )
+
 from ioctl_defs import (
     I386,
     PTM_STATE_BLOB_SIZE,
@@ -48,7 +48,7 @@ from ioctl_defs import (
     host_abi,
 )
 from ioctl_defs.ioc import IocDir
-from vtpm_cuse.control import capabilities, Transport
+from vtpm_cuse.control import Transport, capabilities
 from vtpm_cuse.cuse.session import CuseOptions
 from vtpm_cuse.device import READABLE, WRITABLE, VtpmDevice
 from vtpm_cuse.vtpm import Vtpm
@@ -72,8 +72,7 @@ GET_RANDOM_8 = tpm_cmd(0x17B, struct.pack(">H", 8))
 
 def pcr_extend(pcr: int, digest: bytes) -> bytes:
     session = struct.pack(">IHBH", 0x40000009, 0, 0, 0)
-    body = (struct.pack(">I", pcr) + struct.pack(">I", len(session)) + session
-            + struct.pack(">IH", 1, SHA256) + digest)
+    body = struct.pack(">I", pcr) + struct.pack(">I", len(session)) + session + struct.pack(">IH", 1, SHA256) + digest
     return tpm_cmd(0x182, body, tag=0x8002)
 
 
@@ -115,8 +114,7 @@ class Dev:
     async def raw_ioctl(self, cmd: int, in_data: bytes = b"", out_size: int = 0, flags: int = 0) -> Message:
         return await self.h.peer.reply_to(await self.h.peer.ioctl(self.fh, cmd, 0, in_data, out_size, flags))
 
-    async def ioctl(self, name: str, request: Part | None = None, abi: Abi | None = None,
-                    flags: int = 0) -> Part:
+    async def ioctl(self, name: str, request: Part | None = None, abi: Abi | None = None, flags: int = 0) -> Part:
         """An ioctl as the kernel forwards it in restricted mode (sizes from the number)."""
         abi = abi or host_abi()
         spec = by_name(name)
@@ -128,7 +126,7 @@ class Dev:
         assert reply.error == 0, f"{name}: errno {-reply.error}"
         result, _, _, _ = IOCTL_OUT.unpack_from(reply.body)
         assert result == 0
-        body = reply.body[IOCTL_OUT.size:]
+        body = reply.body[IOCTL_OUT.size :]
         assert len(body) == size, (name, len(body), size)
         return spec.response.unpack_ioctl(body, abi)
 
@@ -317,8 +315,9 @@ async def test_set_datafd_and_unknown_ioctls_are_einval(tmp_path: Path) -> None:
 async def test_get_info_answers_both_abis(tmp_path: Path) -> None:
     async with open_device(tmp_path, init=False) as dev:
         native = await dev.ioctl("PTM_GET_INFO", PtmGetInfoRequest(flags=1, offset=0))
-        compat = await dev.ioctl("PTM_GET_INFO", PtmGetInfoRequest(flags=1, offset=0), abi=I386,
-                                 flags=IOCTL_COMPAT | IOCTL_32BIT)
+        compat = await dev.ioctl(
+            "PTM_GET_INFO", PtmGetInfoRequest(flags=1, offset=0), abi=I386, flags=IOCTL_COMPAT | IOCTL_32BIT
+        )
         assert native.tpm_result == compat.tpm_result == 0
         assert native.buffer == compat.buffer and b'"TPMSpecification"' in native.buffer
 
@@ -372,8 +371,10 @@ async def test_shutdown_replies_then_terminates(tmp_path: Path) -> None:
 async def get_blob_by_ioctls(dev: Dev, kind: int) -> bytes:
     blob = b""
     while True:
-        reply = await dev.ioctl("PTM_GET_STATEBLOB", PtmGetStateRequest(
-            state_flags=PtmStateFlag.PTM_STATE_FLAG_DECRYPTED, type=kind, offset=len(blob)))
+        reply = await dev.ioctl(
+            "PTM_GET_STATEBLOB",
+            PtmGetStateRequest(state_flags=PtmStateFlag.PTM_STATE_FLAG_DECRYPTED, type=kind, offset=len(blob)),
+        )
         assert reply.tpm_result == 0
         blob += reply.data
         if len(blob) >= reply.totlength:
@@ -383,14 +384,18 @@ async def get_blob_by_ioctls(dev: Dev, kind: int) -> bytes:
 async def set_blob_by_ioctls(dev: Dev, kind: int, data: bytes) -> None:
     """Chunks of exactly 3072 bytes say "more follows"; the first shorter one commits."""
     for start in range(0, len(data) + 1, PTM_STATE_BLOB_SIZE):
-        reply = await dev.ioctl("PTM_SET_STATEBLOB", PtmSetStateRequest(
-            state_flags=0, type=kind, data=data[start:start + PTM_STATE_BLOB_SIZE]))
+        reply = await dev.ioctl(
+            "PTM_SET_STATEBLOB",
+            PtmSetStateRequest(state_flags=0, type=kind, data=data[start : start + PTM_STATE_BLOB_SIZE]),
+        )
         assert reply.tpm_result == 0
 
 
 async def get_blob_by_read(dev: Dev, kind: int, offset: int = 0, bufsize: int = 1000) -> tuple[bytes, int]:
-    reply = await dev.ioctl("PTM_GET_STATEBLOB", PtmGetStateRequest(
-        state_flags=PtmStateFlag.PTM_STATE_FLAG_DECRYPTED, type=kind, offset=offset))
+    reply = await dev.ioctl(
+        "PTM_GET_STATEBLOB",
+        PtmGetStateRequest(state_flags=PtmStateFlag.PTM_STATE_FLAG_DECRYPTED, type=kind, offset=offset),
+    )
     assert reply.tpm_result == 0
     data = reply.data
     while offset + len(data) < reply.totlength:
@@ -420,7 +425,7 @@ async def test_state_blobs_by_ioctl_chunks_and_by_read_write(tmp_path: Path) -> 
         kind = PtmBlobType.PTM_BLOB_TYPE_VOLATILE
         assert (await dev.ioctl("PTM_SET_STATEBLOB", PtmSetStateRequest(0, kind, b""))).tpm_result == 0
         for start in range(0, len(volatile), 500):
-            assert await dev.write(volatile[start:start + 500]) == len(volatile[start:start + 500])
+            assert await dev.write(volatile[start : start + 500]) == len(volatile[start : start + 500])
         assert (await dev.ioctl("PTM_SET_STATEBLOB", PtmSetStateRequest(0, kind, b""))).tpm_result == 0
         assert (await dev.ioctl("PTM_INIT", PtmInitRequest(0))).tpm_result == 0
         # resumed from the volatile blob: no Startup needed, PCR 16 kept
@@ -445,7 +450,7 @@ async def test_quirk_read_continuation_after_a_nonzero_offset(tmp_path: Path) ->
         known = first.data + (await chunk(PTM_STATE_BLOB_SIZE)).data
         offset = 1000
         again = await chunk(offset)
-        assert again.data == known[offset:offset + PTM_STATE_BLOB_SIZE]  # same snapshot
+        assert again.data == known[offset : offset + PTM_STATE_BLOB_SIZE]  # same snapshot
         resume = offset + len(again.data)
         rest = b""
         while resume + len(rest) < total:
@@ -453,7 +458,7 @@ async def test_quirk_read_continuation_after_a_nonzero_offset(tmp_path: Path) ->
             assert isinstance(piece, bytes) and piece
             rest += piece
         assert len(rest) == total - resume
-        assert rest[:len(known) - resume] == known[resume:]
+        assert rest[: len(known) - resume] == known[resume:]
         assert await dev.read() == b""
 
 
@@ -467,7 +472,7 @@ async def read_pcr(dev: Dev, pcr: int) -> bytes:
     response = await dev.command(pcr_read(pcr))
     assert rc(response) == 0
     (size,) = struct.unpack_from(">H", response, 28)
-    return response[30:30 + size]
+    return response[30 : 30 + size]
 
 
 @trio_test

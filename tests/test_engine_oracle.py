@@ -10,7 +10,8 @@ import logging
 import pytest
 
 from support.engine_oracle import EngineOracle, OracleFailure, checked_execute, well_formed_problem
-from support.tpm_client import command as build, u16
+from support.tpm_client import command as build
+from support.tpm_client import u16
 from vtpm_cuse.tpm.command import CommandTable, command
 from vtpm_cuse.tpm.engine import Engine
 from vtpm_cuse.tpm.marshal import UINT16
@@ -87,8 +88,10 @@ def test_oracle_error_capture_ends_with_the_command():
     oracle.execute(GET_RANDOM_8)
     logging.getLogger("vtpm_cuse.tpm.dispatcher").error("between commands: not this command's doing")
     oracle.execute(GET_RANDOM_8)
-    assert not any(isinstance(h, logging.Handler) and type(h).__name__ == "_Collector"
-                   for h in logging.getLogger("vtpm_cuse.tpm").handlers)
+    assert not any(
+        isinstance(h, logging.Handler) and type(h).__name__ == "_Collector"
+        for h in logging.getLogger("vtpm_cuse.tpm").handlers
+    )
 
 
 def test_failure_mode_on_purpose_is_allowed_only_when_declared():
@@ -128,29 +131,35 @@ NO_SESSIONS_CMD = GET_RANDOM_8
 SESSIONS_CMD = build(GET_RANDOM, u16(8), auth=b"")
 
 
-@pytest.mark.parametrize("cmd, resp, why", [
-    (NO_SESSIONS_CMD, bytes.fromhex("800100000000"), "less than a header"),
-    (NO_SESSIONS_CMD, bytes.fromhex("80010000000b00000000"), "responseSize 11"),
-    (NO_SESSIONS_CMD, bytes.fromhex("80010000000c000000840000"), "must be 10"),
-    (NO_SESSIONS_CMD, bytes.fromhex("80020000000a00000000"), "TPM_ST_SESSIONS response"),
-    (SESSIONS_CMD, bytes.fromhex("80020000000a00000084"), "TPM_ST_SESSIONS response"),
-    (NO_SESSIONS_CMD, bytes.fromhex("00c40000000a00000084"), "only for TPM_RC_BAD_TAG"),
-    (NO_SESSIONS_CMD, bytes.fromhex("00c10000000a00000000"), "response tag 0x00c1"),
-    (SESSIONS_CMD, bytes.fromhex("80010000000a00000000"), "answered with tag 0x8001"),
-])
+@pytest.mark.parametrize(
+    "cmd, resp, why",
+    [
+        (NO_SESSIONS_CMD, bytes.fromhex("800100000000"), "less than a header"),
+        (NO_SESSIONS_CMD, bytes.fromhex("80010000000b00000000"), "responseSize 11"),
+        (NO_SESSIONS_CMD, bytes.fromhex("80010000000c000000840000"), "must be 10"),
+        (NO_SESSIONS_CMD, bytes.fromhex("80020000000a00000000"), "TPM_ST_SESSIONS response"),
+        (SESSIONS_CMD, bytes.fromhex("80020000000a00000084"), "TPM_ST_SESSIONS response"),
+        (NO_SESSIONS_CMD, bytes.fromhex("00c40000000a00000084"), "only for TPM_RC_BAD_TAG"),
+        (NO_SESSIONS_CMD, bytes.fromhex("00c10000000a00000000"), "response tag 0x00c1"),
+        (SESSIONS_CMD, bytes.fromhex("80010000000a00000000"), "answered with tag 0x8001"),
+    ],
+)
 def test_malformed_responses_fail(cmd, resp, why):
     assert why in well_formed_problem(cmd, resp)
     with pytest.raises(OracleFailure, match="malformed response"):
         EngineOracle(Canned(resp)).execute(cmd)
 
 
-@pytest.mark.parametrize("cmd, resp", [
-    (NO_SESSIONS_CMD, bytes.fromhex("80010000000a00000084")),
-    (SESSIONS_CMD, bytes.fromhex("80010000000a00000084")),
-    (SESSIONS_CMD, bytes.fromhex("80020000000e0000000000000000")),
-    (bytes.fromhex("00c10000000a000000f1"), bytes.fromhex("00c40000000a0000001e")),
-    (b"", bytes.fromhex("80010000000a0000001e")),
-])
+@pytest.mark.parametrize(
+    "cmd, resp",
+    [
+        (NO_SESSIONS_CMD, bytes.fromhex("80010000000a00000084")),
+        (SESSIONS_CMD, bytes.fromhex("80010000000a00000084")),
+        (SESSIONS_CMD, bytes.fromhex("80020000000e0000000000000000")),
+        (bytes.fromhex("00c10000000a000000f1"), bytes.fromhex("00c40000000a0000001e")),
+        (b"", bytes.fromhex("80010000000a0000001e")),
+    ],
+)
 def test_well_formed_responses_pass(cmd, resp):
     assert well_formed_problem(cmd, resp) is None
     EngineOracle(Canned(resp)).execute(cmd)

@@ -466,9 +466,21 @@ def test_socket_response_sizes():
     assert len(PtmCapNResponse().pack_socket()) == 8
     assert len(PtmEstResponse(bit=1).pack_socket()) == 8
     assert PtmEstResponse(bit=1).pack_socket() == bytes.fromhex("00000000 01 000000")
-    for name in ["PTM_INIT", "PTM_SHUTDOWN", "PTM_SET_LOCALITY", "PTM_HASH_START", "PTM_HASH_DATA",
-                 "PTM_HASH_END", "PTM_CANCEL_TPM_CMD", "PTM_STORE_VOLATILE", "PTM_RESET_TPMESTABLISHED",
-                 "PTM_SET_STATEBLOB", "PTM_STOP", "PTM_SET_DATAFD", "PTM_LOCK_STORAGE"]:
+    for name in [
+        "PTM_INIT",
+        "PTM_SHUTDOWN",
+        "PTM_SET_LOCALITY",
+        "PTM_HASH_START",
+        "PTM_HASH_DATA",
+        "PTM_HASH_END",
+        "PTM_CANCEL_TPM_CMD",
+        "PTM_STORE_VOLATILE",
+        "PTM_RESET_TPMESTABLISHED",
+        "PTM_SET_STATEBLOB",
+        "PTM_STOP",
+        "PTM_SET_DATAFD",
+        "PTM_LOCK_STORAGE",
+    ]:
         assert len(by_name(name).socket_response().pack_socket()) == 4, name
     assert len(by_name("PTM_GET_CONFIG").socket_response().pack_socket()) == 8
     assert len(PtmSetBufferSizeResponse(buffersize=4096).pack_socket()) == 16
@@ -477,13 +489,31 @@ def test_socket_response_sizes():
 
 def test_socket_request_sizes():
     # §3.1 request column (body after the 4-byte cmd)
-    empty = ["PTM_GET_CAPABILITY", "PTM_SHUTDOWN", "PTM_GET_TPMESTABLISHED", "PTM_HASH_START", "PTM_HASH_END",
-             "PTM_CANCEL_TPM_CMD", "PTM_STORE_VOLATILE", "PTM_STOP", "PTM_GET_CONFIG", "PTM_SET_DATAFD"]
+    empty = [
+        "PTM_GET_CAPABILITY",
+        "PTM_SHUTDOWN",
+        "PTM_GET_TPMESTABLISHED",
+        "PTM_HASH_START",
+        "PTM_HASH_END",
+        "PTM_CANCEL_TPM_CMD",
+        "PTM_STORE_VOLATILE",
+        "PTM_STOP",
+        "PTM_GET_CONFIG",
+        "PTM_SET_DATAFD",
+    ]
     for name in empty:
         assert len(by_name(name).pack_socket_request()) == 4, name
-    sizes = {"PTM_INIT": 4, "PTM_SET_LOCALITY": 1, "PTM_RESET_TPMESTABLISHED": 1, "PTM_GET_STATEBLOB": 12,
-             "PTM_SET_BUFFERSIZE": 4, "PTM_GET_INFO": 16, "PTM_LOCK_STORAGE": 4, "PTM_HASH_DATA": 4,
-             "PTM_SET_STATEBLOB": 12}
+    sizes = {
+        "PTM_INIT": 4,
+        "PTM_SET_LOCALITY": 1,
+        "PTM_RESET_TPMESTABLISHED": 1,
+        "PTM_GET_STATEBLOB": 12,
+        "PTM_SET_BUFFERSIZE": 4,
+        "PTM_GET_INFO": 16,
+        "PTM_LOCK_STORAGE": 4,
+        "PTM_HASH_DATA": 4,
+        "PTM_SET_STATEBLOB": 12,
+    }
     for name, size in sizes.items():
         assert len(by_name(name).pack_socket_request()) == 4 + size, name
 
@@ -566,10 +596,13 @@ def test_socket_hash_data_and_set_stateblob_bodies():
     data = b"x" * 5000
     wire = by_name("PTM_HASH_DATA").pack_socket_request(PtmHdataRequest(data=data))
     assert wire[:8] == bytes.fromhex("00000007 00001388") and wire[8:] == data
-    set_state = PtmSetStateRequest(state_flags=PtmStateFlag.PTM_STATE_FLAG_ENCRYPTED,
-                                   type=PtmBlobType.PTM_BLOB_TYPE_VOLATILE, data=b"blob")
-    assert by_name("PTM_SET_STATEBLOB").pack_socket_request(set_state) == bytes.fromhex(
-        "0000000d 00000002 00000002 00000004") + b"blob"
+    set_state = PtmSetStateRequest(
+        state_flags=PtmStateFlag.PTM_STATE_FLAG_ENCRYPTED, type=PtmBlobType.PTM_BLOB_TYPE_VOLATILE, data=b"blob"
+    )
+    assert (
+        by_name("PTM_SET_STATEBLOB").pack_socket_request(set_state)
+        == bytes.fromhex("0000000d 00000002 00000002 00000004") + b"blob"
+    )
     with pytest.raises(MalformedMessage):  # more data than announced
         PtmSetStateRequest.unpack_socket(set_state.pack_socket() + b"!")
 

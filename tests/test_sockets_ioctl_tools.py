@@ -38,7 +38,11 @@ def tool(request: pytest.FixtureRequest):
         result = subprocess.run(
             [*argv, "--tcp", f"127.0.0.1:{port}", *args],
             input=stdin.decode() if stdin is not None else None,
-            capture_output=True, text=True, timeout=60, cwd=REPO, env=env_with_repo(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            env=env_with_repo(),
         )
         return result
 
@@ -150,15 +154,35 @@ def test_shutdown_ends_the_process(tool, daemon: Daemon) -> None:
 @pytest.mark.skipif(SWTPM_IOCTL is None, reason="swtpm_ioctl not installed")
 @pytest.mark.parametrize(
     "args",
-    [["-c"], ["-e"], ["-g"], ["-b", "0"], ["-l", "9"], ["-l", "x"], ["-r", "1"], ["--info", "x"],
-     ["--save", "bogus", "/nonexistent"], ["--load", "permanent", "/nonexistent/file"], ["-c", "-e"],
-     ["--info", "1"], ["-i"], ["-v"], ["--stop"]],
+    [
+        ["-c"],
+        ["-e"],
+        ["-g"],
+        ["-b", "0"],
+        ["-l", "9"],
+        ["-l", "x"],
+        ["-r", "1"],
+        ["--info", "x"],
+        ["--save", "bogus", "/nonexistent"],
+        ["--load", "permanent", "/nonexistent/file"],
+        ["-c", "-e"],
+        ["--info", "1"],
+        ["-i"],
+        ["-v"],
+        ["--stop"],
+    ],
     ids=lambda a: " ".join(a),
 )
 def test_same_output_as_swtpm_ioctl(daemon: Daemon, args: list[str]) -> None:
     outputs = []
     for argv in ([SWTPM_IOCTL], IOCTL):
-        result = subprocess.run([*argv, "--tcp", f":{daemon.ctrl_port}", *args], capture_output=True,
-                                text=True, timeout=60, cwd=REPO, env=env_with_repo())
+        result = subprocess.run(
+            [*argv, "--tcp", f":{daemon.ctrl_port}", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            env=env_with_repo(),
+        )
         outputs.append((result.returncode, result.stdout, result.stderr))
     assert outputs[0] == outputs[1]

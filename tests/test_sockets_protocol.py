@@ -43,7 +43,7 @@ def unix_daemon(tmp_path: Path):
 def test_qemu_sequence_with_set_datafd(unix_daemon: Daemon) -> None:
     ctrl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     ctrl.settimeout(10)
-    ctrl.connect(str((unix_daemon.state_dir.parent / "ctrl.sock")))
+    ctrl.connect(str(unix_daemon.state_dir.parent / "ctrl.sock"))
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     ours.settimeout(10)
     with ctrl, ours:
@@ -85,8 +85,16 @@ def test_qemu_sequence_with_set_datafd(unix_daemon: Daemon) -> None:
         (cmd(0x0C, bytes(12)), "0000000a"),  # GET_STATEBLOB before INIT
         (cmd(0x12, (1).to_bytes(8, "big") + (100000).to_bytes(4, "big") + bytes(4)), "00000003"),  # GET_INFO offset
     ],
-    ids=["unknown", "init-short", "init-long", "stop-body", "short-code", "datafd-tcp", "getstate-stopped",
-         "getinfo-offset"],
+    ids=[
+        "unknown",
+        "init-short",
+        "init-long",
+        "stop-body",
+        "short-code",
+        "datafd-tcp",
+        "getstate-stopped",
+        "getinfo-offset",
+    ],
 )
 def test_malformed_control_messages(daemon: Daemon, message: bytes, reply: str) -> None:
     with daemon.connect_ctrl() as s:
@@ -157,8 +165,7 @@ def test_terminate_when_the_data_client_goes_away(tmp_path: Path) -> None:
 
 
 def _daemon_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*DAEMON, *args], capture_output=True, text=True, timeout=60, cwd=REPO,
-                          env=env_with_repo())
+    return subprocess.run([*DAEMON, *args], capture_output=True, text=True, timeout=60, cwd=REPO, env=env_with_repo())
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,6 @@ import pytest
 
 from tests.support.daemon import Daemon
 
-
 PCR = 16
 
 
@@ -135,8 +134,19 @@ def test_policy_session_authorizes_a_key_with_a_pcr_policy(tpm2, tmp_path: Path)
     tpm2("createprimary", "-C", "o", "-g", "sha256", "-G", "ecc", "-L", str(policy), "-c", str(primary))
     tpm2("startauthsession", "--policy-session", "-S", str(session))
     try:
-        create = ("create", "-C", str(primary), "-P", f"session:{session}", "-G", "ecc",
-                  "-u", str(tmp_path / "key.pub"), "-r", str(tmp_path / "key.priv"))
+        create = (
+            "create",
+            "-C",
+            str(primary),
+            "-P",
+            f"session:{session}",
+            "-G",
+            "ecc",
+            "-u",
+            str(tmp_path / "key.pub"),
+            "-r",
+            str(tmp_path / "key.priv"),
+        )
         tpm2("policypcr", "-S", str(session), "-l", "sha256:7")
         tpm2(*create)
         # The policy holds for one command; then PCR 7 changes and it no longer can.

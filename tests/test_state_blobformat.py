@@ -5,7 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vtpm_cuse.state.blobformat import (
     HEADER_SIZE,
@@ -35,17 +36,33 @@ def code_of(data: bytes) -> int:
 
 
 def test_numbers_match_swtpm():
-    assert [int(f) for f in (BlobFlag.ENCRYPTED, BlobFlag.MIGRATION_ENCRYPTED,
-                             BlobFlag.MIGRATION_DATA, BlobFlag.ENCRYPTED_256BIT_KEY,
-                             BlobFlag.MIGRATION_256BIT_KEY)] == [1, 2, 4, 8, 0x10]
-    assert [int(t) for t in (Tag.DATA, Tag.ENCRYPTED_DATA, Tag.HMAC, Tag.MIGRATION_DATA,
-                             Tag.ENCRYPTED_MIGRATION_DATA, Tag.IVEC_ENCRYPTED_DATA,
-                             Tag.IVEC_ENCRYPTED_MIGRATION_DATA)] == list(range(1, 8))
+    assert [
+        int(f)
+        for f in (
+            BlobFlag.ENCRYPTED,
+            BlobFlag.MIGRATION_ENCRYPTED,
+            BlobFlag.MIGRATION_DATA,
+            BlobFlag.ENCRYPTED_256BIT_KEY,
+            BlobFlag.MIGRATION_256BIT_KEY,
+        )
+    ] == [1, 2, 4, 8, 0x10]
+    assert [
+        int(t)
+        for t in (
+            Tag.DATA,
+            Tag.ENCRYPTED_DATA,
+            Tag.HMAC,
+            Tag.MIGRATION_DATA,
+            Tag.ENCRYPTED_MIGRATION_DATA,
+            Tag.IVEC_ENCRYPTED_DATA,
+            Tag.IVEC_ENCRYPTED_MIGRATION_DATA,
+        )
+    ] == list(range(1, 8))
 
 
 def test_exact_bytes_of_a_plain_state_file():
     blob = build_blob(BlobFlag.NONE, [Tlv(Tag.DATA, b"abc")])
-    assert blob == bytes.fromhex("02 01 000a 0000 00000013" "0001 00000003 616263")
+    assert blob == bytes.fromhex("02 01 000a 0000 000000130001 00000003 616263")
 
 
 def test_round_trip():
@@ -101,8 +118,8 @@ def test_exact_code_values():
         (b"\x00\x01\x00\x00", "truncated TLV header"),
         (b"\x00\x01\x00\x00\x00\x05abcd", "claims 5 bytes but only 4 remain"),
         (b"\x00\x01\xff\xff\xff\xff", "claims 4294967295 bytes"),
-        (b"\x00\x01\x00\x00\x00\x01a" b"\x00\x01\x00\x00\x00\x01b", "duplicate DATA"),
-        (b"\x00\x01\x00\x00\x00\x00" b"\x00", "truncated TLV header at offset 6"),
+        (b"\x00\x01\x00\x00\x00\x01a\x00\x01\x00\x00\x00\x01b", "duplicate DATA"),
+        (b"\x00\x01\x00\x00\x00\x00\x00", "truncated TLV header at offset 6"),
     ],
 )
 def test_tlv_errors_are_bad_parameter(body, message):
@@ -148,8 +165,7 @@ def test_parser_only_ever_raises_state_error(data):
     try:
         parse_blob(data)
     except StateError as exc:
-        assert exc.result_code in (PtmResult.TPM_BAD_PARAMETER, PtmResult.TPM_BAD_VERSION,
-                                   PtmResult.TPM_BAD_DATASIZE)
+        assert exc.result_code in (PtmResult.TPM_BAD_PARAMETER, PtmResult.TPM_BAD_VERSION, PtmResult.TPM_BAD_DATASIZE)
 
 
 @given(tlvs=tlv_lists, cut=st.integers(1, 50))

@@ -7,7 +7,8 @@ import os
 import pickle
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vtpm_cuse.state.blobformat import BlobFlag, Tag, Tlv
 from vtpm_cuse.state.crypto import (
@@ -106,8 +107,10 @@ def test_ciphertext_is_bound_to_the_state_kind():
 def test_ciphertext_is_bound_to_the_layer():
     """Moving a state-key ciphertext into the migration TLVs (same key) fails."""
     flags, tlvs = seal(KEY128, STATE_LAYER, 1, PLAIN)
-    moved = retag(tlvs, {Tag.ENCRYPTED_DATA: Tag.ENCRYPTED_MIGRATION_DATA,
-                         Tag.IVEC_ENCRYPTED_DATA: Tag.IVEC_ENCRYPTED_MIGRATION_DATA})
+    moved = retag(
+        tlvs,
+        {Tag.ENCRYPTED_DATA: Tag.ENCRYPTED_MIGRATION_DATA, Tag.IVEC_ENCRYPTED_DATA: Tag.IVEC_ENCRYPTED_MIGRATION_DATA},
+    )
     assert error_code(unseal, KEY128, MIGRATION_LAYER, 1, BlobFlag.MIGRATION_ENCRYPTED, moved) == 0x21
 
 
@@ -120,8 +123,11 @@ def test_key_length_must_match_header_flag():
 
 def test_swtpm_cbc_hmac_data_is_refused_not_misread():
     # What swtpm writes: ENCRYPTED_DATA + HMAC + IVEC, no scheme TLV.
-    swtpm_tlvs = (Tlv(Tag.ENCRYPTED_DATA, os.urandom(48)), Tlv(Tag.HMAC, os.urandom(32)),
-                  Tlv(Tag.IVEC_ENCRYPTED_DATA, os.urandom(16)))
+    swtpm_tlvs = (
+        Tlv(Tag.ENCRYPTED_DATA, os.urandom(48)),
+        Tlv(Tag.HMAC, os.urandom(32)),
+        Tlv(Tag.IVEC_ENCRYPTED_DATA, os.urandom(16)),
+    )
     with pytest.raises(StateError, match="swtpm's AES-CBC") as info:
         unseal(KEY128, STATE_LAYER, 1, BlobFlag.ENCRYPTED, swtpm_tlvs)
     assert info.value.result_code == PtmResult.TPM_BAD_MODE == 0x2C
@@ -129,8 +135,10 @@ def test_swtpm_cbc_hmac_data_is_refused_not_misread():
 
 def test_unknown_scheme_is_bad_mode():
     flags, tlvs = seal(KEY128, STATE_LAYER, 1, PLAIN)
-    assert error_code(unseal, KEY128, STATE_LAYER, 1, flags,
-                      replace(tlvs, Tag.VTPM_AEAD_SCHEME, b"\x02")) == PtmResult.TPM_BAD_MODE
+    assert (
+        error_code(unseal, KEY128, STATE_LAYER, 1, flags, replace(tlvs, Tag.VTPM_AEAD_SCHEME, b"\x02"))
+        == PtmResult.TPM_BAD_MODE
+    )
     no_scheme = tuple(t for t in tlvs if t.tag != Tag.VTPM_AEAD_SCHEME)
     assert error_code(unseal, KEY128, STATE_LAYER, 1, flags, no_scheme) == PtmResult.TPM_BAD_MODE
 
@@ -164,8 +172,7 @@ def test_state_key_equality_and_sizes():
 
 
 @settings(max_examples=50)
-@given(plain=st.binary(max_size=2048), kind=st.sampled_from(list(StateKind)),
-       big=st.booleans())
+@given(plain=st.binary(max_size=2048), kind=st.sampled_from(list(StateKind)), big=st.booleans())
 def test_round_trip_property(plain, kind, big):
     key = KEY256 if big else KEY128
     flags, tlvs = seal(key, MIGRATION_LAYER, kind, plain)

@@ -13,7 +13,7 @@ from vtpm_cuse.state import KeyOptionError, StateKey, load_key_option, parse_key
 from vtpm_cuse.state.keyoption import Kdf, KeyFormat, KeyMode, KeySource
 
 HEX128 = "1234567890abcdef1234567890abcdef"  # the key swtpm's own tests use
-HEX256 = "00112233445566778899aabbccddeeff" "ffeeddccbbaa99887766554433221100"
+HEX256 = "00112233445566778899aabbccddeeffffeeddccbbaa99887766554433221100"
 
 
 def write(path: Path, data: bytes | str) -> Path:
@@ -50,11 +50,17 @@ def test_defaults():
 def test_all_fields():
     opt = parse_key_option("pwdfd=7,mode=aes-256-gcm,kdf=sha512,remove")
     assert (opt.source, opt.location, opt.mode, opt.kdf, opt.remove) == (
-        KeySource.PWDFD, 7, KeyMode.AES_256_GCM, Kdf.SHA512, True)
+        KeySource.PWDFD,
+        7,
+        KeyMode.AES_256_GCM,
+        Kdf.SHA512,
+        True,
+    )
 
 
-@pytest.mark.parametrize("mode, size", [("aes-cbc", 16), ("aes-128-cbc", 16), ("aes-256-cbc", 32),
-                                        ("aes-128-gcm", 16), ("aes-256-gcm", 32)])
+@pytest.mark.parametrize(
+    "mode, size", [("aes-cbc", 16), ("aes-128-cbc", 16), ("aes-256-cbc", 32), ("aes-128-gcm", 16), ("aes-256-gcm", 32)]
+)
 def test_mode_names_select_key_size(mode, size):
     assert parse_key_option(f"file=/k,mode={mode}").mode.key_size == size
 
@@ -94,8 +100,7 @@ def test_option_name_in_messages():
         parse_key_option("file=/a,mode=x", "--migration-key")
 
 
-@pytest.mark.parametrize("value", ["file=/a,remove", "file=/a,remove=true", "file=/a,remove=TRUE",
-                                   "file=/a,remove=1"])
+@pytest.mark.parametrize("value", ["file=/a,remove", "file=/a,remove=true", "file=/a,remove=TRUE", "file=/a,remove=1"])
 def test_remove_true_spellings(value):
     assert parse_key_option(value).remove is True
 
@@ -107,8 +112,9 @@ def test_remove_false():
 # -- hex key files ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content", [HEX128, "0x" + HEX128, HEX128 + "\n", "0x" + HEX128.upper() + "\r\n",
-                                     HEX128 + "  \n\n"])
+@pytest.mark.parametrize(
+    "content", [HEX128, "0x" + HEX128, HEX128 + "\n", "0x" + HEX128.upper() + "\r\n", HEX128 + "  \n\n"]
+)
 def test_hex_128(tmp_path, content):
     path = write(tmp_path / "key", content)
     assert load_key_option(f"file={path}") == StateKey(bytes.fromhex(HEX128))
@@ -175,8 +181,10 @@ def test_binary_16_bytes_with_256_bit_mode_gives_aes128(tmp_path):
     assert key == StateKey(raw) and key.bits == 128
 
 
-@pytest.mark.parametrize("size, mode", [(32, "aes-cbc"), (0, "aes-cbc"), (15, "aes-cbc"),
-                                        (20, "aes-256-cbc"), (33, "aes-256-cbc"), (5000, "aes-256-cbc")])
+@pytest.mark.parametrize(
+    "size, mode",
+    [(32, "aes-cbc"), (0, "aes-cbc"), (15, "aes-cbc"), (20, "aes-256-cbc"), (33, "aes-256-cbc"), (5000, "aes-256-cbc")],
+)
 def test_binary_bad_sizes(tmp_path, size, mode):
     path = write(tmp_path / "bin", b"k" * size)
     with pytest.raises(KeyOptionError) as info:
@@ -205,8 +213,7 @@ def test_pbkdf2_known_vector(tmp_path):
     assert load_key_option(f"pwdfile={path}") == StateKey(expected)
     # The widely published PBKDF2-HMAC-SHA512("password", "salt", c=1) vector,
     # checking that hashlib is the primitive we think it is.
-    assert hashlib.pbkdf2_hmac("sha512", b"password", b"salt", 1, 16).hex() == \
-        "867f70cf1ade02cff3752599a3a53dc4"
+    assert hashlib.pbkdf2_hmac("sha512", b"password", b"salt", 1, 16).hex() == "867f70cf1ade02cff3752599a3a53dc4"
 
 
 @pytest.mark.parametrize("mode, size", [("aes-cbc", 16), ("aes-256-cbc", 32)])

@@ -76,7 +76,10 @@ def holder(tmp_path: Path):
 def try_lock_in_child(directory: Path, retries: int = 0) -> str:
     out = subprocess.run(
         [sys.executable, "-c", TRY_LOCK, str(directory), str(retries)],
-        capture_output=True, text=True, cwd=PROJECT, check=True,
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        check=True,
     )
     return out.stdout.strip()
 
@@ -170,8 +173,9 @@ sys.stdin.readline()
         h.stop()
 
     with StorageLock(tmp_path):
-        out = subprocess.run([sys.executable, "-c", script, str(tmp_path)],
-                             capture_output=True, text=True, input="\n\n")
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, input="\n\n"
+        )
         assert out.stdout.split()[0] == "busy"
 
 

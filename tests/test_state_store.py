@@ -8,7 +8,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vtpm_cuse.state import DirectoryStore, PtmConfigFlag, StateError, StateKey, StateKind
 from vtpm_cuse.state.blobformat import BlobFlag, Tag, Tlv, build_blob, decode_tlvs, parse_blob
@@ -64,8 +65,7 @@ def test_plain_round_trip_and_layout(plain, kind):
     plain.store(kind, b"state")
     assert plain.exists(kind) and plain.load(kind) == b"state"
     # header(flags 0) + TLV(DATA) exactly as swtpm writes an unencrypted file
-    assert plain.path_for(kind).read_bytes() == bytes.fromhex(
-        "02 01 000a 0000 00000015" "0001 00000005") + b"state"
+    assert plain.path_for(kind).read_bytes() == bytes.fromhex("02 01 000a 0000 000000150001 00000005") + b"state"
 
 
 def test_store_replaces_and_delete(plain):
@@ -85,8 +85,7 @@ def test_empty_state(plain):
 def test_only_expected_files(plain, tmp_path):
     for kind in StateKind:
         plain.store(kind, b"x")
-    assert sorted(os.listdir(tmp_path)) == [".lock", "tpm2-00.permall", "tpm2-00.savestate",
-                                            "tpm2-00.volatilestate"]
+    assert sorted(os.listdir(tmp_path)) == [".lock", "tpm2-00.permall", "tpm2-00.savestate", "tpm2-00.volatilestate"]
 
 
 @pytest.mark.parametrize("mask", [0o000, 0o022])
@@ -158,8 +157,7 @@ def test_encrypted_round_trip(tmp_path, key, flags):
     raw = store.path_for(StateKind.PERMANENT).read_bytes()
     parsed = parse_blob(raw)
     assert int(parsed.flags) == flags
-    assert {t.tag for t in parsed.tlvs} == {Tag.ENCRYPTED_DATA, Tag.IVEC_ENCRYPTED_DATA,
-                                            Tag.VTPM_AEAD_SCHEME}
+    assert {t.tag for t in parsed.tlvs} == {Tag.ENCRYPTED_DATA, Tag.IVEC_ENCRYPTED_DATA, Tag.VTPM_AEAD_SCHEME}
     assert SECRET[:16] not in raw
     assert store.load(StateKind.PERMANENT) == SECRET
     assert DirectoryStore(tmp_path, file_key=key, lock=False).load(1) == SECRET
@@ -252,8 +250,7 @@ def test_backup_keeps_previous_permanent_state(tmp_path):
     assert bak.read_bytes() == DirectoryStore(tmp_path, lock=False)._encode_file(1, b"v1")
     assert stat.S_IMODE(bak.stat().st_mode) == 0o600
     store.store(StateKind.VOLATILE, b"vol")
-    assert sorted(os.listdir(tmp_path)) == [".lock", "tpm2-00.permall", "tpm2-00.permall.bak",
-                                            "tpm2-00.volatilestate"]
+    assert sorted(os.listdir(tmp_path)) == [".lock", "tpm2-00.permall", "tpm2-00.permall.bak", "tpm2-00.volatilestate"]
 
 
 @pytest.mark.parametrize("key", [None, FILE_KEY])
@@ -299,10 +296,15 @@ def test_blob_without_keys_has_swtpm_layout(plain):
     plain.store(StateKind.PERMANENT, b"abc")
     blob, encrypted = plain.get_blob(StateKind.PERMANENT, decrypt=False)
     assert encrypted is False
-    assert blob == bytes.fromhex(
-        "02 01 000a 0004 00000019"        # header, flags MIGRATION_DATA, totlen 25
-        "0004 00000009"                   # TLV(MIGRATION_DATA, 9)
-        "0001 00000003") + b"abc"         #   TLV(DATA, 3) "abc"
+    assert (
+        blob
+        == bytes.fromhex(
+            "02 01 000a 0004 00000019"  # header, flags MIGRATION_DATA, totlen 25
+            "0004 00000009"  # TLV(MIGRATION_DATA, 9)
+            "0001 00000003"
+        )
+        + b"abc"
+    )  #   TLV(DATA, 3) "abc"
     assert plain.check_blob(StateKind.PERMANENT, blob, encrypted) == b"abc"
 
 
@@ -362,8 +364,11 @@ def test_migration_key_round_trip(tmp_path, mig, flags):
     assert encrypted is False
     parsed = parse_blob(blob)
     assert int(parsed.flags) == flags
-    assert {t.tag for t in parsed.tlvs} == {Tag.ENCRYPTED_MIGRATION_DATA,
-                                            Tag.IVEC_ENCRYPTED_MIGRATION_DATA, Tag.VTPM_AEAD_SCHEME}
+    assert {t.tag for t in parsed.tlvs} == {
+        Tag.ENCRYPTED_MIGRATION_DATA,
+        Tag.IVEC_ENCRYPTED_MIGRATION_DATA,
+        Tag.VTPM_AEAD_SCHEME,
+    }
     assert SECRET[:16] not in blob
 
     (tmp_path / "dst").mkdir()
@@ -371,8 +376,10 @@ def test_migration_key_round_trip(tmp_path, mig, flags):
     assert dst.check_blob(StateKind.VOLATILE, blob, encrypted) == SECRET
     # without the migration key: 0x0d; with another one: 0x21
     assert code(DirectoryStore(tmp_path / "dst").check_blob, 2, blob, False) == PtmResult.TPM_KEYNOTFOUND
-    assert code(DirectoryStore(tmp_path / "dst", migration_key=StateKey(b"\x09" * mig.size))
-                .check_blob, 2, blob, False) == PtmResult.TPM_DECRYPT_ERROR
+    assert (
+        code(DirectoryStore(tmp_path / "dst", migration_key=StateKey(b"\x09" * mig.size)).check_blob, 2, blob, False)
+        == PtmResult.TPM_DECRYPT_ERROR
+    )
     # the migration layer authenticates the kind too
     assert code(dst.check_blob, StateKind.PERMANENT, blob, False) == PtmResult.TPM_DECRYPT_ERROR
 
@@ -382,8 +389,9 @@ def test_both_keys(tmp_path):
     store.store(StateKind.PERMANENT, SECRET)
     blob, encrypted = store.get_blob(StateKind.PERMANENT, decrypt=False)
     assert encrypted is True
-    assert parse_blob(blob).flags == (BlobFlag.MIGRATION_DATA | BlobFlag.ENCRYPTED
-                                      | BlobFlag.MIGRATION_ENCRYPTED | BlobFlag.MIGRATION_256BIT_KEY)
+    assert parse_blob(blob).flags == (
+        BlobFlag.MIGRATION_DATA | BlobFlag.ENCRYPTED | BlobFlag.MIGRATION_ENCRYPTED | BlobFlag.MIGRATION_256BIT_KEY
+    )
     assert store.check_blob(StateKind.PERMANENT, blob, encrypted) == SECRET
     only_mig = DirectoryStore(tmp_path, migration_key=MIG_KEY, lock=False)
     assert code(only_mig.check_blob, 1, blob, True) == PtmResult.TPM_KEYNOTFOUND
@@ -395,8 +403,10 @@ def test_unencrypted_blob_accepted_with_migration_key(plain, tmp_path):
     """swtpm's "upgrade to encryption": plain blobs are accepted anyway."""
     plain.store(1, SECRET)
     blob, encrypted = plain.get_blob(1, False)
-    assert DirectoryStore(tmp_path, migration_key=MIG_KEY, file_key=FILE_KEY,
-                          lock=False).check_blob(1, blob, encrypted) == SECRET
+    assert (
+        DirectoryStore(tmp_path, migration_key=MIG_KEY, file_key=FILE_KEY, lock=False).check_blob(1, blob, encrypted)
+        == SECRET
+    )
 
 
 def test_tampered_migration_blob_is_0x21(tmp_path):
@@ -435,8 +445,7 @@ def test_state_file_is_not_a_blob(plain):
 
 
 def test_encrypted_request_flag_on_plain_blob(encrypted, tmp_path):
-    blob = build_blob(BlobFlag.MIGRATION_DATA,
-                      [Tlv(Tag.MIGRATION_DATA, Tlv(Tag.DATA, b"x").pack())])
+    blob = build_blob(BlobFlag.MIGRATION_DATA, [Tlv(Tag.MIGRATION_DATA, Tlv(Tag.DATA, b"x").pack())])
     assert code(encrypted.check_blob, 1, blob, True) == PtmResult.TPM_FAIL
     assert code(DirectoryStore(tmp_path, lock=False).check_blob, 1, blob, True) == PtmResult.TPM_KEYNOTFOUND
 
@@ -450,9 +459,13 @@ def test_check_blob_writes_nothing(tmp_path):
 
 
 @settings(max_examples=30, deadline=None)
-@given(data=st.binary(max_size=4096), kind=st.sampled_from(list(StateKind)),
-       file_key=st.sampled_from([None, FILE_KEY, FILE_KEY_256]),
-       migration_key=st.sampled_from([None, MIG_KEY, MIG_KEY_128]), decrypt=st.booleans())
+@given(
+    data=st.binary(max_size=4096),
+    kind=st.sampled_from(list(StateKind)),
+    file_key=st.sampled_from([None, FILE_KEY, FILE_KEY_256]),
+    migration_key=st.sampled_from([None, MIG_KEY, MIG_KEY_128]),
+    decrypt=st.booleans(),
+)
 def test_store_and_blob_round_trip_property(data, kind, file_key, migration_key, decrypt):
     with tempfile.TemporaryDirectory() as d:
         with DirectoryStore(d, file_key=file_key, migration_key=migration_key) as store:

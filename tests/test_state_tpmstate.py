@@ -18,8 +18,7 @@ from vtpm_cuse.state.tpmstate import tpmstate_from_environment
 
 def test_dir_defaults():
     opt = parse_tpmstate_option("dir=/var/lib/tpm")
-    assert opt == TpmStateOption(directory=Path("/var/lib/tpm"), mode=0o600, lock=True,
-                                 backup=False, fsync=False)
+    assert opt == TpmStateOption(directory=Path("/var/lib/tpm"), mode=0o600, lock=True, backup=False, fsync=False)
 
 
 def test_backend_uri_dir():

@@ -4,13 +4,12 @@ unmarshalling (the tpm2-tss C library), not our own marshalling code."""
 from __future__ import annotations
 
 import pytest
+import tpm2_pytss.types as pytss  # test dependency (pyproject [test]); a missing install must fail
 
 from support.tpm_client import command, u32
 from vtpm_cuse.tpm.algorithms import ALGORITHMS, ECC_CURVES, HASHES
 from vtpm_cuse.tpm.constants import TPM_CAP, TPM_CC, TPM_PT
 from vtpm_cuse.tpm.engine import Engine
-
-import tpm2_pytss.types as pytss  # test dependency (pyproject [test]); a missing install must fail
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +41,7 @@ def test_commands(tpm):
 
 def test_pcrs(tpm):
     _, data = decode(tpm, TPM_CAP.PCRS, 0, 1)
-    banks = {int(s.hash): bytes(s.pcrSelect)[:s.sizeofSelect] for s in data.data.assignedPCR}
+    banks = {int(s.hash): bytes(s.pcrSelect)[: s.sizeofSelect] for s in data.data.assignedPCR}
     assert banks == {int(a): b"\xff\xff\xff" for a in HASHES}
 
 

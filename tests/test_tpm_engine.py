@@ -23,8 +23,8 @@ SUCCESS = bytes.fromhex("80010000000a00000000")
 
 # QEMU's qtest replays these bytes (tests/qtest/tpm-util.c) and expects this PCR 10.
 QEMU_PCR_EXTEND = bytes.fromhex(
-    "80020000004100000182" "0000000a" "00000009" "400000090000000000" "00000001000b"
-    "74657374" + "00" * 28)
+    "800200000041000001820000000a0000000940000009000000000000000001000b74657374" + "00" * 28
+)
 QEMU_PCR_EXTEND_RESP = bytes.fromhex("80020000001300000000000000000000010000")
 QEMU_PCR_READ = bytes.fromhex("80010000001400 00017e 00000001 000b 03 000400".replace(" ", ""))
 QEMU_PCR10 = bytes.fromhex("f68598e5868de68b97299960f2717d176789a42f9aaea8c7b7aa79a86256c1de")
@@ -45,12 +45,14 @@ def pcr_read(engine: Engine, alg: int, pcrs: list[int]) -> list[bytes]:
     select = T.selection_bytes(pcrs)
     resp = run(engine, command(TPM_CC.PCR_Read, u32(1) + u16(alg) + bytes([len(select)]) + select))
     assert resp.rc == 0
-    out = Struct("PCR_Read_Out", [("counter", UINT32), ("sel", T.TPML_PCR_SELECTION),
-                                    ("values", T.TPML_DIGEST)]).unpack(resp.params())
+    out = Struct(
+        "PCR_Read_Out", [("counter", UINT32), ("sel", T.TPML_PCR_SELECTION), ("values", T.TPML_DIGEST)]
+    ).unpack(resp.params())
     return out.values
 
 
 # --- replayed byte strings ------------------------------------------------------------------
+
 
 def test_startup_replay():
     assert Engine().execute(STARTUP_CLEAR) == bytes.fromhex("80 01 00 00 00 0a 00 00 00 00".replace(" ", ""))
@@ -60,8 +62,12 @@ def test_qemu_pcr_extend_then_read(tpm):
     assert tpm.execute(QEMU_PCR_EXTEND) == QEMU_PCR_EXTEND_RESP
     resp = tpm.execute(QEMU_PCR_READ)
     # QEMU compares everything but pcrUpdateCounter (byte 13).
-    expected = bytes.fromhex("80010000003e00000000000000") + bytes(1) + \
-        bytes.fromhex("00000001000b03000400000000010020") + QEMU_PCR10
+    expected = (
+        bytes.fromhex("80010000003e00000000000000")
+        + bytes(1)
+        + bytes.fromhex("00000001000b03000400000000010020")
+        + QEMU_PCR10
+    )
     assert resp[:13] == expected[:13] and resp[14:] == expected[14:]
 
 
@@ -75,14 +81,18 @@ def test_startup_twice_is_initialize(tpm):
 
 # --- header checks -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cmd, rc", [
-    ("8001 0000000b 0000017b", TPM_RC.COMMAND_SIZE),       # size field disagrees with length
-    ("8001 0000000a 0000ffff", TPM_RC.COMMAND_CODE),
-    ("8001 00000008 0000", TPM_RC.INSUFFICIENT),          # consistent size, no room for the code
-    ("8001 00000008", TPM_RC.COMMAND_SIZE),
-    ("8002 0000000e 00000181 00000004", TPM_RC.AUTHSIZE),    # authorizationSize too small
-    ("8001 0000000e 0000017b 00100000", TPM_RC.SIZE),        # trailing bytes after the parameters
-])
+
+@pytest.mark.parametrize(
+    "cmd, rc",
+    [
+        ("8001 0000000b 0000017b", TPM_RC.COMMAND_SIZE),  # size field disagrees with length
+        ("8001 0000000a 0000ffff", TPM_RC.COMMAND_CODE),
+        ("8001 00000008 0000", TPM_RC.INSUFFICIENT),  # consistent size, no room for the code
+        ("8001 00000008", TPM_RC.COMMAND_SIZE),
+        ("8002 0000000e 00000181 00000004", TPM_RC.AUTHSIZE),  # authorizationSize too small
+        ("8001 0000000e 0000017b 00100000", TPM_RC.SIZE),  # trailing bytes after the parameters
+    ],
+)
 def test_header_errors(tpm, cmd, rc):
     assert run(tpm, bytes.fromhex(cmd.replace(" ", ""))).rc == rc
 
@@ -114,12 +124,15 @@ def test_handle_errors_carry_the_handle_number(tpm):
 
 
 def test_wrong_password_is_bad_auth_on_session_1(tpm):
-    resp = run(tpm, command(TPM_CC.ClockSet, (tpm.clock() + 10_000).to_bytes(8, "big"),
-                            handles=u32(TPM_RH.OWNER), auth=b"wrong"))
+    resp = run(
+        tpm,
+        command(TPM_CC.ClockSet, (tpm.clock() + 10_000).to_bytes(8, "big"), handles=u32(TPM_RH.OWNER), auth=b"wrong"),
+    )
     assert resp.rc == TPM_RC.BAD_AUTH | RC_S | (1 << 8)
 
 
 # --- commands ------------------------------------------------------------------------------
+
 
 def test_get_random_caps_at_one_digest(tpm):
     resp = run(tpm, command(TPM_CC.GetRandom, u16(100)))
@@ -207,7 +220,7 @@ def test_hash_sequence(tpm):
     handle = _start_sequence(tpm, TPM_ALG.SHA384)
     data = bytes(range(256)) * 8
     for i in range(0, len(data), 1024):
-        assert run(tpm, command(TPM_CC.SequenceUpdate, tpm2b(data[i:i + 1024]), u32(handle), b"pw")).rc == 0
+        assert run(tpm, command(TPM_CC.SequenceUpdate, tpm2b(data[i : i + 1024]), u32(handle), b"pw")).rc == 0
     # The sequence's auth is checked.
     assert run(tpm, command(TPM_CC.SequenceUpdate, tpm2b(b""), u32(handle), b"no")).rc & 0xBF == TPM_RC.BAD_AUTH
     resp = run(tpm, command(TPM_CC.SequenceComplete, tpm2b(b"end") + u32(TPM_RH.NULL), u32(handle), b"pw"))
@@ -227,7 +240,9 @@ def test_event_sequence_extends_every_bank(tpm):
     assert resp.rc == 0
     digests = {d.hashAlg: d.digest for d in T.TPML_DIGEST_VALUES.unpack(resp.params())}
     assert digests[TPM_ALG.SHA1] == hashlib.sha1(b"boot event").digest()
-    assert pcr_read(tpm, TPM_ALG.SHA512, [16]) == [hashlib.sha512(bytes(64) + hashlib.sha512(b"boot event").digest()).digest()]
+    assert pcr_read(tpm, TPM_ALG.SHA512, [16]) == [
+        hashlib.sha512(bytes(64) + hashlib.sha512(b"boot event").digest()).digest()
+    ]
 
 
 def test_objects_run_out(tpm):
@@ -247,7 +262,9 @@ def test_clock(tpm):
     assert backwards.rc == TPM_RC.VALUE | RC_P | 0x100
     assert run(tpm, command(TPM_CC.ClockRateAdjust, b"\x03", u32(TPM_RH.PLATFORM), b"")).rc == 0
     assert run(tpm, command(TPM_CC.ClockRateAdjust, b"\xfd", u32(TPM_RH.PLATFORM), b"")).rc == 0  # -3
-    assert run(tpm, command(TPM_CC.ClockRateAdjust, b"\x04", u32(TPM_RH.PLATFORM), b"")).rc == TPM_RC.VALUE | RC_P | 0x100
+    assert (
+        run(tpm, command(TPM_CC.ClockRateAdjust, b"\x04", u32(TPM_RH.PLATFORM), b"")).rc == TPM_RC.VALUE | RC_P | 0x100
+    )
 
 
 def test_clock_rate_adjust_changes_rate():
@@ -267,7 +284,14 @@ def test_test_parms(tpm):
     assert run(tpm, command(TPM_CC.TestParms, bad_bits)).rc == TPM_RC.VALUE | RC_P | 0x100
     bad_exp = u16(TPM_ALG.RSA) + u16(TPM_ALG.NULL) + u16(TPM_ALG.NULL) + u16(2048) + u32(9)
     assert run(tpm, command(TPM_CC.TestParms, bad_exp)).rc == TPM_RC.VALUE | RC_P | 0x100
-    ecc = u16(TPM_ALG.ECC) + u16(TPM_ALG.NULL) + u16(TPM_ALG.ECDSA) + u16(TPM_ALG.SHA256) + u16(0x0003) + u16(TPM_ALG.NULL)
+    ecc = (
+        u16(TPM_ALG.ECC)
+        + u16(TPM_ALG.NULL)
+        + u16(TPM_ALG.ECDSA)
+        + u16(TPM_ALG.SHA256)
+        + u16(0x0003)
+        + u16(TPM_ALG.NULL)
+    )
     assert run(tpm, command(TPM_CC.TestParms, ecc)).rc == 0
     sm2 = u16(TPM_ALG.ECC) + u16(TPM_ALG.NULL) + u16(TPM_ALG.NULL) + u16(0x0020) + u16(TPM_ALG.NULL)
     assert run(tpm, command(TPM_CC.TestParms, sm2)).rc == TPM_RC.CURVE | RC_P | 0x100
@@ -289,6 +313,7 @@ def test_pcr_allocate_applies_at_next_reset(tpm):
 
 # --- capabilities ----------------------------------------------------------------------------
 
+
 def get_capability(tpm, cap: int, prop: int, count: int):
     resp = run(tpm, command(TPM_CC.GetCapability, u32(cap) + u32(prop) + u32(count)))
     assert resp.rc == 0, hex(resp.rc)
@@ -300,8 +325,7 @@ def test_capability_paging(tpm):
     more, first = get_capability(tpm, TPM_CAP.COMMANDS, TPM_CC.Startup, 3)
     assert more == 1 and [a & 0xFFFF for a in first] == [TPM_CC.Startup, TPM_CC.Shutdown, TPM_CC.StirRandom]
     more, rest = get_capability(tpm, TPM_CAP.COMMANDS, (first[-1] & 0xFFFF) + 1, 100)
-    assert more == 0 and len(first) + len(rest) == len(tpm.table) - sum(
-        1 for c in tpm.table if c.code < TPM_CC.Startup)
+    assert more == 0 and len(first) + len(rest) == len(tpm.table) - sum(1 for c in tpm.table if c.code < TPM_CC.Startup)
 
 
 def test_capability_reports_what_is_declared(tpm):
@@ -314,6 +338,7 @@ def test_capability_reports_what_is_declared(tpm):
 
 
 # --- state -------------------------------------------------------------------------------------
+
 
 def test_resume_restores_state_saved_pcrs(tpm):
     digest = u32(1) + u16(TPM_ALG.SHA256) + bytes(32)
@@ -350,6 +375,7 @@ def test_sequence_too_long_to_snapshot_is_not_resumed(tpm, monkeypatch):
     """A sequence that no longer keeps its whole input cannot be resumed from a snapshot:
     it is left out (the handle is not loaded) rather than restored with a wrong digest."""
     from vtpm_cuse.tpm import state
+
     monkeypatch.setattr(state, "SEQUENCE_SNAPSHOT_LIMIT", 16)
     short = _start_sequence(tpm, TPM_ALG.SHA256)
     long = _start_sequence(tpm, TPM_ALG.SHA256)
@@ -398,6 +424,7 @@ def test_permanent_dirty_tracking(tpm):
 
 # --- H-CRTM / DRTM -------------------------------------------------------------------------------
 
+
 def test_drtm_after_startup_measures_into_pcr17(tpm):
     tpm.hash_start()
     tpm.hash_data(b"12")
@@ -429,8 +456,9 @@ def test_hash_data_without_start_is_ignored(tpm):
 
 
 def test_shutdown_state_refused_after_pcr_allocate_until_the_next_startup(tpm):
-    allocate = command(TPM_CC.PCR_Allocate, u32(1) + u16(TPM_ALG.SHA256) + b"\x03\xff\xff\xff",
-                       handles=u32(TPM_RH.PLATFORM), auth=b"")
+    allocate = command(
+        TPM_CC.PCR_Allocate, u32(1) + u16(TPM_ALG.SHA256) + b"\x03\xff\xff\xff", handles=u32(TPM_RH.PLATFORM), auth=b""
+    )
     shutdown_state = command(TPM_CC.Shutdown, u16(1))
     assert run(tpm, allocate).rc == 0
     assert run(tpm, shutdown_state).raw == bytes.fromhex("80010000000a000001ca")  # TPM_RC_TYPE + RC_P1

@@ -22,13 +22,22 @@ import dataclasses
 import hashlib
 import os
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from support import session_client as sc
 from support.engine_oracle import EngineOracle
 from support.object_templates import (
-    NO_SYM, SIGNING, create_cmd, create_primary_cmd, creation_params, ecc_template, keyedhash_template, load_cmd,
-    rsa_template, symcipher_template,
+    NO_SYM,
+    SIGNING,
+    create_cmd,
+    create_primary_cmd,
+    creation_params,
+    ecc_template,
+    keyedhash_template,
+    load_cmd,
+    rsa_template,
+    symcipher_template,
 )
 from support.tpm_client import Response, command, u16, u32
 from support.tpm_strategies import values
@@ -43,9 +52,12 @@ _OVERRIDE = int(os.environ.get("VTPM_FUZZ_EXAMPLES", "0"))
 
 
 def fuzz_settings(default: int):
-    return settings(max_examples=_OVERRIDE or default, deadline=None, database=None if _OVERRIDE else settings().database,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.filter_too_much])
+    return settings(
+        max_examples=_OVERRIDE or default,
+        deadline=None,
+        database=None if _OVERRIDE else settings().database,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    )
 
 
 def deterministic_random(seed: bytes = b"fuzz"):
@@ -57,10 +69,12 @@ def deterministic_random(seed: bytes = b"fuzz"):
             counter[0] += 1
             out += hashlib.sha256(seed + counter[0].to_bytes(8, "big")).digest()
         return out[:n]
+
     return random
 
 
 # --- the prepared engine ---------------------------------------------------------------------------
+
 
 def _prepare():
     engine = EngineOracle(Engine(random=deterministic_random(b"prepare")))
@@ -107,28 +121,41 @@ def _prepare():
     contexts.append(saved.params())
     sessions = {
         "trial": trial,
-        "bound_xor": sc.start_session(engine.execute, sc.SE_HMAC, sc.SHA1, sc.XOR_SHA256,
-                                      bind=(TPM_RH.OWNER, u32(TPM_RH.OWNER), b""), nonce_caller=bytes(20)),
+        "bound_xor": sc.start_session(
+            engine.execute,
+            sc.SE_HMAC,
+            sc.SHA1,
+            sc.XOR_SHA256,
+            bind=(TPM_RH.OWNER, u32(TPM_RH.OWNER), b""),
+            nonce_caller=bytes(20),
+        ),
         "policy": sc.start_session(engine.execute, sc.SE_POLICY, sc.SHA256, sc.AES128, nonce_caller=bytes(16)),
     }
     permanent, volatile = engine.engine.permanent_blob(), engine.engine.volatile_blob()
     # The same TPM after Shutdown(STATE) and a power cycle, for Startup (CLEAR or STATE).
     assert ok(command(TPM_CC.Shutdown, u16(1))).rc == 0
     shut_down = engine.engine.permanent_blob()
-    return permanent, volatile, shut_down, names, sessions, [ecc, seq, event_seq, rsa, hmac_key], contexts, \
-        loadable
+    return permanent, volatile, shut_down, names, sessions, [ecc, seq, event_seq, rsa, hmac_key], contexts, loadable
 
 
 PERMANENT, VOLATILE, PERMANENT_SHUT_DOWN, NAMES, SESSIONS, OBJECTS, CONTEXTS, LOADABLE = _prepare()
 #: Known-good creation parameters (inSensitive, inPublic, outsideInfo, creationPCR) for
 #: CreatePrimary, Create and CreateLoaded (cheap key types only: no RSA key generation).
-TEMPLATES = (ecc_template(), ecc_template(attrs=SIGNING, sym=NO_SYM, scheme=TPM_ALG.ECDSA, hash_alg=TPM_ALG.SHA256),
-             keyedhash_template(), keyedhash_template(attrs=SIGNING, scheme=TPM_ALG.HMAC), symcipher_template())
-CREATION_PARAMS = [creation_params(area, auth=b"a", data=b"s" if area.type == TPM_ALG.KEYEDHASH else b"")
-                   for area in TEMPLATES]
+TEMPLATES = (
+    ecc_template(),
+    ecc_template(attrs=SIGNING, sym=NO_SYM, scheme=TPM_ALG.ECDSA, hash_alg=TPM_ALG.SHA256),
+    keyedhash_template(),
+    keyedhash_template(attrs=SIGNING, scheme=TPM_ALG.HMAC),
+    symcipher_template(),
+)
+CREATION_PARAMS = [
+    creation_params(area, auth=b"a", data=b"s" if area.type == TPM_ALG.KEYEDHASH else b"") for area in TEMPLATES
+]
 #: CreateLoaded takes only inSensitive and inPublic (a TPM2B_TEMPLATE).
-CREATE_LOADED_PARAMS = [T.TPM2B_SENSITIVE_CREATE.pack(T.TPMS_SENSITIVE_CREATE(userAuth=b"a", data=b""))
-                        + T.TPM2B_PUBLIC.pack(area) for area in TEMPLATES]
+CREATE_LOADED_PARAMS = [
+    T.TPM2B_SENSITIVE_CREATE.pack(T.TPMS_SENSITIVE_CREATE(userAuth=b"a", data=b"")) + T.TPM2B_PUBLIC.pack(area)
+    for area in TEMPLATES
+]
 COMMANDS = Engine.from_blobs(PERMANENT, VOLATILE).table  # the engine's own command table
 SESSION_HANDLES = [s.handle for s in SESSIONS.values()]
 PERMANENT_HANDLES = [TPM_RH.OWNER, TPM_RH.NULL, TPM_RH.ENDORSEMENT, TPM_RH.PLATFORM, TPM_RH.LOCKOUT, TPM_RH.PW]
@@ -182,10 +209,10 @@ def parameters(draw, cmd) -> bytes:
         data = cmd.params.pack(draw(values(cmd.params)))
     mutation = draw(st.sampled_from(["none"] * 5 + ["truncate", "flip", "append", "random"]))
     if mutation == "truncate" and data:
-        data = data[:draw(st.integers(0, len(data) - 1))]
+        data = data[: draw(st.integers(0, len(data) - 1))]
     elif mutation == "flip" and data:
         i = draw(st.integers(0, len(data) - 1))
-        data = data[:i] + bytes([data[i] ^ draw(st.integers(1, 255))]) + data[i + 1:]
+        data = data[:i] + bytes([data[i] ^ draw(st.integers(1, 255))]) + data[i + 1 :]
     elif mutation == "append":
         data += draw(st.binary(min_size=1, max_size=8))
     elif mutation == "random":
@@ -201,8 +228,11 @@ def structured_command(draw):
     handles = draw(handle_area(cmd))
     params = draw(parameters(cmd))
     auth_count = sum(1 for spec in cmd.handles if spec.role is not AuthRole.NONE)
-    mode = draw(st.sampled_from(["none", "password", "password", "sessions"]) if auth_count == 0 else
-                st.sampled_from(["password", "password", "sessions", "none"]))
+    mode = draw(
+        st.sampled_from(["none", "password", "password", "sessions"])
+        if auth_count == 0
+        else st.sampled_from(["password", "password", "sessions", "none"])
+    )
     if mode == "none":
         body = b"".join(u32(h) for h in handles) + params
         return cmd, lambda tpm, loc: tpm.execute(command(cmd.code, body), loc)
@@ -210,33 +240,66 @@ def structured_command(draw):
         body = params
         password = draw(st.sampled_from([b"", b"", b"x"]))
         return cmd, lambda tpm, loc: tpm.execute(
-            command(cmd.code, body, b"".join(u32(h) for h in handles), password), loc)
+            command(cmd.code, body, b"".join(u32(h) for h in handles), password), loc
+        )
     uses = []
-    auth_specs = [(h, spec) for h, spec in zip(handles, cmd.handles) if spec.role is not AuthRole.NONE]
+    auth_specs = [(h, spec) for h, spec in zip(handles, cmd.handles, strict=False) if spec.role is not AuthRole.NONE]
     extra = draw(st.integers(0, 3 - len(auth_specs)))
     for i in range(len(auth_specs) + extra):
         which = draw(st.sampled_from([None] + list(SESSIONS)))
-        attrs = draw(st.sampled_from([sc.CONTINUE, sc.CONTINUE, sc.CONTINUE | sc.DECRYPT,
-                                      sc.CONTINUE | sc.ENCRYPT, sc.CONTINUE | sc.DECRYPT | sc.ENCRYPT,
-                                      0, 0x80 | sc.CONTINUE]))
+        attrs = draw(
+            st.sampled_from(
+                [
+                    sc.CONTINUE,
+                    sc.CONTINUE,
+                    sc.CONTINUE | sc.DECRYPT,
+                    sc.CONTINUE | sc.ENCRYPT,
+                    sc.CONTINUE | sc.DECRYPT | sc.ENCRYPT,
+                    0,
+                    0x80 | sc.CONTINUE,
+                ]
+            )
+        )
         entity = auth_specs[i][0] if i < len(auth_specs) else None
-        uses.append((which, attrs, None if entity is None else name_of(entity),
-                     draw(st.binary(min_size=16, max_size=16)), draw(st.booleans())))
+        uses.append(
+            (
+                which,
+                attrs,
+                None if entity is None else name_of(entity),
+                draw(st.binary(min_size=16, max_size=16)),
+                draw(st.booleans()),
+            )
+        )
     handle_names = [(h, name_of(h)) for h in handles]
 
     def run(tpm, loc):
         sessions = {k: dataclasses.replace(s) for k, s in SESSIONS.items()}
-        built = [sc.Use(None if w is None else sessions[w], attributes=a if w is not None else sc.CONTINUE,
-                        name=n, nonce=None if w is None else nonce[:sessions[w].nonce_size] or None,
-                        password=pw and w == "policy")
-                 for w, a, n, nonce, pw in uses]
-        result = sc.run(lambda c: tpm.execute(c, loc), cmd.code, handle_names, params, built,
-                        response_handles=len(cmd.response_handles), check=False)
+        built = [
+            sc.Use(
+                None if w is None else sessions[w],
+                attributes=a if w is not None else sc.CONTINUE,
+                name=n,
+                nonce=None if w is None else nonce[: sessions[w].nonce_size] or None,
+                password=pw and w == "policy",
+            )
+            for w, a, n, nonce, pw in uses
+        ]
+        result = sc.run(
+            lambda c: tpm.execute(c, loc),
+            cmd.code,
+            handle_names,
+            params,
+            built,
+            response_handles=len(cmd.response_handles),
+            check=False,
+        )
         return result.raw
+
     return cmd, run
 
 
 # --- the tests ---------------------------------------------------------------------------------------
+
 
 @fuzz_settings(300)
 @given(st.binary(max_size=200), localities)
@@ -245,15 +308,23 @@ def test_random_bytes(data, locality):
 
 
 @fuzz_settings(300)
-@given(st.one_of(st.binary(min_size=10, max_size=200), st.binary(max_size=12)).map(
-    lambda b: (b[:2] if len(b) >= 2 else b) + len(b).to_bytes(4, "big") + b[6:]))
+@given(
+    st.one_of(st.binary(min_size=10, max_size=200), st.binary(max_size=12)).map(
+        lambda b: (b[:2] if len(b) >= 2 else b) + len(b).to_bytes(4, "big") + b[6:]
+    )
+)
 def test_random_bytes_with_correct_size(data):
     fresh().execute(data)
 
 
 @fuzz_settings(300)
-@given(code=st.sampled_from(CODES), body=st.binary(max_size=120), sessions=st.booleans(), locality=localities,
-       handles=st.lists(st.sampled_from(HANDLE_POOL), max_size=2))
+@given(
+    code=st.sampled_from(CODES),
+    body=st.binary(max_size=120),
+    sessions=st.booleans(),
+    locality=localities,
+    handles=st.lists(st.sampled_from(HANDLE_POOL), max_size=2),
+)
 def test_random_bodies_for_every_command(code, body, sessions, locality, handles):
     cmd = command(code, body, b"".join(u32(h) for h in handles), auth=b"" if sessions else None)
     fresh().execute(cmd, locality)
@@ -270,7 +341,7 @@ def test_structured_commands(case, locality):
 @given(st.lists(structured_command(), min_size=2, max_size=4), st.lists(localities, min_size=4, max_size=4))
 def test_command_sequences(cases, locs):
     tpm = fresh()
-    for (_, run), loc in zip(cases, locs):
+    for (_, run), loc in zip(cases, locs, strict=False):
         run(tpm, loc)
 
 
@@ -278,7 +349,7 @@ def test_command_sequences(cases, locs):
 @given(code=st.sampled_from(CODES), body=st.binary(max_size=64), cut=st.integers(0, 80))
 def test_truncated_commands(code, body, cut):
     cmd = command(code, body, auth=b"")
-    truncated = cmd[:min(cut, len(cmd))]
+    truncated = cmd[: min(cut, len(cmd))]
     resp = fresh().execute(truncated)
     assert truncated == cmd or resp[6:10] != b"\0\0\0\0"
 
@@ -293,6 +364,7 @@ def test_truncated_structured_commands(case, data):
         def execute(self, c, loc=0):
             sent.append(c)
             return bytes.fromhex("80010000000a00000101")
+
     try:
         run(Capture(), 0)
     except Exception:

@@ -4,7 +4,8 @@ bound check answers with the response code the specification names."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from support.tpm_strategies import values
 from vtpm_cuse.tpm import types as T
@@ -55,21 +56,24 @@ def test_trailing_bytes_are_size():
     assert err.value.rc == TPM_RC.SIZE
 
 
-@pytest.mark.parametrize("t, data, rc", [
-    (T.TPM2B_DIGEST, b"\x00\x41" + bytes(65), TPM_RC.SIZE),                  # over sizeof(TPMU_HA)
-    (T.TPML_PCR_SELECTION, b"\x00\x00\x00\x05", TPM_RC.SIZE),                 # more banks than HASH_COUNT
-    (T.TPMS_PCR_SELECTION, b"\x00\x0b\x04" + bytes(4), TPM_RC.VALUE),         # sizeofSelect > PCR_SELECT_MAX
-    (T.TPMS_PCR_SELECTION, b"\x00\x99\x03" + bytes(3), TPM_RC.HASH),          # unknown hash
-    (T.TPMI_ALG_HASH, b"\x00\x10", TPM_RC.HASH),                              # NULL without "+"
-    (T.TPMT_HA, b"\x00\x10", None),                                           # NULL allowed in TPMT_HA
-    (T.TPMT_PUBLIC_PARMS, b"\x00\x99", TPM_RC.TYPE),
-    (T.TPMT_SYM_DEF, b"\x00\x06\x00\x80\x00\x99", TPM_RC.MODE),
-    (T.TPMT_SYM_DEF, b"\x00\x06\x00\x81\x00\x43", TPM_RC.VALUE),             # AES key bits 129
-    (T.TPMS_AUTH_COMMAND, b"\x40\x00\x00\x09\x00\x00\x18\x00\x00", TPM_RC.RESERVED_BITS),
-    (T.TPMS_ECC_PARMS, b"\x00\x10\x00\x10\x00\x99\x00\x10", TPM_RC.CURVE),
-    (T.TPM2B_PUBLIC, b"\x00\x00", TPM_RC.SIZE),                               # empty public area
-    (T.TPMI_YES_NO, b"\x02", TPM_RC.VALUE),
-])
+@pytest.mark.parametrize(
+    "t, data, rc",
+    [
+        (T.TPM2B_DIGEST, b"\x00\x41" + bytes(65), TPM_RC.SIZE),  # over sizeof(TPMU_HA)
+        (T.TPML_PCR_SELECTION, b"\x00\x00\x00\x05", TPM_RC.SIZE),  # more banks than HASH_COUNT
+        (T.TPMS_PCR_SELECTION, b"\x00\x0b\x04" + bytes(4), TPM_RC.VALUE),  # sizeofSelect > PCR_SELECT_MAX
+        (T.TPMS_PCR_SELECTION, b"\x00\x99\x03" + bytes(3), TPM_RC.HASH),  # unknown hash
+        (T.TPMI_ALG_HASH, b"\x00\x10", TPM_RC.HASH),  # NULL without "+"
+        (T.TPMT_HA, b"\x00\x10", None),  # NULL allowed in TPMT_HA
+        (T.TPMT_PUBLIC_PARMS, b"\x00\x99", TPM_RC.TYPE),
+        (T.TPMT_SYM_DEF, b"\x00\x06\x00\x80\x00\x99", TPM_RC.MODE),
+        (T.TPMT_SYM_DEF, b"\x00\x06\x00\x81\x00\x43", TPM_RC.VALUE),  # AES key bits 129
+        (T.TPMS_AUTH_COMMAND, b"\x40\x00\x00\x09\x00\x00\x18\x00\x00", TPM_RC.RESERVED_BITS),
+        (T.TPMS_ECC_PARMS, b"\x00\x10\x00\x10\x00\x99\x00\x10", TPM_RC.CURVE),
+        (T.TPM2B_PUBLIC, b"\x00\x00", TPM_RC.SIZE),  # empty public area
+        (T.TPMI_YES_NO, b"\x02", TPM_RC.VALUE),
+    ],
+)
 def test_bound_checks(t, data, rc):
     if rc is None:
         assert t.unpack(data) is not None

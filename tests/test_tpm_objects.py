@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import subprocess
 import threading
 import time
-import os
 from pathlib import Path
 
 import pytest
@@ -36,19 +36,52 @@ SHUTDOWN_CLEAR = bytes.fromhex("80010000000c000001450000")
 SUCCESS = bytes.fromhex("80010000000a00000000")
 
 from support.object_templates import (  # noqa: E402
-    ADMIN_WITH_POLICY, DECRYPT, ENC_DUP, FIXED_PARENT, NO_DA, NO_SYM, RESTRICTED, SDO, SEALED, SIGN, SIGNING,
-    STORAGE, USER_WITH_AUTH, create_cmd, create_primary_cmd, ecc_template, keyedhash_template, load_cmd, pw,
-    rsa_template, symcipher_template,
+    ADMIN_WITH_POLICY,
+    DECRYPT,
+    ENC_DUP,
+    FIXED_PARENT,
+    NO_DA,
+    NO_SYM,
+    RESTRICTED,
+    SDO,
+    SEALED,
+    SIGN,
+    SIGNING,
+    STORAGE,
+    USER_WITH_AUTH,
+    create_cmd,
+    create_primary_cmd,
+    ecc_template,
+    keyedhash_template,
+    load_cmd,
+    pw,
+    rsa_template,
+    symcipher_template,
 )
 
-CREATE_PRIMARY_OUT = Struct("CreatePrimary_Out", [
-    ("outPublic", T.TPM2B_PUBLIC), ("creationData", T.TPM2B_CREATION_DATA), ("creationHash", T.TPM2B_DIGEST),
-    ("creationTicket", T.TPMT_TK_CREATION), ("name", T.TPM2B_NAME)])
-CREATE_OUT = Struct("Create_Out", [
-    ("outPrivate", T.TPM2B_PRIVATE), ("outPublic", T.TPM2B_PUBLIC), ("creationData", T.TPM2B_CREATION_DATA),
-    ("creationHash", T.TPM2B_DIGEST), ("creationTicket", T.TPMT_TK_CREATION)])
-READ_PUBLIC_OUT = Struct("ReadPublic_Out", [
-    ("outPublic", T.TPM2B_PUBLIC), ("name", T.TPM2B_NAME), ("qualifiedName", T.TPM2B_NAME)])
+CREATE_PRIMARY_OUT = Struct(
+    "CreatePrimary_Out",
+    [
+        ("outPublic", T.TPM2B_PUBLIC),
+        ("creationData", T.TPM2B_CREATION_DATA),
+        ("creationHash", T.TPM2B_DIGEST),
+        ("creationTicket", T.TPMT_TK_CREATION),
+        ("name", T.TPM2B_NAME),
+    ],
+)
+CREATE_OUT = Struct(
+    "Create_Out",
+    [
+        ("outPrivate", T.TPM2B_PRIVATE),
+        ("outPublic", T.TPM2B_PUBLIC),
+        ("creationData", T.TPM2B_CREATION_DATA),
+        ("creationHash", T.TPM2B_DIGEST),
+        ("creationTicket", T.TPMT_TK_CREATION),
+    ],
+)
+READ_PUBLIC_OUT = Struct(
+    "ReadPublic_Out", [("outPublic", T.TPM2B_PUBLIC), ("name", T.TPM2B_NAME), ("qualifiedName", T.TPM2B_NAME)]
+)
 
 
 def run(tpm, cmd: bytes) -> Response:
@@ -106,15 +139,19 @@ def tpm() -> Engine:
 
 # --- key derivation --------------------------------------------------------------------------------
 
+
 def test_kdfa_and_kdfe_agree_with_tpm2_pytss():
     """An independent implementation of the same Part 1 formulas."""
     from tpm2_pytss.internal import crypto  # test dependency: an independent KDF implementation
+
     key, u, v = os.urandom(32), os.urandom(16), os.urandom(9)
     for alg in (TPM_ALG.SHA1, TPM_ALG.SHA256, TPM_ALG.SHA384):
         for bits in (8, 128, 256, 304, 1000):
             assert kdfa(alg, key, b"STORAGE", u, v, bits) == crypto._kdfa(alg, key, b"STORAGE", u, v, bits)
     # (tpm2-pytss wants the label's terminating zero spelled out)
-    assert kdfe(TPM_ALG.SHA256, key, b"DUPLICATE", u, v, 256) == crypto.kdfe(TPM_ALG.SHA256, key, b"DUPLICATE\0", u, v, 256)
+    assert kdfe(TPM_ALG.SHA256, key, b"DUPLICATE", u, v, 256) == crypto.kdfe(
+        TPM_ALG.SHA256, key, b"DUPLICATE\0", u, v, 256
+    )
 
 
 def test_kdfa_odd_bit_count_masks_the_leading_octet():
@@ -131,6 +168,7 @@ def test_prime_search_is_deterministic_and_sound():
 
 # --- CreatePrimary ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("template", [rsa_template(), ecc_template()], ids=["rsa2048", "ecc-p256"])
 def test_primary_keys_are_deterministic_per_hierarchy(tpm, template):
     handle, first = create_primary(tpm, template)
@@ -145,8 +183,10 @@ def test_primary_keys_are_deterministic_per_hierarchy(tpm, template):
     assert restarted.execute(STARTUP_CLEAR) == SUCCESS
     assert create_primary(restarted, template)[1].outPublic == first.outPublic
     # Other hierarchies, another template unique, or other personalization data: other keys.
-    others = [create_primary(restarted, template, hierarchy=h)[1].outPublic.unique
-              for h in (TPM_RH.ENDORSEMENT, TPM_RH.PLATFORM)]
+    others = [
+        create_primary(restarted, template, hierarchy=h)[1].outPublic.unique
+        for h in (TPM_RH.ENDORSEMENT, TPM_RH.PLATFORM)
+    ]
     assert len({unique_bytes(template.type, u) for u in [first.outPublic.unique, *others]}) == 3
 
 
@@ -156,8 +196,11 @@ def unique_bytes(kind: int, unique) -> bytes:
 
 def test_unique_and_sensitive_data_personalize_primary_keys(tpm):
     keys = set()
-    for template, data in ((ecc_template(), b""), (ecc_template(unique_x=b"app one"), b""),
-                           (ecc_template(unique_x=b"app two"), b"")):
+    for template, data in (
+        (ecc_template(), b""),
+        (ecc_template(unique_x=b"app one"), b""),
+        (ecc_template(unique_x=b"app two"), b""),
+    ):
         handle, out = create_primary(tpm, template, data=data)
         keys.add(out.outPublic.unique.x)
         flush(tpm, handle)
@@ -184,12 +227,16 @@ def test_primary_public_area_and_names(tpm):
     assert pub.qualifiedName == qn
     # The creation data names the hierarchy as parent; the hash covers exactly it.
     data = out.creationData
-    assert (data.parentNameAlg, data.parentName, data.parentQualifiedName) == (TPM_ALG.NULL, u32(TPM_RH.OWNER),
-                                                                               u32(TPM_RH.OWNER))
+    assert (data.parentNameAlg, data.parentName, data.parentQualifiedName) == (
+        TPM_ALG.NULL,
+        u32(TPM_RH.OWNER),
+        u32(TPM_RH.OWNER),
+    )
     assert out.creationHash == hashlib.sha256(T.TPMS_CREATION_DATA.pack(data)).digest()
     assert out.creationTicket.tag == TPM_ST.CREATION and out.creationTicket.hierarchy == TPM_RH.OWNER
     # A tpm2-pytss parse of the same bytes computes the same Name.
     import tpm2_pytss as pytss
+
     parsed, _ = pytss.TPM2B_PUBLIC.unmarshal(T.TPM2B_PUBLIC.pack(public))
     assert bytes(parsed.get_name()) == out.name
 
@@ -213,18 +260,23 @@ def test_create_primary_needs_hierarchy_auth(tpm):
 
 # --- Create / Load ---------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def srk(tpm) -> int:
     return create_primary(tpm, rsa_template())[0]
 
 
 def test_create_and_load_rsa_signing_key(tpm, srk):
-    out = create(tpm, srk, rsa_template(SIGNING, sym=NO_SYM, scheme=TPM_ALG.RSASSA, hash_alg=TPM_ALG.SHA256),
-                 auth=b"key auth")
+    out = create(
+        tpm, srk, rsa_template(SIGNING, sym=NO_SYM, scheme=TPM_ALG.RSASSA, hash_alg=TPM_ALG.SHA256), auth=b"key auth"
+    )
     parent = read_public(tpm, srk)
     data = out.creationData
     assert (data.parentNameAlg, data.parentName, data.parentQualifiedName) == (
-        TPM_ALG.SHA256, parent.name, parent.qualifiedName)
+        TPM_ALG.SHA256,
+        parent.name,
+        parent.qualifiedName,
+    )
     handle = load(tpm, srk, out.outPrivate, out.outPublic)
     pub = read_public(tpm, handle)
     assert pub.outPublic == out.outPublic and pub.name == name_of(out.outPublic)
@@ -303,16 +355,29 @@ ATTRIBUTE_ERRORS = {
     "restricted sign+decrypt": (ecc_template(STORAGE | SIGN), b"", TPM_RC.ATTRIBUTES | RC_P | 0x200),
     "fixedTPM with encryptedDuplication": (ecc_template(STORAGE | ENC_DUP), b"", TPM_RC.ATTRIBUTES | RC_P | 0x200),
     "storage key without symmetric": (ecc_template(sym=NO_SYM), b"", TPM_RC.SYMMETRIC | RC_P | 0x200),
-    "signing key with symmetric": (ecc_template(SIGNING, scheme=TPM_ALG.ECDSA, hash_alg=TPM_ALG.SHA256), b"",
-                                   TPM_RC.SYMMETRIC | RC_P | 0x200),
-    "restricted signer without scheme": (ecc_template(SIGNING | RESTRICTED, sym=NO_SYM), b"", TPM_RC.SCHEME | RC_P | 0x200),
-    "storage key with scheme": (rsa_template(scheme=TPM_ALG.OAEP, hash_alg=TPM_ALG.SHA256), b"",
-                                TPM_RC.SCHEME | RC_P | 0x200),
+    "signing key with symmetric": (
+        ecc_template(SIGNING, scheme=TPM_ALG.ECDSA, hash_alg=TPM_ALG.SHA256),
+        b"",
+        TPM_RC.SYMMETRIC | RC_P | 0x200,
+    ),
+    "restricted signer without scheme": (
+        ecc_template(SIGNING | RESTRICTED, sym=NO_SYM),
+        b"",
+        TPM_RC.SCHEME | RC_P | 0x200,
+    ),
+    "storage key with scheme": (
+        rsa_template(scheme=TPM_ALG.OAEP, hash_alg=TPM_ALG.SHA256),
+        b"",
+        TPM_RC.SCHEME | RC_P | 0x200,
+    ),
     "nameAlg NULL": (ecc_template(name_alg=TPM_ALG.NULL), b"", TPM_RC.HASH | RC_P | 0x200),
     "sealed data with sdo": (keyedhash_template(SEALED | SDO), b"data", TPM_RC.ATTRIBUTES | RC_P | 0x200),
     "sealed data with a scheme": (keyedhash_template(scheme=TPM_ALG.HMAC), b"data", TPM_RC.SCHEME | RC_P | 0x200),
-    "neither sign nor decrypt (asymmetric)": (ecc_template(STORAGE & ~DECRYPT & ~RESTRICTED), b"",
-                                              TPM_RC.ATTRIBUTES | RC_P | 0x200),
+    "neither sign nor decrypt (asymmetric)": (
+        ecc_template(STORAGE & ~DECRYPT & ~RESTRICTED),
+        b"",
+        TPM_RC.ATTRIBUTES | RC_P | 0x200,
+    ),
     "symmetric key of the wrong size": (symcipher_template(SEALED | DECRYPT), b"k" * 15, TPM_RC.KEY_SIZE),
     "small RSA exponent": (rsa_template(bits=1024, exponent=3), b"", TPM_RC.RANGE),
 }
@@ -336,6 +401,7 @@ def test_create_checks_against_the_parent(tpm, srk):
 
 
 # --- slots, flush, capabilities --------------------------------------------------------------------
+
 
 def test_objects_and_sequences_share_three_slots(tpm):
     assert get_capability(tpm, TPM_CAP.TPM_PROPERTIES, TPM_PT.HR_TRANSIENT_AVAIL, 1)[0].value == 3
@@ -376,6 +442,7 @@ def test_loaded_objects_survive_a_volatile_snapshot(tpm, srk):
 
 # --- ObjectChangeAuth, CreateLoaded -------------------------------------------------------------------
 
+
 def test_object_change_auth(tpm, srk):
     out = create(tpm, srk, keyedhash_template(), data=b"x", auth=b"old")
     handle = load(tpm, srk, out.outPrivate, out.outPublic)
@@ -400,27 +467,43 @@ def test_object_change_auth(tpm, srk):
 def test_create_loaded_primary_matches_create_primary(tpm):
     template = ecc_template()
     _, primary = create_primary(tpm, template)
-    resp = ok(tpm, command(TPM_CC.CreateLoaded,
-                           T.TPM2B_SENSITIVE_CREATE.pack(T.TPMS_SENSITIVE_CREATE(userAuth=b"", data=b""))
-                           + tpm2b(T.TPMT_PUBLIC.pack(template)), u32(TPM_RH.OWNER), pw))
-    out = Struct("CreateLoaded_Out", [("outPrivate", T.TPM2B_PRIVATE), ("outPublic", T.TPM2B_PUBLIC),
-                                        ("name", T.TPM2B_NAME)]).unpack(resp.params(1))
+    resp = ok(
+        tpm,
+        command(
+            TPM_CC.CreateLoaded,
+            T.TPM2B_SENSITIVE_CREATE.pack(T.TPMS_SENSITIVE_CREATE(userAuth=b"", data=b""))
+            + tpm2b(T.TPMT_PUBLIC.pack(template)),
+            u32(TPM_RH.OWNER),
+            pw,
+        ),
+    )
+    out = Struct(
+        "CreateLoaded_Out", [("outPrivate", T.TPM2B_PRIVATE), ("outPublic", T.TPM2B_PUBLIC), ("name", T.TPM2B_NAME)]
+    ).unpack(resp.params(1))
     assert out.outPrivate == b"" and out.outPublic == primary.outPublic and out.name == primary.name
 
 
 def test_create_loaded_child(tpm, srk):
     template = ecc_template(SIGNING, sym=NO_SYM, scheme=TPM_ALG.ECDSA, hash_alg=TPM_ALG.SHA256)
-    resp = ok(tpm, command(TPM_CC.CreateLoaded,
-                           T.TPM2B_SENSITIVE_CREATE.pack(T.TPMS_SENSITIVE_CREATE(userAuth=b"", data=b""))
-                           + tpm2b(T.TPMT_PUBLIC.pack(template)), u32(srk), pw))
+    resp = ok(
+        tpm,
+        command(
+            TPM_CC.CreateLoaded,
+            T.TPM2B_SENSITIVE_CREATE.pack(T.TPMS_SENSITIVE_CREATE(userAuth=b"", data=b""))
+            + tpm2b(T.TPMT_PUBLIC.pack(template)),
+            u32(srk),
+            pw,
+        ),
+    )
     handle = handle_of(resp)
-    private = T.TPM2B_PRIVATE.unpack(resp.params(1)[:2 + int.from_bytes(resp.params(1)[:2], "big")])
+    private = T.TPM2B_PRIVATE.unpack(resp.params(1)[: 2 + int.from_bytes(resp.params(1)[:2], "big")])
     public = read_public(tpm, handle).outPublic
     flush(tpm, handle)
     assert load(tpm, srk, private, public)
 
 
 # --- ContextSave / ContextLoad ---------------------------------------------------------------------------
+
 
 def context_save(tpm, handle: int):
     return T.TPMS_CONTEXT.unpack(ok(tpm, command(TPM_CC.ContextSave, handles=u32(handle))).params())
@@ -444,8 +527,10 @@ def test_context_save_and_load(tpm, srk):
     # A modified blob, or one from before a TPM Reset, is refused.
     bad = dataclasses.replace(context, contextBlob=context.contextBlob[:-1] + bytes([context.contextBlob[-1] ^ 1]))
     assert context_load(tpm, bad).rc == TPM_RC.INTEGRITY | RC_P | 0x100
-    assert context_load(tpm, dataclasses.replace(context, sequence=context.sequence + 1)).rc == \
-        TPM_RC.INTEGRITY | RC_P | 0x100
+    assert (
+        context_load(tpm, dataclasses.replace(context, sequence=context.sequence + 1)).rc
+        == TPM_RC.INTEGRITY | RC_P | 0x100
+    )
     tpm.execute(SHUTDOWN_CLEAR)
     reset = Engine.from_blobs(tpm.permanent_blob())
     reset.execute(STARTUP_CLEAR)
@@ -458,6 +543,7 @@ def test_context_of_a_sequence_is_not_saved(tpm):
 
 
 # --- cancel ----------------------------------------------------------------------------------------------
+
 
 def _start_in_thread(fn) -> tuple[threading.Thread, list]:
     result: list = []
@@ -506,8 +592,9 @@ def test_cancel_through_vtpm_and_control(tmp_path: Path):
                 while not vtpm.busy:
                     await trio.sleep(0.005)
                 await trio.sleep(0.05)
-                result = await control.dispatch(vtpm, PtmCmd.CMD_CANCEL_TPM_CMD, PtmResRequest(),
-                                                transport=Transport.SOCKET)
+                result = await control.dispatch(
+                    vtpm, PtmCmd.CMD_CANCEL_TPM_CMD, PtmResRequest(), transport=Transport.SOCKET
+                )
                 assert result.response.tpm_result == 0
         assert Response(responses[0]).rc == TPM_RC.CANCELED
         assert not vtpm.engine.volatile.objects.loaded
@@ -520,9 +607,11 @@ def test_cancel_through_vtpm_and_control(tmp_path: Path):
 
 # --- libtpms as the reference ------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def pair():
     from support.swtpm_oracle import SwtpmOracle
+
     oracle = SwtpmOracle()
     ours = Engine()
     for t in (oracle, ours):
@@ -533,7 +622,7 @@ def pair():
 
 def _both(pair, cmd: bytes) -> tuple[Response, Response]:
     theirs, ours = (Response(t.execute(cmd)) for t in pair)
-    for t, resp in zip(pair, (theirs, ours)):
+    for t, resp in zip(pair, (theirs, ours), strict=True):
         if resp.rc == 0 and resp.raw[10:11] == b"\x80":  # a new transient object: do not keep it
             t.execute(command(TPM_CC.FlushContext, resp.raw[10:14]))
     return theirs, ours
@@ -559,8 +648,11 @@ def test_storage_key_mode_differs_from_libtpms_deliberately(pair):
 
 
 @pytest.mark.swtpm
-@pytest.mark.parametrize("template", [rsa_template(), ecc_template(), keyedhash_template(SIGNING, TPM_ALG.HMAC),
-                                      symcipher_template()], ids=["rsa", "ecc", "hmac", "aes"])
+@pytest.mark.parametrize(
+    "template",
+    [rsa_template(), ecc_template(), keyedhash_template(SIGNING, TPM_ALG.HMAC), symcipher_template()],
+    ids=["rsa", "ecc", "hmac", "aes"],
+)
 def test_primary_layout_and_creation_data_match_libtpms(pair, template):
     pcrs = [T.TPMS_PCR_SELECTION(hash=TPM_ALG.SHA256, pcrSelect=T.selection_bytes([0, 7, 16]))]
     cmd = create_primary_cmd(template, outside=b"info", pcrs=pcrs)
@@ -572,8 +664,11 @@ def test_primary_layout_and_creation_data_match_libtpms(pair, template):
     assert len(T.TPM2B_PUBLIC.pack(a.outPublic)) == len(T.TPM2B_PUBLIC.pack(b.outPublic))
     assert a.name == name_of(a.outPublic) and b.name == name_of(b.outPublic)
     assert a.creationData == b.creationData and a.creationHash == b.creationHash
-    assert (a.creationTicket.tag, a.creationTicket.hierarchy, len(a.creationTicket.digest)) == \
-        (b.creationTicket.tag, b.creationTicket.hierarchy, len(b.creationTicket.digest))
+    assert (a.creationTicket.tag, a.creationTicket.hierarchy, len(a.creationTicket.digest)) == (
+        b.creationTicket.tag,
+        b.creationTicket.hierarchy,
+        len(b.creationTicket.digest),
+    )
     assert len(theirs.raw) == len(ours.raw)
 
 
@@ -585,19 +680,21 @@ def test_create_load_errors_match_libtpms(pair):
     srk = srks[0]
     try:
         signer = ecc_template(SIGNING, sym=NO_SYM, scheme=TPM_ALG.ECDSA, hash_alg=TPM_ALG.SHA256)
-        cases = [create_cmd(srk, symcipher_template(), data=b"k" * 16),
-                 create_cmd(srk, rsa_template(name_alg=TPM_ALG.SHA384)),
-                 create_cmd(srk, ecc_template(), auth=b"a" * 33),
-                 create_cmd(srk, signer, parent_auth=b"wrong"),
-                 create_cmd(0x80000002, signer),
-                 create_cmd(0x80000005, signer),
-                 load_cmd(srk, b"", signer),
-                 load_cmd(srk, b"\x00\x20" + bytes(40), signer),
-                 command(TPM_CC.ReadPublic, handles=u32(0x80000001)),
-                 command(TPM_CC.FlushContext, u32(0x80000002)),
-                 command(TPM_CC.FlushContext, u32(0x80000009)),
-                 command(TPM_CC.FlushContext, u32(0x40000001)),
-                 command(TPM_CC.ContextLoad, u64(1) + u32(0x80000000) + u32(TPM_RH.OWNER) + tpm2b(bytes(100)))]
+        cases = [
+            create_cmd(srk, symcipher_template(), data=b"k" * 16),
+            create_cmd(srk, rsa_template(name_alg=TPM_ALG.SHA384)),
+            create_cmd(srk, ecc_template(), auth=b"a" * 33),
+            create_cmd(srk, signer, parent_auth=b"wrong"),
+            create_cmd(0x80000002, signer),
+            create_cmd(0x80000005, signer),
+            load_cmd(srk, b"", signer),
+            load_cmd(srk, b"\x00\x20" + bytes(40), signer),
+            command(TPM_CC.ReadPublic, handles=u32(0x80000001)),
+            command(TPM_CC.FlushContext, u32(0x80000002)),
+            command(TPM_CC.FlushContext, u32(0x80000009)),
+            command(TPM_CC.FlushContext, u32(0x40000001)),
+            command(TPM_CC.ContextLoad, u64(1) + u32(0x80000000) + u32(TPM_RH.OWNER) + tpm2b(bytes(100))),
+        ]
         for cmd in cases:
             theirs, mine = _both(pair, cmd)
             assert rc_name(mine.rc) == rc_name(theirs.rc), cmd.hex()
@@ -608,11 +705,18 @@ def test_create_load_errors_match_libtpms(pair):
             child = handle_of(ok(t, load_cmd(srk, out.outPrivate, out.outPublic)))
             assert read_public(t, child).name == name_of(out.outPublic)
             t.execute(command(TPM_CC.FlushContext, u32(child)))
-            sealed = CREATE_OUT.unpack(ok(t, create_cmd(srk, keyedhash_template(
-                (SEALED | ADMIN_WITH_POLICY) & ~USER_WITH_AUTH), data=b"x")).params())
+            sealed = CREATE_OUT.unpack(
+                ok(
+                    t, create_cmd(srk, keyedhash_template((SEALED | ADMIN_WITH_POLICY) & ~USER_WITH_AUTH), data=b"x")
+                ).params()
+            )
             child = handle_of(ok(t, load_cmd(srk, sealed.outPrivate, sealed.outPublic)))
-            codes.append((run(t, command(TPM_CC.ObjectChangeAuth, tpm2b(b"n"), u32(child) + u32(srk), pw)).rc,
-                          run(t, create_cmd(child, signer)).rc))
+            codes.append(
+                (
+                    run(t, command(TPM_CC.ObjectChangeAuth, tpm2b(b"n"), u32(child) + u32(srk), pw)).rc,
+                    run(t, create_cmd(child, signer)).rc,
+                )
+            )
             t.execute(command(TPM_CC.FlushContext, u32(child)))
         assert codes[0] == codes[1] == (TPM_RC.AUTH_TYPE, TPM_RC.AUTH_UNAVAILABLE)
     finally:
@@ -627,17 +731,17 @@ def u64(v: int) -> bytes:
 # --- tpm2-tools over the socket daemon ----------------------------------------------------------------
 
 
-
 # The daemon and the tool runner of the tpm2-tools socket tests (a daemon of this module's own).
 from tests.test_sockets_tpm2_tools import daemon, tpm2  # noqa: E402,F401
 
 
-def test_tpm2_tools_create_load_readpublic(tpm2, tmp_path: Path):
+def test_tpm2_tools_create_load_readpublic(tpm2, tmp_path: Path):  # noqa: F811 (the fixture)
     """createprimary -c needs ContextSave; every later -C primary.ctx is a ContextLoad.
 
     Without a resource manager each tool leaves what it loaded in the three
     object slots (as with swtpm), so transient objects are flushed between tools.
     """
+
     def step(*args: str) -> subprocess.CompletedProcess[bytes]:
         result = tpm2(*args)
         tpm2("flushcontext", "-t")
@@ -661,7 +765,7 @@ def test_tpm2_tools_create_load_readpublic(tpm2, tmp_path: Path):
     assert "0x80" not in tpm2("getcap", "handles-transient").stdout.decode()
 
 
-def test_tpm2_tools_createprimary_is_deterministic(tpm2, tmp_path: Path):
+def test_tpm2_tools_createprimary_is_deterministic(tpm2, tmp_path: Path):  # noqa: F811 (the fixture)
     publics = []
     for i in range(2):
         ctx, out = str(tmp_path / f"p{i}.ctx"), str(tmp_path / f"p{i}.pub")

@@ -12,8 +12,26 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from support.session_client import (
-    AES128, CONTINUE, DECRYPT, ENCRYPT, SE_POLICY, SE_TRIAL, SHA1, SHA256, SHA384, XOR_SHA256,
-    ClientSession, Sym, Use, digest, kdfa, kdfe, mac, run, start_auth_session_command, start_session,
+    AES128,
+    CONTINUE,
+    DECRYPT,
+    ENCRYPT,
+    SE_POLICY,
+    SE_TRIAL,
+    SHA1,
+    SHA256,
+    SHA384,
+    XOR_SHA256,
+    ClientSession,
+    Sym,
+    Use,
+    digest,
+    kdfa,
+    kdfe,
+    mac,
+    run,
+    start_auth_session_command,
+    start_session,
 )
 from support.tpm_client import Response, command, tpm2b, u16, u32
 from vtpm_cuse.tpm.constants import TPM_CC, TPM_RH
@@ -75,6 +93,7 @@ def policy_digest(tpm: Engine, session: ClientSession) -> bytes:
 
 # --- StartAuthSession ---------------------------------------------------------------------------
 
+
 def test_handles_share_one_slot_space_and_nonce_tpm_matches_nonce_caller(tpm):
     hmac_session = start_session(tpm.execute, nonce_caller=b"\x01" * 16)
     policy = start_session(tpm.execute, SE_POLICY, nonce_caller=b"\x02" * 20)
@@ -83,22 +102,33 @@ def test_handles_share_one_slot_space_and_nonce_tpm_matches_nonce_caller(tpm):
     assert [len(s.nonce_tpm) for s in (hmac_session, policy, trial)] == [16, 20, 48]
 
 
-@pytest.mark.parametrize("body, expected", [
-    (start_auth_session_command(b"\x01" * 15), TPM_RC.SIZE | P(1)),
-    (start_auth_session_command(b"\x01" * 33), TPM_RC.SIZE | P(1)),
-    (start_auth_session_command(b"\x01" * 21, auth_hash=SHA1), TPM_RC.SIZE | P(1)),
-    (start_auth_session_command(b"\x01" * 16, salt=b"salt"), TPM_RC.VALUE | P(2)),
-    (start_auth_session_command(b"\x01" * 16, kind=2), TPM_RC.VALUE | P(3)),
-    (start_auth_session_command(b"\x01" * 16, sym=Sym(ALG_AES, 100)), TPM_RC.VALUE | P(4)),
-    (start_auth_session_command(b"\x01" * 16, auth_hash=0x0010), TPM_RC.HASH | P(5)),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (start_auth_session_command(b"\x01" * 15), TPM_RC.SIZE | P(1)),
+        (start_auth_session_command(b"\x01" * 33), TPM_RC.SIZE | P(1)),
+        (start_auth_session_command(b"\x01" * 21, auth_hash=SHA1), TPM_RC.SIZE | P(1)),
+        (start_auth_session_command(b"\x01" * 16, salt=b"salt"), TPM_RC.VALUE | P(2)),
+        (start_auth_session_command(b"\x01" * 16, kind=2), TPM_RC.VALUE | P(3)),
+        (start_auth_session_command(b"\x01" * 16, sym=Sym(ALG_AES, 100)), TPM_RC.VALUE | P(4)),
+        (start_auth_session_command(b"\x01" * 16, auth_hash=0x0010), TPM_RC.HASH | P(5)),
+    ],
+)
 def test_start_auth_session_parameter_errors(tpm, body, expected):
     assert rc(tpm.execute(body)) == expected
 
 
 def test_block_cipher_modes_other_than_cfb_are_mode(tpm):
-    body = u32(TPM_RH.NULL) * 2 + tpm2b(b"\x01" * 16) + tpm2b(b"") + b"\x00" + \
-        u16(ALG_AES) + u16(128) + u16(0x0040) + u16(SHA256)  # CTR
+    body = (
+        u32(TPM_RH.NULL) * 2
+        + tpm2b(b"\x01" * 16)
+        + tpm2b(b"")
+        + b"\x00"
+        + u16(ALG_AES)
+        + u16(128)
+        + u16(0x0040)
+        + u16(SHA256)
+    )  # CTR
     cmd = u16(0x8001) + u32(10 + len(body)) + u32(TPM_CC.StartAuthSession) + body
     assert rc(tpm.execute(cmd)) == TPM_RC.MODE | P(4)
 
@@ -134,6 +164,7 @@ def test_active_sessions_are_limited_to_64_handles(tpm):
 
 
 # --- HMAC sessions ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("auth_hash", [SHA1, SHA256, SHA384])
 def test_hmac_authorized_pcr_extend(tpm, auth_hash):
@@ -175,8 +206,9 @@ def test_wrong_hmac_is_bad_auth_and_changes_nothing(tpm):
     wrong = Use(session, CONTINUE, u32(16), hmac_override=b"\x00" * 32)
     assert run(tpm.execute, TPM_CC.PCR_Extend, [PCR16], EXTEND, [wrong]).rc == TPM_RC.BAD_AUTH | S(1)
     tpm.permanent.owner_auth = b"right"
-    assert run(tpm.execute, TPM_CC.ClockSet, [OWNER], clock_set(tpm),
-               [Use(session, CONTINUE, OWNER[1], b"wrong")]).rc == TPM_RC.BAD_AUTH | S(1)
+    assert run(
+        tpm.execute, TPM_CC.ClockSet, [OWNER], clock_set(tpm), [Use(session, CONTINUE, OWNER[1], b"wrong")]
+    ).rc == TPM_RC.BAD_AUTH | S(1)
     assert pcr16(tpm) == before
     # A failed command does not roll the nonce: the session still works.
     assert run(tpm.execute, TPM_CC.PCR_Extend, [PCR16], EXTEND, [Use(session, CONTINUE, u32(16))]).rc == 0
@@ -196,8 +228,13 @@ def test_wrong_hmac_for_a_dictionary_attack_protected_key_is_auth_fail(tpm):
 def test_a_replayed_command_fails_because_the_nonce_rolled(tpm):
     session = start_session(tpm.execute)
     sent = []
-    run(lambda cmd: sent.append(cmd) or tpm.execute(cmd), TPM_CC.PCR_Extend, [PCR16], EXTEND,
-        [Use(session, CONTINUE, u32(16))])
+    run(
+        lambda cmd: sent.append(cmd) or tpm.execute(cmd),
+        TPM_CC.PCR_Extend,
+        [PCR16],
+        EXTEND,
+        [Use(session, CONTINUE, u32(16))],
+    )
     assert rc(tpm.execute(sent[0])) == TPM_RC.BAD_AUTH | S(1)
 
 
@@ -213,8 +250,10 @@ def test_empty_hmac_accepted_only_without_any_key(tpm):
 def test_continue_session_clear_flushes_the_session(tpm):
     session = start_session(tpm.execute)
     assert run(tpm.execute, TPM_CC.PCR_Extend, [PCR16], EXTEND, [Use(session, 0, u32(16))]).rc == 0
-    assert run(tpm.execute, TPM_CC.PCR_Extend, [PCR16], EXTEND,
-               [Use(session, CONTINUE, u32(16))]).rc == TPM_RC.REFERENCE_S0
+    assert (
+        run(tpm.execute, TPM_CC.PCR_Extend, [PCR16], EXTEND, [Use(session, CONTINUE, u32(16))]).rc
+        == TPM_RC.REFERENCE_S0
+    )
     assert flush(tpm, session.handle) == TPM_RC.HANDLE | P(1)
 
 
@@ -225,18 +264,21 @@ def test_session_attribute_rules(tpm):
     # A session that authorizes nothing must at least encrypt.
     assert run(tpm.execute, TPM_CC.GetRandom, [], u16(8), [Use(session)]).rc == TPM_RC.ATTRIBUTES | S(1)
     # Encryption needs a symmetric algorithm and a TPM2B to work on.
-    assert run(tpm.execute, TPM_CC.GetRandom, [], u16(8),
-               [Use(session, CONTINUE | ENCRYPT)]).rc == TPM_RC.SYMMETRIC | S(1)
+    assert run(
+        tpm.execute, TPM_CC.GetRandom, [], u16(8), [Use(session, CONTINUE | ENCRYPT)]
+    ).rc == TPM_RC.SYMMETRIC | S(1)
     aes = start_session(tpm.execute, sym=AES128)
-    assert run(tpm.execute, TPM_CC.PCR_Extend, [PCR16], EXTEND,
-               [Use(aes, CONTINUE | DECRYPT, u32(16))]).rc == TPM_RC.ATTRIBUTES | S(1)
+    assert run(
+        tpm.execute, TPM_CC.PCR_Extend, [PCR16], EXTEND, [Use(aes, CONTINUE | DECRYPT, u32(16))]
+    ).rc == TPM_RC.ATTRIBUTES | S(1)
     # Only one session may decrypt; the same session twice is TPM_RC_HANDLE.
     xor = start_session(tpm.execute, sym=XOR_SHA256)
     two = [Use(aes, CONTINUE | DECRYPT), Use(xor, CONTINUE | DECRYPT)]
     data = tpm2b(b"abc") + u16(SHA256) + u32(TPM_RH.NULL)
     assert run(tpm.execute, TPM_CC.Hash, [], data, two).rc == TPM_RC.ATTRIBUTES | S(2)
-    assert run(tpm.execute, TPM_CC.Hash, [], data,
-               [Use(aes, CONTINUE | DECRYPT), Use(aes, CONTINUE | ENCRYPT)]).rc == TPM_RC.HANDLE | S(2)
+    assert run(
+        tpm.execute, TPM_CC.Hash, [], data, [Use(aes, CONTINUE | DECRYPT), Use(aes, CONTINUE | ENCRYPT)]
+    ).rc == TPM_RC.HANDLE | S(2)
 
 
 def test_wrong_hmac_of_a_non_authorization_session(tpm):
@@ -258,6 +300,7 @@ def test_sequence_authorized_by_hmac_uses_the_empty_name(tpm):
 
 
 # --- parameter encryption ----------------------------------------------------------------------
+
 
 def counting_random():
     """A predictable RNG for the engine, so an encrypted GetRandom can be checked."""
@@ -281,7 +324,7 @@ def test_get_random_response_encryption(sym):
     # GetRandom drew its octets first, then the response drew the new nonceTPM.
     expected = hashlib.shake_256((state["n"] - 1).to_bytes(8, "big")).digest(24)
     assert result.params == tpm2b(expected)
-    assert result.raw[16:16 + 24] != expected  # on the wire it was encrypted
+    assert result.raw[16 : 16 + 24] != expected  # on the wire it was encrypted
 
 
 @pytest.mark.parametrize("sym", [AES128, XOR_SHA256], ids=["aes", "xor"])
@@ -298,8 +341,7 @@ def test_hash_command_decryption_and_response_encryption(tpm, sym, auth_hash):
 def test_encrypted_parameter_longer_than_the_parameters_is_size(tpm):
     session = start_session(tpm.execute, sym=AES128)
     params = u16(100) + b"short"
-    assert run(tpm.execute, TPM_CC.Hash, [], params,
-               [Use(session, CONTINUE | DECRYPT)]).rc == TPM_RC.SIZE | S(1)
+    assert run(tpm.execute, TPM_CC.Hash, [], params, [Use(session, CONTINUE | DECRYPT)]).rc == TPM_RC.SIZE | S(1)
 
 
 def test_encryption_key_includes_the_auth_of_a_bound_entity(tpm):
@@ -310,8 +352,13 @@ def test_encryption_key_includes_the_auth_of_a_bound_entity(tpm):
     session = start_session(tpm.execute, sym=AES128, bind=(handle, b"", b"pw"))
     use = Use(session, CONTINUE | DECRYPT, b"", b"pw")
     assert run(tpm.execute, TPM_CC.SequenceUpdate, [(handle, b"")], tpm2b(b"secret data"), [use]).rc == 0
-    result = run(tpm.execute, TPM_CC.SequenceComplete, [(handle, b"")], tpm2b(b"") + u32(TPM_RH.NULL),
-                 [Use(session, CONTINUE, b"", b"pw")])
+    result = run(
+        tpm.execute,
+        TPM_CC.SequenceComplete,
+        [(handle, b"")],
+        tpm2b(b"") + u32(TPM_RH.NULL),
+        [Use(session, CONTINUE, b"", b"pw")],
+    )
     assert result.params[2:34] == hashlib.sha256(b"secret data").digest()
 
 
@@ -337,28 +384,53 @@ def test_first_session_hmac_covers_the_nonces_of_encryption_sessions(tpm):
 
 # --- salted sessions ----------------------------------------------------------------------------
 
-ECC_STORAGE = u16(0x0023) + u16(SHA256) + u32(0x30072) + tpm2b(b"") + u16(ALG_AES) + u16(128) + u16(0x43) + \
-    u16(0x0010) + u16(0x0003) + u16(0x0010) + tpm2b(b"") + tpm2b(b"")
-RSA_STORAGE = u16(0x0001) + u16(SHA256) + u32(0x30072) + tpm2b(b"") + u16(ALG_AES) + u16(128) + u16(0x43) + \
-    u16(0x0010) + u16(2048) + u32(0) + tpm2b(b"")
+ECC_STORAGE = (
+    u16(0x0023)
+    + u16(SHA256)
+    + u32(0x30072)
+    + tpm2b(b"")
+    + u16(ALG_AES)
+    + u16(128)
+    + u16(0x43)
+    + u16(0x0010)
+    + u16(0x0003)
+    + u16(0x0010)
+    + tpm2b(b"")
+    + tpm2b(b"")
+)
+RSA_STORAGE = (
+    u16(0x0001)
+    + u16(SHA256)
+    + u32(0x30072)
+    + tpm2b(b"")
+    + u16(ALG_AES)
+    + u16(128)
+    + u16(0x43)
+    + u16(0x0010)
+    + u16(2048)
+    + u32(0)
+    + tpm2b(b"")
+)
 
 
 def create_primary(tpm: Engine, template: bytes) -> tuple[int, bytes]:
     """CreatePrimary under the owner; returns the handle and the public area octets."""
     sensitive = tpm2b(tpm2b(b"") + tpm2b(b""))
-    resp = tpm.execute(command(TPM_CC.CreatePrimary, sensitive + tpm2b(template) + tpm2b(b"") + u32(0),
-                               u32(TPM_RH.OWNER), b""))
+    resp = tpm.execute(
+        command(TPM_CC.CreatePrimary, sensitive + tpm2b(template) + tpm2b(b"") + u32(0), u32(TPM_RH.OWNER), b"")
+    )
     assert rc(resp) == 0
     size = int.from_bytes(resp[18:20], "big")
-    return int.from_bytes(resp[10:14], "big"), resp[20:20 + size]
+    return int.from_bytes(resp[10:14], "big"), resp[20 : 20 + size]
 
 
 def test_salted_session_with_an_ecc_key(tpm):
     handle, public = create_primary(tpm, ECC_STORAGE)
-    x = public[-68 + 2:-34]
+    x = public[-68 + 2 : -34]
     y = public[-32:]
-    tpm_point = ec.EllipticCurvePublicNumbers(int.from_bytes(x, "big"), int.from_bytes(y, "big"),
-                                              ec.SECP256R1()).public_key()
+    tpm_point = ec.EllipticCurvePublicNumbers(
+        int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1()
+    ).public_key()
     ephemeral = ec.generate_private_key(ec.SECP256R1())
     z = ephemeral.exchange(ec.ECDH(), tpm_point)
     numbers = ephemeral.public_key().public_numbers()
@@ -394,20 +466,24 @@ def salted_session(tpm: Engine, handle: int, encrypted_salt: bytes, salt: bytes)
 
 # --- policy sessions ---------------------------------------------------------------------------
 
+
 def cc(code: int) -> bytes:
     return code.to_bytes(4, "big")
 
 
 def test_policy_command_code_and_auth_value_authorize_clock_set(tpm):
-    expected = digest(SHA256, digest(SHA256, bytes(32) + cc(TPM_CC.PolicyCommandCode) + cc(TPM_CC.ClockSet))
-                      + cc(TPM_CC.PolicyAuthValue))
+    expected = digest(
+        SHA256,
+        digest(SHA256, bytes(32) + cc(TPM_CC.PolicyCommandCode) + cc(TPM_CC.ClockSet)) + cc(TPM_CC.PolicyAuthValue),
+    )
     trial = start_session(tpm.execute, SE_TRIAL)
     assert policy_command(tpm, TPM_CC.PolicyCommandCode, trial, cc(TPM_CC.ClockSet)).rc == 0
     assert policy_command(tpm, TPM_CC.PolicyAuthValue, trial).rc == 0
     assert policy_digest(tpm, trial) == expected
     # A trial session computes digests but authorizes nothing.
-    assert run(tpm.execute, TPM_CC.PCR_Extend, [PCR16], EXTEND,
-               [Use(trial, CONTINUE, u32(16))]).rc == TPM_RC.ATTRIBUTES | S(1)
+    assert run(
+        tpm.execute, TPM_CC.PCR_Extend, [PCR16], EXTEND, [Use(trial, CONTINUE, u32(16))]
+    ).rc == TPM_RC.ATTRIBUTES | S(1)
 
     tpm.permanent.owner_auth = b"owner"
     tpm.permanent.owner_policy = (SHA256, expected)
@@ -425,8 +501,10 @@ def test_policy_command_code_and_auth_value_authorize_clock_set(tpm):
 
 
 def test_policy_command_code_is_enforced(tpm):
-    tpm.permanent.owner_policy = (SHA256, digest(SHA256, bytes(32) + cc(TPM_CC.PolicyCommandCode)
-                                                 + cc(TPM_CC.ClockRateAdjust)))
+    tpm.permanent.owner_policy = (
+        SHA256,
+        digest(SHA256, bytes(32) + cc(TPM_CC.PolicyCommandCode) + cc(TPM_CC.ClockRateAdjust)),
+    )
     policy = start_session(tpm.execute, SE_POLICY)
     assert policy_command(tpm, TPM_CC.PolicyCommandCode, policy, cc(0x1FF)).rc == TPM_RC.POLICY_CC | P(1)
     assert policy_command(tpm, TPM_CC.PolicyCommandCode, policy, cc(TPM_CC.ClockRateAdjust)).rc == 0
@@ -445,8 +523,9 @@ def test_policy_password_sends_the_auth_value_in_the_clear(tpm):
     assert policy_digest(tpm, policy) == policy_value  # same digest as PolicyAuthValue
     wrong = Use(policy, CONTINUE, OWNER[1], b"nope", password=True)
     assert run(tpm.execute, TPM_CC.ClockSet, [OWNER], clock_set(tpm), [wrong]).rc == TPM_RC.BAD_AUTH | S(1)
-    result = run(tpm.execute, TPM_CC.ClockSet, [OWNER], clock_set(tpm), [Use(policy, CONTINUE, OWNER[1], b"pw",
-                                                                               password=True)])
+    result = run(
+        tpm.execute, TPM_CC.ClockSet, [OWNER], clock_set(tpm), [Use(policy, CONTINUE, OWNER[1], b"pw", password=True)]
+    )
     assert result.rc == 0
     assert result.raw.endswith(b"\x01\x00\x00")  # no response HMAC for a password policy
 
@@ -534,16 +613,19 @@ def test_policy_restart_and_errors(tpm):
 
 # --- capabilities, contexts, snapshots -----------------------------------------------------------
 
+
 def handles(tpm: Engine, start: int) -> list[int]:
     resp = tpm.execute(command(TPM_CC.GetCapability, u32(1) + u32(start) + u32(64)))
     count = int.from_bytes(resp[15:19], "big")
-    return [int.from_bytes(resp[19 + 4 * i:23 + 4 * i], "big") for i in range(count)]
+    return [int.from_bytes(resp[19 + 4 * i : 23 + 4 * i], "big") for i in range(count)]
 
 
 def properties(tpm: Engine) -> dict[int, int]:
     resp = tpm.execute(command(TPM_CC.GetCapability, u32(6) + u32(0x203) + u32(4)))
-    return {int.from_bytes(resp[19 + 8 * i:23 + 8 * i], "big"): int.from_bytes(resp[23 + 8 * i:27 + 8 * i], "big")
-            for i in range(4)}
+    return {
+        int.from_bytes(resp[19 + 8 * i : 23 + 8 * i], "big"): int.from_bytes(resp[23 + 8 * i : 27 + 8 * i], "big")
+        for i in range(4)
+    }
 
 
 def test_capabilities_report_loaded_and_saved_sessions(tpm):
@@ -561,8 +643,10 @@ def test_capabilities_report_loaded_and_saved_sessions(tpm):
 
 
 def test_context_save_and_load_keep_the_session_working(tpm):
-    tpm.permanent.owner_policy = (SHA256, digest(SHA256, bytes(32) + cc(TPM_CC.PolicyCommandCode)
-                                                 + cc(TPM_CC.ClockSet)))
+    tpm.permanent.owner_policy = (
+        SHA256,
+        digest(SHA256, bytes(32) + cc(TPM_CC.PolicyCommandCode) + cc(TPM_CC.ClockSet)),
+    )
     policy = start_session(tpm.execute, SE_POLICY)
     assert policy_command(tpm, TPM_CC.PolicyCommandCode, policy, cc(TPM_CC.ClockSet)).rc == 0
     saved = tpm.execute(command(TPM_CC.ContextSave, handles=u32(policy.handle)))
@@ -592,8 +676,9 @@ def test_sessions_survive_a_volatile_state_snapshot(tpm):
     tpm.permanent.owner_auth = b"o"
     session = start_session(tpm.execute, sym=AES128, bind=(TPM_RH.OWNER, OWNER[1], b"o"))
     policy = start_session(tpm.execute, SE_POLICY)
-    assert policy_command(tpm, TPM_CC.PolicyPCR, policy,
-                          tpm2b(b"") + u32(1) + u16(SHA256) + b"\x03\x00\x00\x01").rc == 0
+    assert (
+        policy_command(tpm, TPM_CC.PolicyPCR, policy, tpm2b(b"") + u32(1) + u16(SHA256) + b"\x03\x00\x00\x01").rc == 0
+    )
     restored = Engine.from_blobs(tpm.permanent_blob(), tpm.volatile_blob())
     assert restored.volatile.sessions == tpm.volatile.sessions
     use = Use(session, CONTINUE, OWNER[1], b"o")
@@ -603,6 +688,7 @@ def test_sessions_survive_a_volatile_state_snapshot(tpm):
 
 
 # --- the same exchanges against libtpms ---------------------------------------------------------
+
 
 def exchange(execute, set_owner_policy) -> list[tuple[str, int, int]]:
     """An HMAC/policy session walk-through; returns (step, response code, response size)."""
@@ -619,16 +705,31 @@ def exchange(execute, set_owner_policy) -> list[tuple[str, int, int]]:
     nonce = bytes(range(16))
     session = start_session(via("start hmac"), nonce_caller=nonce)
     run(via("pcr_extend hmac"), TPM_CC.PCR_Extend, [PCR16], EXTEND, [Use(session, CONTINUE, u32(16), nonce=nonce)])
-    run(via("wrong hmac"), TPM_CC.PCR_Extend, [PCR16], EXTEND,
-        [Use(session, CONTINUE, u32(16), nonce=nonce, hmac_override=bytes(32))])
-    run(via("clockset hmac"), TPM_CC.ClockSet, [OWNER], (1 << 40).to_bytes(8, "big"),
-        [Use(session, CONTINUE, OWNER[1], nonce=nonce)])
+    run(
+        via("wrong hmac"),
+        TPM_CC.PCR_Extend,
+        [PCR16],
+        EXTEND,
+        [Use(session, CONTINUE, u32(16), nonce=nonce, hmac_override=bytes(32))],
+    )
+    run(
+        via("clockset hmac"),
+        TPM_CC.ClockSet,
+        [OWNER],
+        (1 << 40).to_bytes(8, "big"),
+        [Use(session, CONTINUE, OWNER[1], nonce=nonce)],
+    )
     run(via("hmac no continue"), TPM_CC.PCR_Event, [PCR16], tpm2b(b"event"), [Use(session, 0, u32(16), nonce=nonce)])
     run(via("flushed session"), TPM_CC.PCR_Event, [PCR16], tpm2b(b"event"), [Use(session, 0, u32(16), nonce=nonce)])
     for sym in (AES128, XOR_SHA256):
         enc = start_session(via("start encrypting"), sym=sym, nonce_caller=nonce)
-        run(via("hash decrypt+encrypt"), TPM_CC.Hash, [], tpm2b(b"abc") + u16(SHA256) + u32(TPM_RH.NULL),
-            [Use(enc, CONTINUE | DECRYPT | ENCRYPT, nonce=nonce)])
+        run(
+            via("hash decrypt+encrypt"),
+            TPM_CC.Hash,
+            [],
+            tpm2b(b"abc") + u16(SHA256) + u32(TPM_RH.NULL),
+            [Use(enc, CONTINUE | DECRYPT | ENCRYPT, nonce=nonce)],
+        )
         run(via("getrandom encrypt"), TPM_CC.GetRandom, [], u16(20), [Use(enc, 0 | ENCRYPT, nonce=nonce)])
     step("too small nonce", execute(start_auth_session_command(b"\x01" * 15)))
     step("salt without key", execute(start_auth_session_command(nonce, salt=b"x")))
@@ -658,6 +759,7 @@ def test_session_exchange_matches_libtpms():
 
     oracle = SwtpmOracle()
     try:
+
         def set_policy(value: bytes) -> None:
             body = tpm2b(value) + u16(SHA256)
             assert rc(oracle.execute(command(TPM_CC.SetPrimaryPolicy, body, u32(TPM_RH.OWNER), b""))) == 0

@@ -40,13 +40,15 @@ def both(pair, cmd: bytes) -> tuple[Response, Response]:
 PW = b""
 SAME_BYTES = {
     "pcr_read_drtm": command(TPM_CC.PCR_Read, u32(1) + u16(TPM_ALG.SHA1) + b"\x03\x00\x00\x06"),
-    "pcr_extend_10": command(TPM_CC.PCR_Extend, u32(1) + u16(TPM_ALG.SHA256) + hashlib.sha256(b"x").digest(),
-                             u32(10), PW),
+    "pcr_extend_10": command(
+        TPM_CC.PCR_Extend, u32(1) + u16(TPM_ALG.SHA256) + hashlib.sha256(b"x").digest(), u32(10), PW
+    ),
     "pcr_read_10": command(TPM_CC.PCR_Read, u32(1) + u16(TPM_ALG.SHA256) + b"\x03\x00\x04\x00"),
     "pcr_event_16": command(TPM_CC.PCR_Event, tpm2b(b"event"), u32(16), PW),
     "pcr_reset_16": command(TPM_CC.PCR_Reset, handles=u32(16), auth=PW),
-    "pcr_read_16_all_banks": command(TPM_CC.PCR_Read, u32(4) + b"".join(
-        u16(a) + b"\x03\x00\x00\x01" for a in (4, 11, 12, 13))),
+    "pcr_read_16_all_banks": command(
+        TPM_CC.PCR_Read, u32(4) + b"".join(u16(a) + b"\x03\x00\x00\x01" for a in (4, 11, 12, 13))
+    ),
     "hash_null_hierarchy": command(TPM_CC.Hash, tpm2b(b"abc") + u16(TPM_ALG.SHA512) + u32(TPM_RH.NULL)),
     # (later fixed properties differ by design: spec revision, manufacturer, vendor strings)
     "get_cap_family_level": command(TPM_CC.GetCapability, u32(TPM_CAP.TPM_PROPERTIES) + u32(0x100) + u32(2)),
@@ -71,8 +73,10 @@ def test_identical_responses(pair, name):
 
 
 def test_same_response_codes_for_random_and_tickets(pair):
-    for cmd in (command(TPM_CC.GetRandom, u16(48)),
-                command(TPM_CC.Hash, tpm2b(b"abc") + u16(TPM_ALG.SHA256) + u32(TPM_RH.OWNER))):
+    for cmd in (
+        command(TPM_CC.GetRandom, u16(48)),
+        command(TPM_CC.Hash, tpm2b(b"abc") + u16(TPM_ALG.SHA256) + u32(TPM_RH.OWNER)),
+    ):
         theirs, ours = both(pair, cmd)
         assert (ours.rc, ours.size) == (theirs.rc, theirs.size)
 
@@ -80,7 +84,10 @@ def test_same_response_codes_for_random_and_tickets(pair):
 def test_pcr_properties_match_where_implemented(pair):
     cmd = command(TPM_CC.GetCapability, u32(TPM_CAP.PCR_PROPERTIES) + u32(0) + u32(64))
     theirs, ours = both(pair, cmd)
-    decode = lambda r: {p.tag: p.pcrSelect for p in T.TPMS_CAPABILITY_DATA.unpack(r.params()[1:]).data}
+
+    def decode(r):
+        return {p.tag: p.pcrSelect for p in T.TPMS_CAPABILITY_DATA.unpack(r.params()[1:]).data}
+
     t, o = decode(theirs), decode(ours)
     # Deliberate difference: PCR_SetAuthPolicy/PCR_SetAuthValue are not implemented, so no PCR
     # is reported with TPM_PT_PCR_POLICY (0x13) or TPM_PT_PCR_AUTH (0x14).
@@ -159,8 +166,10 @@ def test_two_drtm_sequences_pcr_read(powered_on):
 def test_drtm_then_no_increment_pcr_changes_pcr_read(powered_on):
     startup(powered_on)
     hash_sequence(powered_on)
-    extends = [command(TPM_CC.PCR_Extend, u32(1) + u16(TPM_ALG.SHA256) + hashlib.sha256(b"x").digest(),
-                       u32(pcr), PW) for pcr in (16, 23)]
+    extends = [
+        command(TPM_CC.PCR_Extend, u32(1) + u16(TPM_ALG.SHA256) + hashlib.sha256(b"x").digest(), u32(pcr), PW)
+        for pcr in (16, 23)
+    ]
     for cmd in (*extends, SAME_BYTES["pcr_reset_16"]):
         theirs, ours = both(powered_on, cmd)
         assert ours.raw == theirs.raw, f"swtpm {theirs.raw.hex()} ours {ours.raw.hex()}"
@@ -187,8 +196,9 @@ def test_drtm_pcr_update_counter_value():
 SHUTDOWN_STATE = bytes.fromhex("80010000000c000001450001")
 SHUTDOWN_CLEAR = bytes.fromhex("80010000000c000001450000")
 #: PCR_Allocate(TPM_RH_PLATFORM, sha256: all 24 PCRs) with an empty password.
-PCR_ALLOCATE_SHA256 = command(TPM_CC.PCR_Allocate, u32(1) + u16(TPM_ALG.SHA256) + b"\x03\xff\xff\xff",
-                              handles=u32(TPM_RH.PLATFORM), auth=b"")
+PCR_ALLOCATE_SHA256 = command(
+    TPM_CC.PCR_Allocate, u32(1) + u16(TPM_ALG.SHA256) + b"\x03\xff\xff\xff", handles=u32(TPM_RH.PLATFORM), auth=b""
+)
 
 
 def test_shutdown_state_after_pcr_allocate_is_type_on_parameter_1(powered_on):

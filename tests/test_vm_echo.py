@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from cusevm_launch import run_in_vm
 
 pytestmark = pytest.mark.vm

@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from cusevm_launch import run_in_vm
 
 pytestmark = pytest.mark.vm

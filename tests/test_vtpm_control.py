@@ -26,8 +26,8 @@ from ioctl_defs import (
     PtmHdataRequest,
     PtmInitFlag,
     PtmInitRequest,
-    PtmLocRequest,
     PtmLockStorageRequest,
+    PtmLocRequest,
     PtmResetEstRequest,
     PtmResRequest,
     PtmResult,
@@ -37,7 +37,7 @@ from ioctl_defs import (
     SwtpmInfo,
 )
 from vtpm_cuse import control
-from vtpm_cuse.control import CuseBlobTransfer, Transport, TransferMode
+from vtpm_cuse.control import CuseBlobTransfer, TransferMode, Transport
 from vtpm_cuse.state import StateKey
 from vtpm_cuse.tpm.command import CommandTable, command
 from vtpm_cuse.tpm.commands import COMMANDS
@@ -85,8 +85,13 @@ def shutdown(su: int) -> bytes:
 
 def pcr_extend(pcr: int, digest: bytes) -> bytes:
     password_session = struct.pack(">IHBH", 0x40000009, 0, 0, 0)
-    body = (struct.pack(">I", pcr) + struct.pack(">I", len(password_session)) + password_session
-            + struct.pack(">IH", 1, SHA256) + digest)
+    body = (
+        struct.pack(">I", pcr)
+        + struct.pack(">I", len(password_session))
+        + password_session
+        + struct.pack(">IH", 1, SHA256)
+        + digest
+    )
     return tpm_cmd(0x182, body, tag=0x8002)
 
 
@@ -108,7 +113,7 @@ async def read_pcr(vtpm: Vtpm, pcr: int) -> bytes:
     response = await vtpm.execute(pcr_read(pcr))
     assert rc(response) == 0, hex(rc(response))
     (size,) = struct.unpack_from(">H", response, 28)
-    return response[30:30 + size]
+    return response[30 : 30 + size]
 
 
 async def ok(vtpm: Vtpm, cmd: bytes) -> bytes:
@@ -118,8 +123,7 @@ async def ok(vtpm: Vtpm, cmd: bytes) -> bytes:
 
 
 async def ctl(vtpm: Vtpm, cmd: PtmCmd, request=None, transport=Transport.SOCKET, **kw):
-    return await control.dispatch(vtpm, cmd, request if request is not None else PtmResRequest(),
-                                  transport, **kw)
+    return await control.dispatch(vtpm, cmd, request if request is not None else PtmResRequest(), transport, **kw)
 
 
 async def result_of(vtpm: Vtpm, cmd: PtmCmd, request=None, transport=Transport.SOCKET, **kw) -> int:
@@ -231,8 +235,7 @@ async def test_wrong_state_key_fails_init_and_leaves_files(tmp_path: Path) -> No
     before = snapshot(tmp_path)
 
     other = Vtpm(tmp_path, file_key=StateKey(b"\x02" * 32))
-    assert await result_of(other, PtmCmd.CMD_INIT,
-                           PtmInitRequest(PtmInitFlag.PTM_INIT_FLAG_DELETE_VOLATILE)) == 0x21
+    assert await result_of(other, PtmCmd.CMD_INIT, PtmInitRequest(PtmInitFlag.PTM_INIT_FLAG_DELETE_VOLATILE)) == 0x21
     assert not other.running
     assert await other.execute(startup()) == FATAL
     assert snapshot(tmp_path) == before
@@ -276,7 +279,9 @@ async def test_no_auto_shutdown_when_disabled(tmp_path: Path) -> None:
     await ok(vtpm, startup())
     assert await result_of(vtpm, PtmCmd.CMD_STOP) == 0
     await init(vtpm)
-    assert rc(await vtpm.execute(startup(SU_STATE))) == TPM_RC.VALUE | 0x040 | 0x100  # TPM_RC_VALUE + TPM_RC_P + TPM_RC_1
+    assert (
+        rc(await vtpm.execute(startup(SU_STATE))) == TPM_RC.VALUE | 0x040 | 0x100
+    )  # TPM_RC_VALUE + TPM_RC_P + TPM_RC_1
     await vtpm.shutdown()
 
 
@@ -299,16 +304,26 @@ async def _migrate(src: Vtpm, dst: Vtpm, transport: Transport) -> None:
     blobs = {}
     for blob_type in (PtmBlobType.PTM_BLOB_TYPE_PERMANENT, PtmBlobType.PTM_BLOB_TYPE_VOLATILE):
         if transport is Transport.SOCKET:
-            res = (await ctl(src, PtmCmd.CMD_GET_STATEBLOB,
-                             PtmGetStateRequest(state_flags=PtmStateFlag.PTM_STATE_FLAG_DECRYPTED,
-                                                type=blob_type, offset=0))).response
+            res = (
+                await ctl(
+                    src,
+                    PtmCmd.CMD_GET_STATEBLOB,
+                    PtmGetStateRequest(state_flags=PtmStateFlag.PTM_STATE_FLAG_DECRYPTED, type=blob_type, offset=0),
+                )
+            ).response
             assert res.tpm_result == 0 and res.totlength == len(res.data)
             blobs[blob_type] = res.data
         else:
             transfer = CuseBlobTransfer()
-            res = (await ctl(src, PtmCmd.CMD_GET_STATEBLOB,
-                             PtmGetStateRequest(state_flags=0, type=blob_type, offset=0),
-                             Transport.CUSE, transfer=transfer)).response
+            res = (
+                await ctl(
+                    src,
+                    PtmCmd.CMD_GET_STATEBLOB,
+                    PtmGetStateRequest(state_flags=0, type=blob_type, offset=0),
+                    Transport.CUSE,
+                    transfer=transfer,
+                )
+            ).response
             assert res.tpm_result == 0 and len(res.data) <= PTM_STATE_BLOB_SIZE
             data = res.data
             while len(data) < res.totlength:  # read() continuation
@@ -321,17 +336,28 @@ async def _migrate(src: Vtpm, dst: Vtpm, transport: Transport) -> None:
     assert await result_of(dst, PtmCmd.CMD_STOP) == 0
     for blob_type, blob in blobs.items():
         if transport is Transport.SOCKET:
-            assert await result_of(dst, PtmCmd.CMD_SET_STATEBLOB,
-                                   PtmSetStateRequest(state_flags=0, type=blob_type, data=blob)) == 0
+            assert (
+                await result_of(
+                    dst, PtmCmd.CMD_SET_STATEBLOB, PtmSetStateRequest(state_flags=0, type=blob_type, data=blob)
+                )
+                == 0
+            )
         else:
             transfer = CuseBlobTransfer()
-            chunks = [blob[i:i + PTM_STATE_BLOB_SIZE] for i in range(0, len(blob), PTM_STATE_BLOB_SIZE)]
+            chunks = [blob[i : i + PTM_STATE_BLOB_SIZE] for i in range(0, len(blob), PTM_STATE_BLOB_SIZE)]
             if len(chunks[-1]) == PTM_STATE_BLOB_SIZE:
                 chunks.append(b"")
             for chunk in chunks:
-                assert await result_of(dst, PtmCmd.CMD_SET_STATEBLOB,
-                                       PtmSetStateRequest(state_flags=0, type=blob_type, data=chunk),
-                                       Transport.CUSE, transfer=transfer) == 0
+                assert (
+                    await result_of(
+                        dst,
+                        PtmCmd.CMD_SET_STATEBLOB,
+                        PtmSetStateRequest(state_flags=0, type=blob_type, data=chunk),
+                        Transport.CUSE,
+                        transfer=transfer,
+                    )
+                    == 0
+                )
             assert transfer.mode is TransferMode.IDLE
     await init(dst, PtmInitFlag.PTM_INIT_FLAG_DELETE_VOLATILE)
 
@@ -342,8 +368,11 @@ def test_stateblob_round_trip(tmp_path: Path, migration_key, transport) -> None:
     async def main() -> None:
         key = StateKey(migration_key) if migration_key else None
         src = Vtpm(tmp_path / "a", migration_key=key, file_key=StateKey(b"\x05" * 16))
-        dst = Vtpm(tmp_path / "b", migration_key=StateKey(migration_key) if migration_key else None,
-                   file_key=StateKey(b"\x05" * 16))
+        dst = Vtpm(
+            tmp_path / "b",
+            migration_key=StateKey(migration_key) if migration_key else None,
+            file_key=StateKey(b"\x05" * 16),
+        )
         await init(src)
         await ok(src, startup())
         for pcr, data in ((0, b"bios"), (7, b"secure boot"), (16, b"debug")):
@@ -366,12 +395,16 @@ async def test_stateblob_with_migration_key_rejected_without_it(tmp_path: Path) 
     src = Vtpm(tmp_path / "a", migration_key=StateKey(b"\x09" * 16))
     dst = Vtpm(tmp_path / "b")
     await init(src)
-    res = (await ctl(src, PtmCmd.CMD_GET_STATEBLOB,
-                     PtmGetStateRequest(type=PtmBlobType.PTM_BLOB_TYPE_PERMANENT))).response
+    res = (
+        await ctl(src, PtmCmd.CMD_GET_STATEBLOB, PtmGetStateRequest(type=PtmBlobType.PTM_BLOB_TYPE_PERMANENT))
+    ).response
     assert res.tpm_result == 0
-    assert await result_of(dst, PtmCmd.CMD_SET_STATEBLOB,
-                           PtmSetStateRequest(type=PtmBlobType.PTM_BLOB_TYPE_PERMANENT,
-                                              data=res.data)) == PtmResult.TPM_KEYNOTFOUND
+    assert (
+        await result_of(
+            dst, PtmCmd.CMD_SET_STATEBLOB, PtmSetStateRequest(type=PtmBlobType.PTM_BLOB_TYPE_PERMANENT, data=res.data)
+        )
+        == PtmResult.TPM_KEYNOTFOUND
+    )
     await src.shutdown()
     await dst.shutdown()
 
@@ -387,17 +420,18 @@ async def test_get_stateblob_is_fresh_and_savestate_is_retry(tmp_path: Path) -> 
     second = (await ctl(vtpm, PtmCmd.CMD_GET_STATEBLOB, req)).response.data
     assert first != second  # no stale cache
     for transport in Transport:
-        res = (await ctl(vtpm, PtmCmd.CMD_GET_STATEBLOB,
-                         PtmGetStateRequest(type=PtmBlobType.PTM_BLOB_TYPE_SAVESTATE),
-                         transport)).response
+        res = (
+            await ctl(
+                vtpm, PtmCmd.CMD_GET_STATEBLOB, PtmGetStateRequest(type=PtmBlobType.PTM_BLOB_TYPE_SAVESTATE), transport
+            )
+        ).response
         assert res.tpm_result == PtmResult.TPM_RETRY
     # GET savestate released the lock; the next command takes it again
     assert not vtpm.store.locked
     await ok(vtpm, pcr_read(0))
     assert vtpm.store.locked
     # unknown blob type
-    res = (await ctl(vtpm, PtmCmd.CMD_GET_STATEBLOB, PtmGetStateRequest(type=9),
-                     Transport.CUSE)).response
+    res = (await ctl(vtpm, PtmCmd.CMD_GET_STATEBLOB, PtmGetStateRequest(type=9), Transport.CUSE)).response
     assert res.tpm_result == PtmResult.TPM_BAD_PARAMETER
     await vtpm.shutdown()
 
@@ -409,14 +443,15 @@ async def test_cuse_set_stateblob_via_write(tmp_path: Path) -> None:
     await init(src)
     await ok(src, startup())
     await ok(src, pcr_extend(10, hashlib.sha256(b"w").digest()))
-    blob = (await ctl(src, PtmCmd.CMD_GET_STATEBLOB,
-                      PtmGetStateRequest(type=PtmBlobType.PTM_BLOB_TYPE_PERMANENT))).response.data
+    blob = (
+        await ctl(src, PtmCmd.CMD_GET_STATEBLOB, PtmGetStateRequest(type=PtmBlobType.PTM_BLOB_TYPE_PERMANENT))
+    ).response.data
     transfer = CuseBlobTransfer()
     request = PtmSetStateRequest(type=PtmBlobType.PTM_BLOB_TYPE_PERMANENT, data=b"")
     assert await result_of(dst, PtmCmd.CMD_SET_STATEBLOB, request, Transport.CUSE, transfer=transfer) == 0
     assert transfer.mode is TransferMode.SET
     for i in range(0, len(blob), 1000):
-        transfer.write(blob[i:i + 1000])
+        transfer.write(blob[i : i + 1000])
     assert not (tmp_path / "b" / PERMALL).exists()
     assert await result_of(dst, PtmCmd.CMD_SET_STATEBLOB, request, Transport.CUSE, transfer=transfer) == 0
     assert transfer.mode is TransferMode.IDLE
@@ -447,8 +482,9 @@ async def test_control_answered_while_slow_command_runs(tmp_path: Path) -> None:
             assert caps.caps == 0x1FFFF
             assert await result_of(vtpm, PtmCmd.CMD_SET_LOCALITY, PtmLocRequest(loc=3)) == 0
             assert (await ctl(vtpm, PtmCmd.CMD_GET_CONFIG)).response.flags == 0
-            assert (await ctl(vtpm, PtmCmd.CMD_SET_BUFFERSIZE,
-                              PtmSetBufferSizeRequest(0))).response.buffersize == BUFFER_SIZE_MAX
+            assert (
+                await ctl(vtpm, PtmCmd.CMD_SET_BUFFERSIZE, PtmSetBufferSizeRequest(0))
+            ).response.buffersize == BUFFER_SIZE_MAX
             info = (await ctl(vtpm, PtmCmd.CMD_GET_INFO, PtmGetInfoRequest(flags=1))).response
             assert info.tpm_result == 0
             assert await result_of(vtpm, PtmCmd.CMD_LOCK_STORAGE, PtmLockStorageRequest(0)) == 0
@@ -533,15 +569,19 @@ def test_needs_running_and_needs_stopped(tmp_path: Path, transport: Transport) -
         for cmd, request in NEEDS_RUNNING:
             assert await result_of(vtpm, cmd, request, transport) == PtmResult.TPM_BAD_ORDINAL, cmd
         # allowed while stopped
-        assert await result_of(vtpm, PtmCmd.CMD_SET_BUFFERSIZE, PtmSetBufferSizeRequest(3000),
-                               transport) == 0
+        assert await result_of(vtpm, PtmCmd.CMD_SET_BUFFERSIZE, PtmSetBufferSizeRequest(3000), transport) == 0
         await init(vtpm)
-        assert await result_of(vtpm, PtmCmd.CMD_SET_STATEBLOB,
-                               PtmSetStateRequest(type=1, data=b"x"), transport) == PtmResult.TPM_BAD_ORDINAL
-        assert await result_of(vtpm, PtmCmd.CMD_SET_BUFFERSIZE, PtmSetBufferSizeRequest(3000),
-                               transport) == PtmResult.TPM_BAD_ORDINAL
-        assert (await ctl(vtpm, PtmCmd.CMD_SET_BUFFERSIZE, PtmSetBufferSizeRequest(0),
-                          transport)).response.buffersize == 3000
+        assert (
+            await result_of(vtpm, PtmCmd.CMD_SET_STATEBLOB, PtmSetStateRequest(type=1, data=b"x"), transport)
+            == PtmResult.TPM_BAD_ORDINAL
+        )
+        assert (
+            await result_of(vtpm, PtmCmd.CMD_SET_BUFFERSIZE, PtmSetBufferSizeRequest(3000), transport)
+            == PtmResult.TPM_BAD_ORDINAL
+        )
+        assert (
+            await ctl(vtpm, PtmCmd.CMD_SET_BUFFERSIZE, PtmSetBufferSizeRequest(0), transport)
+        ).response.buffersize == 3000
         await vtpm.shutdown()
 
     trio.run(main)
@@ -585,8 +625,7 @@ async def test_vendor_set_locality_command(tmp_path: Path) -> None:
     assert strict.locality == 0
     await strict.shutdown()
 
-    vtpm = Vtpm(tmp_path / "a", locality_policy=LocalityPolicy(reject_locality_4=True,
-                                                               allow_set_locality=True))
+    vtpm = Vtpm(tmp_path / "a", locality_policy=LocalityPolicy(reject_locality_4=True, allow_set_locality=True))
     await init(vtpm)
     assert rc(await vtpm.execute(set_loc(3))) == 0
     assert vtpm.locality == 3
@@ -615,8 +654,10 @@ async def test_reset_established_localities(tmp_path: Path) -> None:
     assert (await ctl(vtpm, PtmCmd.CMD_GET_TPMESTABLISHED)).response.bit == 1
     for loc in (0, 1, 2, 5, 255):
         for transport in Transport:
-            assert await result_of(vtpm, PtmCmd.CMD_RESET_TPMESTABLISHED, PtmResetEstRequest(loc),
-                                   transport) == PtmResult.TPM_BAD_LOCALITY, loc
+            assert (
+                await result_of(vtpm, PtmCmd.CMD_RESET_TPMESTABLISHED, PtmResetEstRequest(loc), transport)
+                == PtmResult.TPM_BAD_LOCALITY
+            ), loc
     assert (await ctl(vtpm, PtmCmd.CMD_GET_TPMESTABLISHED)).response.bit == 1
     assert await result_of(vtpm, PtmCmd.CMD_RESET_TPMESTABLISHED, PtmResetEstRequest(3)) == 0
     assert (await ctl(vtpm, PtmCmd.CMD_GET_TPMESTABLISHED)).response.bit == 0
@@ -640,8 +681,7 @@ async def test_hash_after_startup_extends_pcr17(tmp_path: Path) -> None:
     data = b"1234"
     assert await result_of(vtpm, PtmCmd.CMD_HASH_START) == 0
     assert await result_of(vtpm, PtmCmd.CMD_HASH_DATA, PtmHdataRequest(data=data[:2])) == 0
-    assert await result_of(vtpm, PtmCmd.CMD_HASH_DATA, PtmHdataRequest(data=data[2:]),
-                           Transport.CUSE) == 0
+    assert await result_of(vtpm, PtmCmd.CMD_HASH_DATA, PtmHdataRequest(data=data[2:]), Transport.CUSE) == 0
     assert await result_of(vtpm, PtmCmd.CMD_HASH_END) == 0
     assert await read_pcr(vtpm, 17) == hashlib.sha256(bytes(32) + hashlib.sha256(data).digest()).digest()
     assert await read_pcr(vtpm, 18) == bytes(32)  # PCRs 17-22 were reset
@@ -722,14 +762,19 @@ async def test_get_info(tmp_path: Path) -> None:
     assert doc["TPMAttributes"]["manufacturer"] == "id:56435345"  # "VCSE"
     everything = (await ctl(vtpm, PtmCmd.CMD_GET_INFO, PtmGetInfoRequest(flags=0xFF))).response
     doc = json.loads(everything.buffer[:-1])
-    assert {"RuntimeAlgorithms", "RuntimeCommands", "ActiveProfile", "AvailableProfiles",
-            "TPMFeatures", "RuntimeAttributes"} <= set(doc)
+    assert {
+        "RuntimeAlgorithms",
+        "RuntimeCommands",
+        "ActiveProfile",
+        "AvailableProfiles",
+        "TPMFeatures",
+        "RuntimeAttributes",
+    } <= set(doc)
     assert "0x142-0x146" in doc["RuntimeCommands"]["Implemented"]
     # paging: a window from an offset, and an offset past the end
     window = (await ctl(vtpm, PtmCmd.CMD_GET_INFO, PtmGetInfoRequest(flags=flags, offset=5))).response
     assert window.buffer == res.buffer[5:] and window.totlength == res.totlength
-    past = (await ctl(vtpm, PtmCmd.CMD_GET_INFO,
-                      PtmGetInfoRequest(flags=flags, offset=res.totlength - 1))).response
+    past = (await ctl(vtpm, PtmCmd.CMD_GET_INFO, PtmGetInfoRequest(flags=flags, offset=res.totlength - 1))).response
     assert past.tpm_result == PtmResult.TPM_BAD_PARAMETER
 
 

@@ -20,6 +20,7 @@ def test_results_and_exceptions_come_back():
         with pytest.raises(ZeroDivisionError):
             await w.run(lambda: 1 / 0)
         assert await w.run(threading.get_ident) != threading.get_ident()
+
     trio.run(main)
 
 
@@ -40,6 +41,7 @@ def test_jobs_run_one_at_a_time_in_submission_order():
             for i in range(20):
                 nursery.start_soon(w.run, lambda i=i: job(i))
                 await trio.sleep(0)  # submit in this order
+
     trio.run(main)
     assert order == list(range(20))
 
@@ -55,6 +57,7 @@ def test_event_loop_stays_free_while_a_job_runs():
                 await trio.sleep(0.01)
                 ticks += 1
         assert ticks >= 10
+
     trio.run(main)
 
 
@@ -67,6 +70,7 @@ def test_a_started_job_is_waited_for_even_when_cancelled():
             await w.run(lambda: (time.sleep(0.2), finished.set()))
         # The cancel scope could only end once the job had finished.
         assert finished.is_set()
+
     trio.run(main)
 
 
@@ -79,4 +83,5 @@ def test_idle_thread_retires_and_a_new_job_starts_another(monkeypatch):
         await trio.sleep(0.3)
         assert not any(t.name == "retiring-worker" for t in threading.enumerate())
         assert await w.run(lambda: "still serving") == "still serving"
+
     trio.run(main)

@@ -43,8 +43,8 @@ from __future__ import annotations
 import enum
 import json
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Mapping
 
 from ioctl_defs import (
     PTM_GETINFO_SIZE,
@@ -67,10 +67,10 @@ from ioctl_defs import (
     PtmInitFlag,
     PtmInitRequest,
     PtmInitResponse,
-    PtmLocRequest,
-    PtmLocResponse,
     PtmLockStorageRequest,
     PtmLockStorageResponse,
+    PtmLocRequest,
+    PtmLocResponse,
     PtmResetEstRequest,
     PtmResetEstResponse,
     PtmResResponse,
@@ -139,9 +139,9 @@ class ControlResult:
 class TransferMode(enum.Enum):
     """What read()/write() on the CUSE device currently mean."""
 
-    IDLE = "idle"          # TPM command / response
-    GET = "get"            # read() continues a GET_STATEBLOB
-    SET = "set"            # write() appends to a SET_STATEBLOB
+    IDLE = "idle"  # TPM command / response
+    GET = "get"  # read() continues a GET_STATEBLOB
+    SET = "set"  # write() appends to a SET_STATEBLOB
 
 
 @dataclass
@@ -187,7 +187,7 @@ class CuseBlobTransfer:
             self._get_key, self._get_blob, self._get_encrypted = key, blob, encrypted
         blob = self._get_blob
         offset = min(request.offset, len(blob))
-        chunk = blob[offset:offset + PTM_STATE_BLOB_SIZE]
+        chunk = blob[offset : offset + PTM_STATE_BLOB_SIZE]
         end = offset + len(chunk)
         if end < len(blob):
             self.mode = TransferMode.GET
@@ -197,15 +197,15 @@ class CuseBlobTransfer:
             self.reset()
             self._get_encrypted = encrypted
         return PtmGetStateResponse(
-            tpm_result=_OK, state_flags=_state_flags(self._get_encrypted),
-            totlength=len(blob), data=chunk)
+            tpm_result=_OK, state_flags=_state_flags(self._get_encrypted), totlength=len(blob), data=chunk
+        )
 
     def read(self, size: int) -> bytes:
         """read() during a GET transfer; a short read ends the transfer."""
         if self.mode is not TransferMode.GET:
             return b""
         blob = self._get_blob
-        chunk = blob[self._read_offset:self._read_offset + max(0, size)]
+        chunk = blob[self._read_offset : self._read_offset + max(0, size)]
         self._read_offset += len(chunk)
         if len(chunk) < size or self._read_offset >= len(blob):
             self.reset()
@@ -302,19 +302,16 @@ def get_info_json(vtpm: Vtpm, flags: int) -> str:
         info["TPMFeatures"] = {"RSAKeySizes": list(RSA_KEY_BITS), "CamelliaKeySizes": []}
     if flags & SwtpmInfo.SWTPM_INFO_RUNTIME_ALGORITHMS:
         names = _algorithm_names()
-        info["RuntimeAlgorithms"] = {"Implemented": names, "CanBeDisabled": "",
-                                     "Enabled": names, "Disabled": ""}
+        info["RuntimeAlgorithms"] = {"Implemented": names, "CanBeDisabled": "", "Enabled": names, "Disabled": ""}
     if flags & SwtpmInfo.SWTPM_INFO_RUNTIME_COMMANDS:
         codes = _ranges(table.codes())
-        info["RuntimeCommands"] = {"Implemented": codes, "CanBeDisabled": "",
-                                   "Enabled": codes, "Disabled": ""}
+        info["RuntimeCommands"] = {"Implemented": codes, "CanBeDisabled": "", "Enabled": codes, "Disabled": ""}
     if flags & SwtpmInfo.SWTPM_INFO_ACTIVE_PROFILE:
         info["ActiveProfile"] = _profile(table)
     if flags & SwtpmInfo.SWTPM_INFO_AVAILABLE_PROFILES:
         info["AvailableProfiles"] = [{"Name": _PROFILE_NAME, "Description": _PROFILE_DESCRIPTION}]
     if flags & SwtpmInfo.SWTPM_INFO_RUNTIME_ATTRIBUTES:
-        info["RuntimeAttributes"] = {"Implemented": "", "CanBeDisabled": "",
-                                     "Enabled": "", "Disabled": ""}
+        info["RuntimeAttributes"] = {"Implemented": "", "CanBeDisabled": "", "Enabled": "", "Disabled": ""}
     return json.dumps(info, separators=(",", ":"))
 
 
@@ -326,7 +323,7 @@ def info_window(text: str, offset: int) -> PtmGetInfoResponse:
     raw = text.encode() + b"\0"
     if offset >= len(raw) - 1:
         return PtmGetInfoResponse(tpm_result=PtmResult.TPM_BAD_PARAMETER)
-    window = raw[offset:offset + PTM_GETINFO_SIZE]
+    window = raw[offset : offset + PTM_GETINFO_SIZE]
     return PtmGetInfoResponse(tpm_result=_OK, totlength=len(raw), buffer=window)
 
 
@@ -431,9 +428,10 @@ async def _get_stateblob(ctx: _Context, request: PtmGetStateRequest) -> ControlR
         return ControlResult(await ctx.transfer.get_chunk(vtpm, request))
     decrypt = bool(request.state_flags & PtmStateFlag.PTM_STATE_FLAG_DECRYPTED)
     blob, encrypted = await vtpm.get_state_blob(request.type, decrypt)
-    rest = blob[request.offset:]
-    return ControlResult(PtmGetStateResponse(
-        tpm_result=_OK, state_flags=_state_flags(encrypted), totlength=len(rest), data=rest))
+    rest = blob[request.offset :]
+    return ControlResult(
+        PtmGetStateResponse(tpm_result=_OK, state_flags=_state_flags(encrypted), totlength=len(rest), data=rest)
+    )
 
 
 async def _set_stateblob(ctx: _Context, request: PtmSetStateRequest) -> ControlResult:
@@ -457,8 +455,9 @@ async def _get_config(ctx: _Context, request: Part) -> ControlResult:
 
 async def _set_buffersize(ctx: _Context, request: PtmSetBufferSizeRequest) -> ControlResult:
     size = ctx.vtpm.set_buffer_size(request.buffersize)
-    return ControlResult(PtmSetBufferSizeResponse(
-        tpm_result=_OK, buffersize=size, minsize=BUFFER_SIZE_MIN, maxsize=BUFFER_SIZE_MAX))
+    return ControlResult(
+        PtmSetBufferSizeResponse(tpm_result=_OK, buffersize=size, minsize=BUFFER_SIZE_MIN, maxsize=BUFFER_SIZE_MAX)
+    )
 
 
 async def _get_info(ctx: _Context, request: PtmGetInfoRequest) -> ControlResult:
@@ -497,14 +496,14 @@ OPERATIONS: Mapping[PtmCmd, Operation] = {
     PtmCmd.CMD_HASH_END: Operation(_hash_end, None, PtmCap.PTM_CAP_HASHING),
     PtmCmd.CMD_CANCEL_TPM_CMD: Operation(_cancel, None, PtmCap.PTM_CAP_CANCEL_TPM_CMD),
     PtmCmd.CMD_STORE_VOLATILE: Operation(_store_volatile, None, PtmCap.PTM_CAP_STORE_VOLATILE),
-    PtmCmd.CMD_RESET_TPMESTABLISHED: Operation(_reset_established, PtmResetEstRequest,
-                                               PtmCap.PTM_CAP_RESET_TPMESTABLISHED),
+    PtmCmd.CMD_RESET_TPMESTABLISHED: Operation(
+        _reset_established, PtmResetEstRequest, PtmCap.PTM_CAP_RESET_TPMESTABLISHED
+    ),
     PtmCmd.CMD_GET_STATEBLOB: Operation(_get_stateblob, PtmGetStateRequest, PtmCap.PTM_CAP_GET_STATEBLOB),
     PtmCmd.CMD_SET_STATEBLOB: Operation(_set_stateblob, PtmSetStateRequest, PtmCap.PTM_CAP_SET_STATEBLOB),
     PtmCmd.CMD_STOP: Operation(_stop, None, PtmCap.PTM_CAP_STOP),
     PtmCmd.CMD_GET_CONFIG: Operation(_get_config, None, PtmCap.PTM_CAP_GET_CONFIG),
-    PtmCmd.CMD_SET_BUFFERSIZE: Operation(_set_buffersize, PtmSetBufferSizeRequest,
-                                         PtmCap.PTM_CAP_SET_BUFFERSIZE),
+    PtmCmd.CMD_SET_BUFFERSIZE: Operation(_set_buffersize, PtmSetBufferSizeRequest, PtmCap.PTM_CAP_SET_BUFFERSIZE),
     PtmCmd.CMD_GET_INFO: Operation(_get_info, PtmGetInfoRequest, PtmCap.PTM_CAP_GET_INFO),
     PtmCmd.CMD_LOCK_STORAGE: Operation(_lock_storage, PtmLockStorageRequest, PtmCap.PTM_CAP_LOCK_STORAGE),
 }
@@ -562,8 +561,9 @@ async def dispatch(
         log.debug("control command %r is not supported", cmd)
         return ControlResult(_error_response(cmd, transport, PtmResult.TPM_BAD_ORDINAL))
     if op.request is not None and not isinstance(request, op.request):
-        log.warning("control command %s: expected %s, got %s", PtmCmd(cmd).name,
-                    op.request.__name__, type(request).__name__)
+        log.warning(
+            "control command %s: expected %s, got %s", PtmCmd(cmd).name, op.request.__name__, type(request).__name__
+        )
         return ControlResult(_error_response(cmd, transport, PtmResult.TPM_BAD_PARAMETER))
     ctx = _Context(vtpm, transport, transfer if transfer is not None else CuseBlobTransfer())
     try:

@@ -54,13 +54,13 @@ from __future__ import annotations
 import errno
 import logging
 import select
-from typing import Callable
+from collections.abc import Callable
 
 import trio
 
 from ioctl_defs import MalformedMessage, PtmCmd, UnknownCommand, by_ioctl
 
-from .control import CuseBlobTransfer, Transport, TransferMode, dispatch
+from .control import CuseBlobTransfer, TransferMode, Transport, dispatch
 from .cuse.device import CuseDevice, NotifyPoll, PollWaiters
 from .cuse.protocol import IoctlFlags, PollFlags
 from .tpm.errors import TPM_RC
@@ -221,7 +221,7 @@ class VtpmDevice(CuseDevice):
                 raise OSError(errno.EAGAIN, "the TPM command is still executing")
             await self._wait_idle()  # cancelled by INTERRUPT -> EINTR
         start = self._read_offset
-        chunk = self._response[start:start + size]
+        chunk = self._response[start : start + size]
         self._read_offset += len(chunk)
         if self._read_offset >= len(self._response):
             self._drop_response()

@@ -33,12 +33,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import trio
 
 from ioctl_defs import PtmResult
 
+from .flags import MAX_LOCALITY, LocalityPolicy, StartupMode, VtpmFlags
 from .state import DirectoryStore, StateError, StateKey, StateKind, StorageLockError
 from .tpm.command import CommandTable
 from .tpm.commands import COMMANDS
@@ -48,7 +50,6 @@ from .tpm.errors import TPM_RC
 from .tpm.state import BlobKind, StateBlobError, deserialise
 from .tpm.wire import HEADER_SIZE, command_bytes, command_code, error_response, response_code
 from .worker import Worker
-from .flags import MAX_LOCALITY, LocalityPolicy, StartupMode, VtpmFlags
 
 __all__ = [
     "BUFFER_SIZE_MAX",
@@ -126,15 +127,23 @@ def _response_code(response: bytes) -> int:
 
 
 #: Codes from the store that mean "the key is wrong / missing": reported as is.
-_KEY_RESULTS = frozenset({
-    PtmResult.TPM_DECRYPT_ERROR, PtmResult.TPM_KEYNOTFOUND, PtmResult.TPM_BAD_KEY_PROPERTY,
-})
+_KEY_RESULTS = frozenset(
+    {
+        PtmResult.TPM_DECRYPT_ERROR,
+        PtmResult.TPM_KEYNOTFOUND,
+        PtmResult.TPM_BAD_KEY_PROPERTY,
+    }
+)
 #: Codes from the store that mean "the file is damaged": INIT reports TPM_RC_FAILURE,
 #: as libtpms does for a state it cannot use.
-_DAMAGE_RESULTS = frozenset({
-    PtmResult.TPM_BAD_PARAMETER, PtmResult.TPM_BAD_VERSION, PtmResult.TPM_BAD_DATASIZE,
-    PtmResult.TPM_BAD_MODE,
-})
+_DAMAGE_RESULTS = frozenset(
+    {
+        PtmResult.TPM_BAD_PARAMETER,
+        PtmResult.TPM_BAD_VERSION,
+        PtmResult.TPM_BAD_DATASIZE,
+        PtmResult.TPM_BAD_MODE,
+    }
+)
 
 
 class Vtpm:
@@ -271,8 +280,7 @@ class Vtpm:
         try:
             engine = Engine.from_blobs(permanent, volatile, **self.engine_options)
         except StateBlobError as exc:
-            raise StateError(PtmResult.TPM_RC_FAILURE,
-                             f"state in {directory} is not usable: {exc}") from exc
+            raise StateError(PtmResult.TPM_RC_FAILURE, f"state in {directory} is not usable: {exc}") from exc
         engine.max_command_size = engine.max_response_size = self.buffer_size
         with self._store_mutex:
             # A fresh TPM was manufactured: its seeds must reach the disk now.
@@ -281,8 +289,11 @@ class Vtpm:
                 self.store.delete(StateKind.VOLATILE)
         self.engine = engine
         self.last_command = None
-        log.info("TPM started from %s (%s)", directory,
-                 "fresh" if permanent is None else "resumed" if volatile else "permanent state")
+        log.info(
+            "TPM started from %s (%s)",
+            directory,
+            "fresh" if permanent is None else "resumed" if volatile else "permanent state",
+        )
 
     def _ensure_directory(self) -> None:
         """Create the state directory (one level, like swtpm's mkdir) if it is missing."""
@@ -290,8 +301,7 @@ class Vtpm:
         try:
             directory.mkdir(mode=STATE_DIR_MODE, exist_ok=True)
         except OSError as exc:
-            raise StateError(PtmResult.TPM_FAIL,
-                             f"cannot create state directory {directory}: {exc.strerror}") from exc
+            raise StateError(PtmResult.TPM_FAIL, f"cannot create state directory {directory}: {exc.strerror}") from exc
 
     @staticmethod
     def _init_error(exc: StateError) -> StateError:
@@ -408,23 +418,22 @@ class Vtpm:
         await self._with_engine("PTM_HASH_END", lambda e: e.hash_end())
 
     async def get_established(self) -> bool:
-        return await self._with_engine("PTM_GET_TPMESTABLISHED", lambda e: e.tpm_established,
-                                       persist=False)
+        return await self._with_engine("PTM_GET_TPMESTABLISHED", lambda e: e.tpm_established, persist=False)
 
     async def reset_established(self, locality: int) -> int:
         """Reset TPM-established from ``locality`` (for this call only); the TPM 2 rc."""
-        return await self._with_engine("PTM_RESET_TPMESTABLISHED",
-                                       lambda e: e.reset_established(locality))
+        return await self._with_engine("PTM_RESET_TPMESTABLISHED", lambda e: e.reset_established(locality))
 
     async def store_volatile(self) -> None:
         """PTM_STORE_VOLATILE: write ``tpm2-00.volatilestate``."""
+
         def work(engine: Engine) -> None:
             with self._store_mutex:
                 self.store.store(StateKind.VOLATILE, engine.volatile_blob())
+
         await self._with_engine("PTM_STORE_VOLATILE", work, persist=False)
 
-    async def _with_engine(self, operation: str, fn: Callable[[Engine], T], *,
-                           persist: bool = True) -> T:
+    async def _with_engine(self, operation: str, fn: Callable[[Engine], T], *, persist: bool = True) -> T:
         self.require_running(operation)
 
         def work() -> T:
@@ -434,6 +443,7 @@ class Vtpm:
                 with self._store_mutex:
                     self._persist_locked(engine)
             return result
+
         return await self.run_on_worker(work)
 
     # -- state blobs ---------------------------------------------------------------------
@@ -462,6 +472,7 @@ class Vtpm:
                 blob = self.store.make_blob(kind, engine.volatile_blob(), decrypt)
                 self.store.delete(StateKind.VOLATILE)
                 return blob
+
         return await self.run_on_worker(work)
 
     async def set_state_blob(self, kind: int, blob: bytes, encrypted: bool) -> None:
@@ -483,14 +494,17 @@ class Vtpm:
                     self.store.delete(kind)
                     return
                 if kind is StateKind.SAVESTATE:
-                    raise StateError(PtmResult.TPM_BAD_PARAMETER,
-                                     "a TPM 2 has no savestate; refusing a non-empty savestate blob")
+                    raise StateError(
+                        PtmResult.TPM_BAD_PARAMETER, "a TPM 2 has no savestate; refusing a non-empty savestate blob"
+                    )
                 try:
                     deserialise(BlobKind(int(kind)), state)
                 except StateBlobError as exc:
-                    raise StateError(PtmResult.TPM_BAD_PARAMETER,
-                                     f"{kind.state_name} blob is not a usable TPM state: {exc}") from exc
+                    raise StateError(
+                        PtmResult.TPM_BAD_PARAMETER, f"{kind.state_name} blob is not a usable TPM state: {exc}"
+                    ) from exc
                 self.store.store(kind, state)
+
         await self.run_on_worker(work)
 
     # -- storage lock ----------------------------------------------------------------------
@@ -502,6 +516,7 @@ class Vtpm:
         def work() -> None:
             with self._store_mutex:
                 self.store.lock(retries)
+
         await trio.to_thread.run_sync(work)
 
     def _ensure_locked(self) -> None:

@@ -16,7 +16,8 @@ import os
 import queue
 import threading
 import weakref
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import outcome
 import trio
@@ -68,8 +69,9 @@ class Worker:
             self._jobs.put((fn, box))
             if not slot.running:
                 slot.running = True
-                threading.Thread(target=_serve, args=(self._jobs, self._done_w, slot),
-                                 name=self._name, daemon=True).start()
+                threading.Thread(
+                    target=_serve, args=(self._jobs, self._done_w, slot), name=self._name, daemon=True
+                ).start()
 
 
 class _ThreadSlot:

@@ -55,12 +55,22 @@ class Daemon:
         server = self.server or f"type=tcp,port={self.data_port},bindaddr=127.0.0.1"
         ctrl = self.ctrl or f"type=tcp,port={self.ctrl_port},bindaddr=127.0.0.1"
         server_args = [] if self.server == "" else ["--server", server]
-        return [*DAEMON, "socket", "--tpm2", "--tpmstate", f"dir={self.state_dir}",
-                *server_args, "--ctrl", ctrl, *self.extra]
+        return [
+            *DAEMON,
+            "socket",
+            "--tpm2",
+            "--tpmstate",
+            f"dir={self.state_dir}",
+            *server_args,
+            "--ctrl",
+            ctrl,
+            *self.extra,
+        ]
 
-    def start(self) -> "Daemon":
-        self.proc = subprocess.Popen(self.argv, cwd=REPO, env=env_with_repo(),
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    def start(self) -> Daemon:
+        self.proc = subprocess.Popen(
+            self.argv, cwd=REPO, env=env_with_repo(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         self.wait_listening()
         return self
 

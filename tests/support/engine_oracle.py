@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import traceback
-from typing import Iterator
+from collections.abc import Iterator
 
 TPM_RC_SUCCESS = 0x000
 TPM_RC_BAD_TAG = 0x01E
@@ -147,15 +147,17 @@ class EngineOracle:
             problems.append("malformed response: " + problem)
         rc = int.from_bytes(resp[6:10], "big") if len(resp) >= 10 else None
         if rc == TPM_RC_FAILURE and not (expect and failing):
-            problems.append("TPM_RC_FAILURE while the engine is not in failure mode on purpose"
-                            + (" (it is in failure mode: %s)" % getattr(engine, "failure_reason", "")
-                               if failing else ""))
+            problems.append(
+                "TPM_RC_FAILURE while the engine is not in failure mode on purpose"
+                + (f" (it is in failure mode: {getattr(engine, 'failure_reason', '')})" if failing else "")
+            )
         elif failing and not was_failing and not expect:
-            problems.append("the engine entered failure mode: %s" % getattr(engine, "failure_reason", ""))
+            problems.append(f"the engine entered failure mode: {getattr(engine, 'failure_reason', '')}")
         if problems:
             raise OracleFailure(
                 f"command {bytes(cmd).hex()} at locality {locality}\nresponse {bytes(resp).hex()}\n"
-                + "\n".join(problems))
+                + "\n".join(problems)
+            )
         return resp
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
@@ -58,7 +58,7 @@ def kdfa(alg: int, key: bytes, label: bytes, context_u: bytes, context_v: bytes,
     while len(out) * 8 < bits:
         out += mac(alg, key, u32(counter) + label + b"\x00" + context_u + context_v + u32(bits))
         counter += 1
-    out = out[:(bits + 7) // 8]
+    out = out[: (bits + 7) // 8]
     if bits % 8:
         out = bytes([out[0] & (0xFF >> (8 - bits % 8))]) + out[1:]
     return out
@@ -68,7 +68,7 @@ def strip(auth: bytes) -> bytes:
     return auth.rstrip(b"\x00")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Sym:
     """A session's TPMT_SYM_DEF: AES-CFB with ``bits``, XOR with a hash, or NULL."""
 
@@ -87,11 +87,16 @@ AES128 = Sym(ALG_AES, 128)
 XOR_SHA256 = Sym(ALG_XOR, SHA256)
 
 
-def start_auth_session_command(nonce_caller: bytes, kind: int = SE_HMAC, auth_hash: int = SHA256,
-                               sym: Sym = Sym(), bind: int = RH_NULL, tpm_key: int = RH_NULL,
-                               salt: bytes = b"") -> bytes:
-    body = u32(tpm_key) + u32(bind) + tpm2b(nonce_caller) + tpm2b(salt) + bytes([kind]) + sym.marshal() + \
-        u16(auth_hash)
+def start_auth_session_command(
+    nonce_caller: bytes,
+    kind: int = SE_HMAC,
+    auth_hash: int = SHA256,
+    sym: Sym = Sym(),
+    bind: int = RH_NULL,
+    tpm_key: int = RH_NULL,
+    salt: bytes = b"",
+) -> bytes:
+    body = u32(tpm_key) + u32(bind) + tpm2b(nonce_caller) + tpm2b(salt) + bytes([kind]) + sym.marshal() + u16(auth_hash)
     return u16(ST_NO_SESSIONS) + u32(10 + len(body)) + u32(CC_StartAuthSession) + body
 
 
@@ -115,9 +120,14 @@ class ClientSession:
         return self.session_key + (strip(auth) if include_auth and name is not None else b"")
 
 
-def start_session(execute: Callable[[bytes], bytes], kind: int = SE_HMAC, auth_hash: int = SHA256,
-                  sym: Sym = Sym(), bind: tuple[int, bytes, bytes] | None = None,
-                  nonce_caller: bytes | None = None) -> ClientSession:
+def start_session(
+    execute: Callable[[bytes], bytes],
+    kind: int = SE_HMAC,
+    auth_hash: int = SHA256,
+    sym: Sym = Sym(),
+    bind: tuple[int, bytes, bytes] | None = None,
+    nonce_caller: bytes | None = None,
+) -> ClientSession:
     """TPM2_StartAuthSession; ``bind`` is (handle, Name, authValue) of the bind entity."""
     nonce_caller = nonce_caller if nonce_caller is not None else os.urandom(digest_size(auth_hash))
     bind_handle = bind[0] if bind else RH_NULL
@@ -127,7 +137,7 @@ def start_session(execute: Callable[[bytes], bytes], kind: int = SE_HMAC, auth_h
         raise AssertionError(f"StartAuthSession failed: 0x{rc:x}")
     handle = int.from_bytes(resp[10:14], "big")
     size = int.from_bytes(resp[14:16], "big")
-    nonce_tpm = resp[16:16 + size]
+    nonce_tpm = resp[16 : 16 + size]
     key = b""
     if bind is not None:
         key = kdfa(auth_hash, strip(bind[2]), b"ATH", nonce_tpm, nonce_caller, 8 * digest_size(auth_hash))
@@ -137,12 +147,13 @@ def start_session(execute: Callable[[bytes], bytes], kind: int = SE_HMAC, auth_h
 
 # --- parameter encryption ------------------------------------------------------------
 
+
 def _crypt(session: ClientSession, key: bytes, data: bytes, newer: bytes, older: bytes, encrypt: bool) -> bytes:
     if session.sym.alg == ALG_NULL:
         return data  # nothing to do (the TPM refuses such a session for encryption)
     if session.sym.alg == ALG_XOR:
         mask = kdfa(session.auth_hash, key, b"XOR", newer, older, 8 * len(data))
-        return bytes(a ^ b for a, b in zip(data, mask))
+        return bytes(a ^ b for a, b in zip(data, mask, strict=True))
     keybytes = session.sym.bits // 8
     material = kdfa(session.auth_hash, key, b"CFB", newer, older, session.sym.bits + 128)
     cipher = Cipher(algorithms.AES(material[:keybytes]), CFB(material[keybytes:]))
@@ -150,13 +161,15 @@ def _crypt(session: ClientSession, key: bytes, data: bytes, newer: bytes, older:
     return ctx.update(data) + ctx.finalize()
 
 
-def crypt_first_tpm2b(session: ClientSession, key: bytes, params: bytes, newer: bytes, older: bytes,
-                      encrypt: bool) -> bytes:
+def crypt_first_tpm2b(
+    session: ClientSession, key: bytes, params: bytes, newer: bytes, older: bytes, encrypt: bool
+) -> bytes:
     size = int.from_bytes(params[:2], "big")
-    return params[:2] + _crypt(session, key, params[2:2 + size], newer, older, encrypt) + params[2 + size:]
+    return params[:2] + _crypt(session, key, params[2 : 2 + size], newer, older, encrypt) + params[2 + size :]
 
 
 # --- one command through one or more sessions -------------------------------------------
+
 
 @dataclasses.dataclass
 class Use:
@@ -184,8 +197,15 @@ def cp_hash(alg: int, cc: int, names: list[bytes], params: bytes) -> bytes:
     return digest(alg, u32(cc) + b"".join(names) + params)
 
 
-def run(execute: Callable[[bytes], bytes], cc: int, handles: list[tuple[int, bytes]], params: bytes,
-        uses: list[Use], response_handles: int = 0, check: bool = True) -> Result:
+def run(
+    execute: Callable[[bytes], bytes],
+    cc: int,
+    handles: list[tuple[int, bytes]],
+    params: bytes,
+    uses: list[Use],
+    response_handles: int = 0,
+    check: bool = True,
+) -> Result:
     """Build, send and verify one command with the given sessions.
 
     Parameter encryption is applied to ``params`` (plaintext in) and to the
@@ -197,8 +217,9 @@ def run(execute: Callable[[bytes], bytes], cc: int, handles: list[tuple[int, byt
         nonces.append(b"" if s is None else use.nonce if use.nonce is not None else os.urandom(s.nonce_size))
     keys = [u.session.hmac_key(u.name, u.auth, u.include_auth) if u.session else b"" for u in uses]
     # Parameter encryption keys: sessionKey || authValue of an authorized entity, bound or not.
-    crypt_keys = [u.session.session_key + (strip(u.auth) if u.name is not None else b"")
-                  if u.session else b"" for u in uses]
+    crypt_keys = [
+        u.session.session_key + (strip(u.auth) if u.name is not None else b"") if u.session else b"" for u in uses
+    ]
     for i, use in enumerate(uses):
         if use.attributes & DECRYPT:
             params = crypt_first_tpm2b(use.session, crypt_keys[i], params, nonces[i], use.session.nonce_tpm, True)
@@ -219,8 +240,11 @@ def run(execute: Callable[[bytes], bytes], cc: int, handles: list[tuple[int, byt
                     extra += uses[dec].session.nonce_tpm
                 if enc is not None and enc != 0 and enc != dec:
                     extra += uses[enc].session.nonce_tpm
-            auth = mac(s.auth_hash, keys[i], cp_hash(s.auth_hash, cc, names, params) + nonces[i] + s.nonce_tpm
-                       + extra + bytes([use.attributes]))
+            auth = mac(
+                s.auth_hash,
+                keys[i],
+                cp_hash(s.auth_hash, cc, names, params) + nonces[i] + s.nonce_tpm + extra + bytes([use.attributes]),
+            )
         if use.hmac_override is not None:
             auth = use.hmac_override
         handle = RS_PW if s is None else s.handle
@@ -232,16 +256,16 @@ def run(execute: Callable[[bytes], bytes], cc: int, handles: list[tuple[int, byt
     if rc:
         return Result(rc, raw)
     rest = raw[10:]
-    rhandles, rest = rest[:4 * response_handles], rest[4 * response_handles:]
+    rhandles, rest = rest[: 4 * response_handles], rest[4 * response_handles :]
     psize = int.from_bytes(rest[:4], "big")
-    rparams, rest = rest[4:4 + psize], rest[4 + psize:]
+    rparams, rest = rest[4 : 4 + psize], rest[4 + psize :]
     for i, use in enumerate(uses):
         s = use.session
         size = int.from_bytes(rest[:2], "big")
-        new_nonce, rest = rest[2:2 + size], rest[2 + size:]
+        new_nonce, rest = rest[2 : 2 + size], rest[2 + size :]
         attrs, rest = rest[0], rest[1:]
         size = int.from_bytes(rest[:2], "big")
-        rmac, rest = rest[2:2 + size], rest[2 + size:]
+        rmac, rest = rest[2 : 2 + size], rest[2 + size :]
         if s is None:
             continue
         if check and not use.password:
@@ -253,8 +277,7 @@ def run(execute: Callable[[bytes], bytes], cc: int, handles: list[tuple[int, byt
     assert rest == b"", "bytes after the response sessions"
     for i, use in enumerate(uses):
         if use.attributes & ENCRYPT:
-            rparams = crypt_first_tpm2b(use.session, crypt_keys[i], rparams, use.session.nonce_tpm, nonces[i],
-                                        False)
+            rparams = crypt_first_tpm2b(use.session, crypt_keys[i], rparams, use.session.nonce_tpm, nonces[i], False)
     return Result(rc, raw, rparams, rhandles)
 
 
@@ -265,4 +288,4 @@ def kdfe(alg: int, z: bytes, label: bytes, party_u: bytes, party_v: bytes, bits:
     while len(out) * 8 < bits:
         out += digest(alg, u32(counter) + z + label + b"\x00" + party_u + party_v)
         counter += 1
-    return out[:(bits + 7) // 8]
+    return out[: (bits + 7) // 8]

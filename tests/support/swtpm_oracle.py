@@ -26,11 +26,22 @@ class SwtpmOracle:
         self.port = free_port()
         self.ctrl_port = free_port()
         self.proc = subprocess.Popen(
-            ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={self.dir}",
-             "--server", f"type=tcp,port={self.port},bindaddr=127.0.0.1",
-             "--ctrl", f"type=tcp,port={self.ctrl_port},bindaddr=127.0.0.1",
-             "--flags", "not-need-init"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [
+                "swtpm",
+                "socket",
+                "--tpm2",
+                "--tpmstate",
+                f"dir={self.dir}",
+                "--server",
+                f"type=tcp,port={self.port},bindaddr=127.0.0.1",
+                "--ctrl",
+                f"type=tcp,port={self.ctrl_port},bindaddr=127.0.0.1",
+                "--flags",
+                "not-need-init",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -38,7 +49,7 @@ class SwtpmOracle:
                 break
             except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"swtpm did not start: {self.proc.stderr.read()!r}")
+                    raise RuntimeError(f"swtpm did not start: {self.proc.stderr.read()!r}") from None
                 time.sleep(0.05)
 
     def execute(self, command: bytes) -> bytes:

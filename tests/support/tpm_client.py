@@ -7,7 +7,7 @@ import dataclasses
 
 from vtpm_cuse.tpm.constants import TPM_RS_PW, TPM_ST
 
-PW_SESSION = (4 + 2 + 1 + 2)  # TPMS_AUTH_COMMAND with empty nonce/hmac
+PW_SESSION = 4 + 2 + 1 + 2  # TPMS_AUTH_COMMAND with empty nonce/hmac
 
 
 def command(code: int, body: bytes = b"", handles: bytes = b"", auth: bytes | None = None) -> bytes:
@@ -40,10 +40,10 @@ class Response:
 
     def params(self, handles: int = 0) -> bytes:
         """Response parameters (parameterSize stripped for session responses, sessions dropped)."""
-        body = self.raw[10 + 4 * handles:]
+        body = self.raw[10 + 4 * handles :]
         if self.tag == TPM_ST.SESSIONS:
             size = int.from_bytes(body[:4], "big")
-            return body[4:4 + size]
+            return body[4 : 4 + size]
         return body
 
 

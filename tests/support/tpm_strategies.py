@@ -11,7 +11,16 @@ from functools import singledispatch
 from hypothesis import strategies as st
 
 from vtpm_cuse.tpm.marshal import (
-    Attributes, FixedBytes, Int, Interface, ListOf, Sized, SizedStruct, Struct, TpmType, UInt,
+    Attributes,
+    FixedBytes,
+    Int,
+    Interface,
+    ListOf,
+    Sized,
+    SizedStruct,
+    Struct,
+    TpmType,
+    UInt,
 )
 
 #: Keep generated lists short; the bound checks are tested separately.
@@ -82,10 +91,12 @@ def _(t: Struct) -> st.SearchStrategy:
         for field in t.fields:
             if field.selector is None:
                 unions = selects.get(field.name, [])
-                fields[field.name] = draw(values(field.type).filter(
-                    lambda v: all(v in u.members for u in unions)))
+                fields[field.name] = draw(
+                    values(field.type).filter(lambda v, unions=unions: all(v in u.members for u in unions))
+                )
             else:
                 member = field.type.members[fields[field.selector]]
                 fields[field.name] = None if member is None else draw(values(member))
         return t(**fields)
+
     return build()

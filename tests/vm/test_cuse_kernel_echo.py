@@ -70,7 +70,10 @@ class EchoServer:
 def start_echo(name: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "vtpm_cuse.cuse.echo", name],
-        cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -25,9 +25,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -76,9 +76,23 @@ def start_daemon(name: str, state: Path, *extra: str) -> Daemon:
     pidfile = state.parent / f"{state.name}.pid"
     started = time.monotonic()
     result = subprocess.run(
-        [str(VTPM_CUSE), "cuse", "-n", name, "--tpm2", "--tpmstate", f"dir={state}",
-         "--pid", f"file={pidfile}", "--log", f"file={state.parent / (state.name + '.log')},level=1", *extra],
-        capture_output=True, text=True, timeout=START_TIMEOUT,
+        [
+            str(VTPM_CUSE),
+            "cuse",
+            "-n",
+            name,
+            "--tpm2",
+            "--tpmstate",
+            f"dir={state}",
+            "--pid",
+            f"file={pidfile}",
+            "--log",
+            f"file={state.parent / (state.name + '.log')},level=1",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
     )
     assert result.returncode == 0, f"vtpm-cuse cuse failed ({result.returncode}): {result.stderr}"
     # the parent returns only once the node exists
@@ -95,8 +109,13 @@ def wait_gone(path: str, timeout: float = 60.0) -> None:
 
 
 def swtpm_ioctl(daemon: Daemon, *args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
-    result = subprocess.run(["swtpm_ioctl", *args, daemon.node], capture_output=True, text=True,
-                            timeout=TOOL_TIMEOUT, env=dict(os.environ, **(env or {})))
+    result = subprocess.run(
+        ["swtpm_ioctl", *args, daemon.node],
+        capture_output=True,
+        text=True,
+        timeout=TOOL_TIMEOUT,
+        env=dict(os.environ, **(env or {})),
+    )
     if check:
         assert result.returncode == 0, f"swtpm_ioctl {args}: {result.stdout}{result.stderr}"
     return result.stdout + result.stderr
@@ -157,7 +176,9 @@ def test_daemon_detaches_once_the_node_exists(daemon: Daemon) -> None:
 def test_an_existing_device_name_is_a_clear_error(daemon: Daemon, work: Path) -> None:
     result = subprocess.run(
         [str(VTPM_CUSE), "cuse", "-n", daemon.name, "--tpm2", "--tpmstate", f"dir={work / 'other'}"],
-        capture_output=True, text=True, timeout=START_TIMEOUT,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
     )
     assert result.returncode != 0 and "already exists" in result.stderr, result.stderr
     vmlog("vtpm-cuse", "second daemon with the same name refused")
@@ -203,8 +224,7 @@ def test_vtpm_ioctl_commands(daemon: Daemon) -> None:
     assert '"RuntimeCommands"' in vtpm_ioctl(daemon, "--info", "0x10")
     vtpm_ioctl(daemon, "--lock-storage", "0")
     # the console script as a process, once
-    result = subprocess.run([str(VTPM_IOCTL), "-c", daemon.node], capture_output=True, text=True,
-                            timeout=TOOL_TIMEOUT)
+    result = subprocess.run([str(VTPM_IOCTL), "-c", daemon.node], capture_output=True, text=True, timeout=TOOL_TIMEOUT)
     assert result.returncode == 0 and "ptm capability is 0x16fff" in result.stdout, result
     vmlog("vtpm-ioctl", "-c -i -l -h -e -r -v -C -g -b --info --lock-storage, and as a process")
 

@@ -72,7 +72,7 @@ class ControlClient(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    def __enter__(self) -> "ControlClient":
+    def __enter__(self) -> ControlClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -87,7 +87,7 @@ class SocketControlClient(ControlClient):
         self._timeout = timeout
 
     @classmethod
-    def connect(cls, address: TcpAddress | UnixAddress, timeout: float = RESPONSE_TIMEOUT) -> "SocketControlClient":
+    def connect(cls, address: TcpAddress | UnixAddress, timeout: float = RESPONSE_TIMEOUT) -> SocketControlClient:
         if isinstance(address, UnixAddress):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -102,8 +102,7 @@ class SocketControlClient(ControlClient):
             reason = exc.strerror or str(exc)
             raise ControlConnectError(
                 exc.errno,
-                f"Could not connect to host '{address.host}' on port '{address.port}' "
-                f"using TCP socket: {reason}",
+                f"Could not connect to host '{address.host}' on port '{address.port}' using TCP socket: {reason}",
             ) from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return cls(sock, timeout)
@@ -130,9 +129,7 @@ class SocketControlClient(ControlClient):
         while len(buf) < (wanted := response_type.socket_wanted(buf)):
             chunk = self._read_some(max(wanted - len(buf), 1))
             if not chunk:
-                raise ControlIOError(
-                    0, f"connection closed after {len(buf)} of {wanted} response bytes"
-                )
+                raise ControlIOError(0, f"connection closed after {len(buf)} of {wanted} response bytes")
             buf += chunk
         return response_type.unpack_socket(buf)
 
@@ -151,7 +148,7 @@ class DeviceControlClient(ControlClient):
         self.path = path
 
     @classmethod
-    def open(cls, path: str) -> "DeviceControlClient":
+    def open(cls, path: str) -> DeviceControlClient:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as exc:

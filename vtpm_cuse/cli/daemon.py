@@ -85,6 +85,7 @@ CUSE_FEATURES = tuple(f for f in SOCKET_FEATURES if f not in ("tpm-send-command-
 DEV_DIR = "/dev"
 MAX_DEVICE_NUMBER = 65535
 
+
 class UsageError(Exception):
     """A command-line problem; printed as one line, exit status 1."""
 
@@ -102,35 +103,57 @@ class OneLineParser(argparse.ArgumentParser):
 def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Options every mode has (swtpm's common.c set)."""
     add = parser.add_argument
-    add("--tpm2", action="store_true",
-        help="TPM 2.0 (accepted for swtpm compatibility; only TPM 2.0 is emulated)")
-    add("--tpmstate", metavar="dir=<dir>[,mode=0...][,lock][,backup][,fsync]",
-        help="state directory (default: $TPM_PATH)")
-    add("--flags", metavar="[not-need-init][,startup-clear|startup-state|startup-none][,disable-auto-shutdown]",
-        help="start the TPM without INIT, send TPM2_Startup, keep the automatic TPM2_Shutdown off")
+    add("--tpm2", action="store_true", help="TPM 2.0 (accepted for swtpm compatibility; only TPM 2.0 is emulated)")
+    add(
+        "--tpmstate",
+        metavar="dir=<dir>[,mode=0...][,lock][,backup][,fsync]",
+        help="state directory (default: $TPM_PATH)",
+    )
+    add(
+        "--flags",
+        metavar="[not-need-init][,startup-clear|startup-state|startup-none][,disable-auto-shutdown]",
+        help="start the TPM without INIT, send TPM2_Startup, keep the automatic TPM2_Shutdown off",
+    )
     add("--locality", metavar="[reject-locality-4][,allow-set-locality]", help="locality policy")
-    add("--key", metavar="file=<path>|fd=<fd>|pwdfile=<path>|pwdfd=<fd>[,...]",
-        help="key for encrypting the state files")
-    add("--migration-key", metavar="file=<path>|fd=<fd>|pwdfile=<path>|pwdfd=<fd>[,...]",
-        help="key for encrypting state blobs handed out by GET_STATEBLOB")
+    add(
+        "--key",
+        metavar="file=<path>|fd=<fd>|pwdfile=<path>|pwdfd=<fd>[,...]",
+        help="key for encrypting the state files",
+    )
+    add(
+        "--migration-key",
+        metavar="file=<path>|fd=<fd>|pwdfile=<path>|pwdfd=<fd>[,...]",
+        help="key for encrypting state blobs handed out by GET_STATEBLOB",
+    )
     add("--pid", metavar="file=<path>|fd=<fd>", help="write the process id")
-    add("--log", metavar="file=<path>|fd=<fd>[,level=n][,prefix=<p>][,truncate]",
-        help="log destination (file=- disables logging)")
+    add(
+        "--log",
+        metavar="file=<path>|fd=<fd>[,level=n][,prefix=<p>][,truncate]",
+        help="log destination (file=- disables logging)",
+    )
     add("--print-capabilities", action="store_true", help="print the supported features as JSON and exit")
-    add("--seccomp", metavar="action=none|kill|log",
-        help="seccomp action (accepted and checked for swtpm compatibility; "
-             "no seccomp filter is applied yet)")
+    add(
+        "--seccomp",
+        metavar="action=none|kill|log",
+        help="seccomp action (accepted and checked for swtpm compatibility; no seccomp filter is applied yet)",
+    )
 
 
 def _add_socket_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common_arguments(parser)
     add = parser.add_argument
-    add("--server", metavar="type=tcp,port=<p>[,bindaddr=<a>][,disconnect]|type=unixio,path=<p>[,mode=0...]|fd=<fd>",
-        help="data channel server")
+    add(
+        "--server",
+        metavar="type=tcp,port=<p>[,bindaddr=<a>][,disconnect]|type=unixio,path=<p>[,mode=0...]|fd=<fd>",
+        help="data channel server",
+    )
     add("-p", "--port", metavar="PORT", help="TCP data port; implies --server type=tcp,disconnect")
     add("-f", "--fd", metavar="FD", help="connected data socket; implies --terminate")
-    add("--ctrl", metavar="type=tcp,port=<p>[,bindaddr=<a>]|type=unixio,path=<p>[,mode=0...]|fd=<fd>|clientfd=<fd>[,terminate]",
-        help="control channel server")
+    add(
+        "--ctrl",
+        metavar="type=tcp,port=<p>[,bindaddr=<a>]|type=unixio,path=<p>[,mode=0...]|fd=<fd>|clientfd=<fd>[,terminate]",
+        help="control channel server",
+    )
     add("-t", "--terminate", action="store_true", help="exit when the data client goes away")
     add("-d", "--daemon", action="store_true", help="run in the background once serving")
     add("--version", action="store_true", help="print the version and exit")
@@ -151,9 +174,7 @@ class SocketSettings:
 def _parse_socket_settings(args: argparse.Namespace) -> SocketSettings:
     given = [name for name in ("server", "port", "fd") if getattr(args, name) is not None]
     if len(given) > 1:
-        raise UsageError(
-            f"{PROGRAM} socket: " + " and ".join(f"--{n}" for n in given) + " are mutually exclusive"
-        )
+        raise UsageError(f"{PROGRAM} socket: " + " and ".join(f"--{n}" for n in given) + " are mutually exclusive")
     server: ServerOption | None = None
     if args.server is not None:
         server = parse_server_option(args.server)
@@ -198,9 +219,7 @@ def _build_vtpm(args: argparse.Namespace, flags: VtpmFlags, locality: LocalityPo
     (reads key files; touches nothing else)."""
     tpmstate = resolve_tpmstate(args.tpmstate)
     file_key = load_key_option(args.key, "--key") if args.key is not None else None
-    migration_key = (
-        load_key_option(args.migration_key, "--migration-key") if args.migration_key is not None else None
-    )
+    migration_key = load_key_option(args.migration_key, "--migration-key") if args.migration_key is not None else None
     store = DirectoryStore.from_option(tpmstate, file_key=file_key, migration_key=migration_key)
     return Vtpm(
         store,
@@ -287,9 +306,12 @@ def _add_cuse_arguments(parser: argparse.ArgumentParser) -> None:
     add("-m", "--min", metavar="MIN", type=_device_number, default=0, help="device minor")
     _add_common_arguments(parser)
     add("-r", "--runas", metavar="USER", help="become USER once the device exists")
-    add("--foreground", action="store_true",
+    add(
+        "--foreground",
+        action="store_true",
         help="stay attached to the terminal (by default, like swtpm, the daemon detaches "
-             "and the command returns once /dev/NAME exists)")
+        "and the command returns once /dev/NAME exists)",
+    )
     add("-v", "--version", action="store_true", help="print the version and exit")
 
 
@@ -368,10 +390,13 @@ class Subcommand:
 
 
 SUBCOMMANDS: tuple[Subcommand, ...] = (
-    Subcommand("socket", "serve the TPM on swtpm-compatible TCP/UnixIO sockets",
-               _add_socket_arguments, run_socket),
-    Subcommand("cuse", "create the character device /dev/NAME over CUSE (detaches once it exists)",
-               _add_cuse_arguments, run_cuse),
+    Subcommand("socket", "serve the TPM on swtpm-compatible TCP/UnixIO sockets", _add_socket_arguments, run_socket),
+    Subcommand(
+        "cuse",
+        "create the character device /dev/NAME over CUSE (detaches once it exists)",
+        _add_cuse_arguments,
+        run_cuse,
+    ),
 )
 """Modes of the daemon."""
 
@@ -387,8 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    commands = parser.add_subparsers(dest="mode", metavar="{" + ",".join(s.name for s in SUBCOMMANDS) + "}",
-                                     parser_class=OneLineParser)
+    commands = parser.add_subparsers(
+        dest="mode", metavar="{" + ",".join(s.name for s in SUBCOMMANDS) + "}", parser_class=OneLineParser
+    )
     for sub in SUBCOMMANDS:
         sub_parser = commands.add_parser(sub.name, help=sub.help, description=sub.help, allow_abbrev=False)
         sub.add_arguments(sub_parser)

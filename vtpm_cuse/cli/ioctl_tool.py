@@ -31,8 +31,8 @@ from ioctl_defs import (
     PtmHdataRequest,
     PtmInitFlag,
     PtmInitRequest,
-    PtmLocRequest,
     PtmLockStorageRequest,
+    PtmLocRequest,
     PtmResetEstRequest,
     PtmSetBufferSizeRequest,
     PtmSetStateRequest,
@@ -40,7 +40,6 @@ from ioctl_defs import (
     by_name,
     is_non_fatal,
 )
-
 from vtpm_cuse import __version__
 
 from .ctrl_client import (
@@ -327,6 +326,7 @@ def cmd_save(ctx: Context, args: list[str]) -> None:
     except OSError as exc:
         raise CommandFailed(f"Could not open file '{filename}' for writing: {exc.strerror}") from exc
     with os.fdopen(fd, "wb") as file:
+
         def store(data: bytes) -> None:
             try:
                 file.write(data)
@@ -392,11 +392,11 @@ def _load_device(ctx: Context, client: DeviceControlClient, blob_type: PtmBlobTy
     SWTPM_IOCTL_BUFFERSIZE=n, an empty ioctl, write()s of n bytes, an empty ioctl."""
     if ctx.buffersize is None:
         for start in range(0, len(data) + 1, PTM_STATE_BLOB_SIZE):
-            _set_chunk(ctx, blob_type, data[start:start + PTM_STATE_BLOB_SIZE])
+            _set_chunk(ctx, blob_type, data[start : start + PTM_STATE_BLOB_SIZE])
         return
     _set_chunk(ctx, blob_type, b"")
     for start in range(0, len(data), ctx.buffersize):
-        chunk = data[start:start + ctx.buffersize]
+        chunk = data[start : start + ctx.buffersize]
         try:
             written = client.write(chunk)
         except ControlIOError as exc:

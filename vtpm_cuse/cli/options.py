@@ -15,11 +15,12 @@ value.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Mapping
 
+from vtpm_cuse.flags import LocalityPolicy, StartupMode, VtpmFlags
 from vtpm_cuse.sockets.endpoints import (
     DEFAULT_BIND_ADDRESS,
     DEFAULT_UNIX_SOCKET_MODE,
@@ -29,7 +30,6 @@ from vtpm_cuse.sockets.endpoints import (
     TcpEndpoint,
     UnixEndpoint,
 )
-from vtpm_cuse.flags import LocalityPolicy, StartupMode, VtpmFlags
 from vtpm_cuse.state.errors import OptionError
 from vtpm_cuse.state.optionstring import parse_bool, parse_mode, parse_option_string
 
@@ -246,7 +246,8 @@ _CTRL_NAMES = ("type", "port", "bindaddr", "path", "mode", "fd", "clientfd", "te
 
 
 def parse_ctrl_option(value: str) -> CtrlOption:
-    """``--ctrl type=tcp,port=P[,bindaddr=A] | type=unixio,path=P[,mode=M] | [type=..,]fd=F | clientfd=F [,terminate]``."""
+    """``--ctrl type=tcp,port=P[,bindaddr=A] | type=unixio,path=P[,mode=M] | [type=..,]fd=F``
+    or ``clientfd=F``, each with an optional ``,terminate``."""
     option = "--ctrl"
     items = _items(value, _CTRL_NAMES, option)
     kind = _type(items, option, None)
@@ -284,9 +285,7 @@ def parse_flags_option(value: str) -> VtpmFlags:
     items = _items(value, _FLAG_NAMES, option)
     startups = [s for s in StartupMode if _flag(items, s.value, option)]
     if len(startups) > 1:
-        raise CliOptionError(
-            f"{option}: choose one of {', '.join(s.value for s in startups)}, not several"
-        )
+        raise CliOptionError(f"{option}: choose one of {', '.join(s.value for s in startups)}, not several")
     return VtpmFlags(
         not_need_init=_flag(items, "not-need-init", option),
         startup=startups[0] if startups else None,

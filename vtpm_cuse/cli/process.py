@@ -12,8 +12,9 @@ import os
 import pwd
 import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, TextIO
+from typing import TextIO
 
 from .exit_codes import ExitCode
 from .options import LogOption, PidOption
@@ -158,7 +159,7 @@ class RunAs:
     gid: int
 
     @classmethod
-    def lookup(cls, user: str) -> "RunAs":
+    def lookup(cls, user: str) -> RunAs:
         """A user name or numeric uid; raises ValueError for an unknown user."""
         try:
             entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)

@@ -40,7 +40,7 @@ def reorder_name_last(argv: Sequence[str]) -> list[str] | None:
             index += 2
             continue
         if arg.startswith("--name="):
-            name = arg[len("--name="):]
+            name = arg[len("--name=") :]
         elif arg.startswith("-n") and len(arg) > 2 and not arg.startswith("--"):
             name = arg[2:]
         else:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 import errno
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -75,10 +75,10 @@ class CuseDevice(abc.ABC):
         """fsync()/fdatasync() (CUSE kernels do not send this today)."""
         raise OSError(errno.ENOSYS, "fsync is not supported by this device")
 
-    async def release(self, fh: int, flags: int) -> None:
+    async def release(self, fh: int, flags: int) -> None:  # noqa: B027 (an optional hook)
         """The last reference to the open file went away. Errors are not seen by anyone."""
 
-    async def destroy(self) -> None:
+    async def destroy(self) -> None:  # noqa: B027 (an optional hook)
         """The session is ending (channel closed, DESTROY, or cancelled). Runs shielded
         from cancellation, so it must finish promptly."""
 

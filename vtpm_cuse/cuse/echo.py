@@ -179,12 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cuse-path", default=CUSE_PATH, help="the CUSE channel device")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     try:
         options = CuseOptions(
-            args.name, dev_major=args.major, dev_minor=args.minor,
-            max_read=args.max_read, max_write=args.max_write,
+            args.name,
+            dev_major=args.major,
+            dev_minor=args.minor,
+            max_read=args.max_read,
+            max_write=args.max_write,
         )
         trio.run(partial(run_echo, options, args.cuse_path))
     except Exception as exc:

@@ -17,8 +17,9 @@ import enum
 import errno as _errno
 import operator
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Callable, ClassVar, Self, TypeVar
+from typing import ClassVar, Self, TypeVar
 
 # --- versions and limits -----------------------------------------------------------------
 
@@ -181,8 +182,7 @@ class TruncatedStruct(CuseProtocolError):
 
     def __init__(self, struct_name: str, offset: int, needed: int, available: int) -> None:
         super().__init__(
-            f"{struct_name} needs {needed} bytes at offset {offset}, "
-            f"but the message has only {available} bytes there"
+            f"{struct_name} needs {needed} bytes at offset {offset}, but the message has only {available} bytes there"
         )
         self.struct_name = struct_name
         self.needed = needed
@@ -229,7 +229,7 @@ class WireStruct:
         try:
             return self.LAYOUT.pack(*values)
         except struct.error as exc:
-            shown = ", ".join(f"{n}={v!r}" for n, v in zip(self._FIELD_NAMES, values))
+            shown = ", ".join(f"{n}={v!r}" for n, v in zip(self._FIELD_NAMES, values, strict=True))
             raise ValueError(f"{type(self).__name__}({shown}) does not fit its layout: {exc}") from exc
 
 
@@ -477,8 +477,7 @@ def parse_request(buf: bytes) -> Request:
     end = len(buf) - 8 * header.total_extlen
     if end < InHeader.SIZE:
         raise MalformedRequest(
-            f"{opcode_name(header.opcode)}: {header.total_extlen} extension words "
-            f"do not fit in {len(buf)} bytes",
+            f"{opcode_name(header.opcode)}: {header.total_extlen} extension words do not fit in {len(buf)} bytes",
             unique=header.unique,
             errno=_errno.EINVAL,
         )
@@ -488,7 +487,7 @@ def parse_request(buf: bytes) -> Request:
         opcode = header.opcode
     layout = REQUEST_BODIES.get(opcode) if isinstance(opcode, Opcode) else None
     if layout is None:
-        return Request(header, opcode, None, bytes(buf[InHeader.SIZE:end]))
+        return Request(header, opcode, None, bytes(buf[InHeader.SIZE : end]))
     region = buf[:end]
     try:
         body = layout.unpack_from(region, InHeader.SIZE)
@@ -496,7 +495,7 @@ def parse_request(buf: bytes) -> Request:
         raise MalformedRequest(
             f"{opcode_name(header.opcode)}: {exc}", unique=header.unique, errno=_errno.EINVAL
         ) from None
-    payload = bytes(region[InHeader.SIZE + layout.SIZE:])
+    payload = bytes(region[InHeader.SIZE + layout.SIZE :])
     expected: int | None = None
     if isinstance(body, WriteIn):
         expected = body.size
@@ -504,8 +503,7 @@ def parse_request(buf: bytes) -> Request:
         expected = body.in_size
     if expected is not None and expected != len(payload):
         raise MalformedRequest(
-            f"{opcode_name(header.opcode)}: declares {expected} bytes of data "
-            f"but carries {len(payload)}",
+            f"{opcode_name(header.opcode)}: declares {expected} bytes of data but carries {len(payload)}",
             unique=header.unique,
             errno=_errno.EINVAL,
         )

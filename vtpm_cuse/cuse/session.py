@@ -15,8 +15,9 @@ import errno
 import logging
 import os
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -44,9 +45,9 @@ from .protocol import (
     NotifyCode,
     NotifyPollWakeupOut,
     Opcode,
-    OutHeader,
     OpenIn,
     OpenOut,
+    OutHeader,
     PollFlags,
     PollIn,
     PollOut,
@@ -223,7 +224,10 @@ class CuseSession:
             raise
         log.info(
             "CUSE device %r up (kernel protocol %d.%d, replied 7.%d)",
-            self.options.name, offer.major, offer.minor, self.protocol_minor,
+            self.options.name,
+            offer.major,
+            offer.minor,
+            self.protocol_minor,
         )
 
     # --- channel I/O --------------------------------------------------------------------
@@ -296,7 +300,10 @@ class CuseSession:
                     return True
                 log.warning(
                     "device %r: kernel refused a %d-byte message %s...: %s",
-                    self.options.name, len(message), message[:16].hex(), exc,
+                    self.options.name,
+                    len(message),
+                    message[:16].hex(),
+                    exc,
                 )
                 return True
             if written != len(message):
@@ -386,8 +393,13 @@ class CuseSession:
         except OSError as exc:
             code = exc.errno
             if code is None or not 0 < code <= MAX_REPLY_ERRNO:
-                log.warning("device %r: %s failed with errno %r, replying EIO: %s",
-                            name, opcode_name(request.header.opcode), code, exc)
+                log.warning(
+                    "device %r: %s failed with errno %r, replying EIO: %s",
+                    name,
+                    opcode_name(request.header.opcode),
+                    code,
+                    exc,
+                )
                 code = errno.EIO
             reply = encode_error(request.unique, code)
         except Exception:

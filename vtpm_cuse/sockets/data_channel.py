@@ -25,7 +25,6 @@ from vtpm_cuse.tpm.errors import TPM_RC
 from vtpm_cuse.tpm.wire import error_response
 from vtpm_cuse.vtpm import LocalityPolicy
 
-from .streams import send_all
 from .data_framing import (
     COMPLETION_TIMEOUT,
     MAX_MESSAGE,
@@ -34,6 +33,7 @@ from .data_framing import (
     frame_response,
     parse_message,
 )
+from .streams import send_all
 
 __all__ = ["DataChannel", "CommandExecutor", "receive_data_message"]
 
@@ -169,4 +169,3 @@ class DataChannel:
             # the same variable CMD_SET_LOCALITY sets), so it stays in effect.
             self._vtpm.locality = message.locality
         return await self._vtpm.execute(message.command)
-

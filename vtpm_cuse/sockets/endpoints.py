@@ -97,11 +97,10 @@ class OpenedEndpoint:
 def _tcp_listener(endpoint: TcpEndpoint) -> socket.socket:
     family = socket.AF_INET6 if ":" in endpoint.bindaddr else socket.AF_INET
     try:
-        sock = socket.create_server(
-            (endpoint.bindaddr, endpoint.port), family=family, backlog=LISTEN_BACKLOG
-        )
+        sock = socket.create_server((endpoint.bindaddr, endpoint.port), family=family, backlog=LISTEN_BACKLOG)
     except OSError as exc:
-        raise EndpointError(f"cannot listen on TCP {endpoint.bindaddr}:{endpoint.port}: {exc.strerror or exc}",
+        raise EndpointError(
+            f"cannot listen on TCP {endpoint.bindaddr}:{endpoint.port}: {exc.strerror or exc}",
         ) from exc
     return sock
 
@@ -129,8 +128,7 @@ def _unix_listener(endpoint: UnixEndpoint) -> socket.socket:
         raise
     except OSError as exc:
         sock.close()
-        raise EndpointError(f"cannot listen on UnixIO socket {endpoint.path}: {exc.strerror or exc}"
-        ) from exc
+        raise EndpointError(f"cannot listen on UnixIO socket {endpoint.path}: {exc.strerror or exc}") from exc
     return sock
 
 
@@ -152,9 +150,7 @@ def open_endpoint(endpoint: Endpoint, what: str) -> OpenedEndpoint:
     connected one is served directly.
     """
     if isinstance(endpoint, TcpEndpoint):
-        return OpenedEndpoint(
-            f"tcp {endpoint.bindaddr}:{endpoint.port}", listener=_tcp_listener(endpoint)
-        )
+        return OpenedEndpoint(f"tcp {endpoint.bindaddr}:{endpoint.port}", listener=_tcp_listener(endpoint))
     if isinstance(endpoint, UnixEndpoint):
         return OpenedEndpoint(
             f"unixio {endpoint.path}",

@@ -14,6 +14,7 @@ Modules:
 * :mod:`.store`       -- DirectoryStore, tying it all together
 """
 
+from .crypto import StateKey
 from .errors import (
     KeyOptionError,
     OptionError,
@@ -22,12 +23,11 @@ from .errors import (
     StorageLockError,
     TpmStateOptionError,
 )
-from .kinds import StateKind
-from .crypto import StateKey
 from .keyoption import KeyOption, load_key_option, parse_key_option
-from .tpmstate import TpmStateOption, parse_tpmstate_option, resolve_tpmstate
+from .kinds import StateKind
 from .lock import StorageLock
 from .store import DirectoryStore, PtmConfigFlag
+from .tpmstate import TpmStateOption, parse_tpmstate_option, resolve_tpmstate
 
 __all__ = [
     "DirectoryStore",

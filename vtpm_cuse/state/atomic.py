@@ -50,9 +50,9 @@ def temp_name_for(filename: str) -> str:
     temporary file of ours.
     """
     if filename.startswith(FILE_PREFIX):
-        return TEMP_PREFIX + filename[len(FILE_PREFIX):]
+        return TEMP_PREFIX + filename[len(FILE_PREFIX) :]
     if filename.startswith(_TPM12_PREFIX):
-        return _TPM12_TEMP_PREFIX + filename[len(_TPM12_PREFIX):]
+        return _TPM12_TEMP_PREFIX + filename[len(_TPM12_PREFIX) :]
     return TEMP_PREFIX + filename
 
 

@@ -24,9 +24,9 @@ it only ever held libtpms state, which this TPM cannot use anyway.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
-from typing import Iterable, Sequence
 
 from .errors import PtmResult, StateError
 
@@ -115,9 +115,7 @@ class BlobHeader:
     hdrsize: int = HEADER_SIZE
 
     def pack(self) -> bytes:
-        return _HEADER.pack(
-            self.version, self.min_version, self.hdrsize, int(self.flags), self.totlen
-        )
+        return _HEADER.pack(self.version, self.min_version, self.hdrsize, int(self.flags), self.totlen)
 
 
 @dataclass(frozen=True)
@@ -169,8 +167,7 @@ def decode_tlvs(data: bytes, *, where: str = "blob") -> tuple[Tlv, ...]:
         if len(view) - offset < TLV_HEADER_SIZE:
             raise StateError(
                 PtmResult.TPM_BAD_PARAMETER,
-                f"truncated TLV header at offset {offset} of {where} "
-                f"({len(view) - offset} of {TLV_HEADER_SIZE} bytes)",
+                f"truncated TLV header at offset {offset} of {where} ({len(view) - offset} of {TLV_HEADER_SIZE} bytes)",
             )
         tag, length = _TLV_HEADER.unpack_from(view, offset)
         start = offset + TLV_HEADER_SIZE
@@ -186,7 +183,7 @@ def decode_tlvs(data: bytes, *, where: str = "blob") -> tuple[Tlv, ...]:
                 f"duplicate {_tag_name(tag)} at offset {offset} of {where}",
             )
         seen.add(tag)
-        out.append(Tlv(tag, bytes(view[start:start + length])))
+        out.append(Tlv(tag, bytes(view[start : start + length])))
         offset = start + length
     return tuple(out)
 
@@ -257,5 +254,5 @@ def parse_header(data: bytes) -> BlobHeader:
 def parse_blob(data: bytes, *, where: str = "state blob") -> ParsedBlob:
     """Validate header and TLV framing of a complete container."""
     header = parse_header(data)
-    tlvs = decode_tlvs(bytes(data[header.hdrsize:]), where=where)
+    tlvs = decode_tlvs(bytes(data[header.hdrsize :]), where=where)
     return ParsedBlob(header=header, tlvs=tlvs)

@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -156,9 +156,7 @@ def _aad(layer: EncryptionLayer, kind: int) -> bytes:
     return AAD_LABEL + bytes((layer.aad_role, int(kind)))
 
 
-def seal(
-    key: StateKey, layer: EncryptionLayer, kind: int, plaintext: bytes
-) -> tuple[BlobFlag, tuple[Tlv, ...]]:
+def seal(key: StateKey, layer: EncryptionLayer, kind: int, plaintext: bytes) -> tuple[BlobFlag, tuple[Tlv, ...]]:
     """Encrypt ``plaintext``; return the header flags to OR in and the TLVs.
 
     A fresh random 96-bit nonce is drawn for every call; with at most a few
@@ -201,13 +199,9 @@ def unseal(
             detail = "swtpm's AES-CBC+HMAC scheme, which vtpm-cuse does not read"
         else:
             detail = "an unknown scheme (no VTPM_AEAD_SCHEME TLV)"
-        raise StateError(
-            PtmResult.TPM_BAD_MODE, f"{where} is encrypted with {layer.name} key using {detail}"
-        )
+        raise StateError(PtmResult.TPM_BAD_MODE, f"{where} is encrypted with {layer.name} key using {detail}")
     if scheme != bytes((AeadScheme.AES_GCM,)):
-        raise StateError(
-            PtmResult.TPM_BAD_MODE, f"{where} uses unknown AEAD scheme 0x{scheme.hex()}"
-        )
+        raise StateError(PtmResult.TPM_BAD_MODE, f"{where} uses unknown AEAD scheme 0x{scheme.hex()}")
 
     expected = 32 if flags & layer.key256_flag else 16
     if key.size != expected:
@@ -219,8 +213,7 @@ def unseal(
 
     failure = StateError(
         PtmResult.TPM_DECRYPT_ERROR,
-        f"{where} failed authentication with the {layer.name} key "
-        "(wrong key or modified data)",
+        f"{where} failed authentication with the {layer.name} key (wrong key or modified data)",
     )
     if len(nonce) != NONCE_SIZE or len(ciphertext) < GCM_TAG_SIZE:
         raise failure

@@ -163,9 +163,7 @@ class KeyOption:
             except FileNotFoundError:
                 pass
             except OSError as exc:
-                raise KeyOptionError(
-                    f"{what}: cannot remove after reading: {exc.strerror}"
-                ) from exc
+                raise KeyOptionError(f"{what}: cannot remove after reading: {exc.strerror}") from exc
         return key
 
     def _read(self, limit: int) -> bytes:
@@ -227,9 +225,7 @@ def parse_hex_key(raw: bytes, mode: KeyMode, *, what: str = "key") -> bytes:
         raise KeyOptionError(f"{what}: unexpected text after the hex key")
     wanted = 2 * mode.key_size
     if len(digits) != wanted:
-        raise KeyOptionError(
-            f"{what}: hex key has {len(digits)} digits; mode={mode.value} needs {wanted}"
-        )
+        raise KeyOptionError(f"{what}: hex key has {len(digits)} digits; mode={mode.value} needs {wanted}")
     return bytes.fromhex(digits.decode("ascii"))
 
 
@@ -243,8 +239,7 @@ def parse_binary_key(raw: bytes, mode: KeyMode, *, what: str = "key") -> bytes:
     return raw
 
 
-def derive_passphrase_key(passphrase: bytes, size: int, kdf: Kdf, *,
-                          what: str = "passphrase") -> bytes:
+def derive_passphrase_key(passphrase: bytes, size: int, kdf: Kdf, *, what: str = "passphrase") -> bytes:
     """Turn passphrase file content into a ``size``-byte key with ``kdf``."""
     if not passphrase:
         raise KeyOptionError(f"{what}: passphrase is empty")
@@ -273,9 +268,7 @@ def parse_key_option(value: str, option: str = "--key") -> KeyOption:
     raw_location = items[source.value]
     if raw_location is None:
         raise KeyOptionError(f"{option}: {source.value} needs a value")
-    location: str | int = (
-        _parse_fd(raw_location, source.value, option) if source.is_fd else raw_location
-    )
+    location: str | int = _parse_fd(raw_location, source.value, option) if source.is_fd else raw_location
 
     mode = KeyMode.AES_128_CBC
     if "mode" in items:
@@ -283,35 +276,25 @@ def parse_key_option(value: str, option: str = "--key") -> KeyOption:
             mode = KeyMode(items["mode"])
         except ValueError:
             names = ", ".join(m.value for m in KeyMode)
-            raise KeyOptionError(
-                f"{option}: unknown mode={items['mode']!r} (expected one of {names})"
-            ) from None
+            raise KeyOptionError(f"{option}: unknown mode={items['mode']!r} (expected one of {names})") from None
 
     key_format = KeyFormat.HEX
     if "format" in items:
         if source.is_passphrase:
-            raise KeyOptionError(
-                f"{option}: format= applies to file=/fd= keys, not {source.value}="
-            )
+            raise KeyOptionError(f"{option}: format= applies to file=/fd= keys, not {source.value}=")
         try:
             key_format = KeyFormat(items["format"])
         except ValueError:
-            raise KeyOptionError(
-                f"{option}: unknown format={items['format']!r} (expected hex or binary)"
-            ) from None
+            raise KeyOptionError(f"{option}: unknown format={items['format']!r} (expected hex or binary)") from None
 
     kdf = Kdf.PBKDF2
     if "kdf" in items:
         if not source.is_passphrase:
-            raise KeyOptionError(
-                f"{option}: kdf= applies to pwdfile=/pwdfd=, not {source.value}="
-            )
+            raise KeyOptionError(f"{option}: kdf= applies to pwdfile=/pwdfd=, not {source.value}=")
         try:
             kdf = Kdf(items["kdf"])
         except ValueError:
-            raise KeyOptionError(
-                f"{option}: unknown kdf={items['kdf']!r} (expected pbkdf2 or sha512)"
-            ) from None
+            raise KeyOptionError(f"{option}: unknown kdf={items['kdf']!r} (expected pbkdf2 or sha512)") from None
 
     remove = False
     if "remove" in items:

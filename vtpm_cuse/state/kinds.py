@@ -44,15 +44,13 @@ class StateKind(IntEnum):
         return TEMP_PREFIX + self.state_name
 
     @classmethod
-    def from_blob_type(cls, blob_type: int) -> "StateKind":
+    def from_blob_type(cls, blob_type: int) -> StateKind:
         """Convert a control-channel blob ``type``; unknown types are a
         TPM_BAD_PARAMETER, as in swtpm."""
         try:
             return cls(blob_type)
         except ValueError:
-            raise StateError(
-                PtmResult.TPM_BAD_PARAMETER, f"unknown state blob type {blob_type!r}"
-            ) from None
+            raise StateError(PtmResult.TPM_BAD_PARAMETER, f"unknown state blob type {blob_type!r}") from None
 
 
 _STATE_NAMES = {

@@ -71,9 +71,7 @@ class StorageLock:
                 LOCK_FILE_MODE,
             )
         except OSError as exc:
-            raise StorageLockError(
-                f"cannot open lock file {self._path}: {exc.strerror}"
-            ) from exc
+            raise StorageLockError(f"cannot open lock file {self._path}: {exc.strerror}") from exc
 
         attempt = 0
         while True:
@@ -93,9 +91,7 @@ class StorageLock:
                         f"state directory {self._path.parent} is locked by another "
                         f"process ({attempt + 1} attempt(s) on {self._path})"
                     ) from exc
-                raise StorageLockError(
-                    f"cannot lock {self._path}: {exc.strerror}"
-                ) from exc
+                raise StorageLockError(f"cannot lock {self._path}: {exc.strerror}") from exc
             self._fd = fd
             return
 
@@ -105,7 +101,7 @@ class StorageLock:
         if fd is not None:
             os.close(fd)
 
-    def __enter__(self) -> "StorageLock":
+    def __enter__(self) -> StorageLock:
         self.acquire()
         return self
 

@@ -14,7 +14,7 @@ else as false).
 
 from __future__ import annotations
 
-from typing import Collection
+from collections.abc import Collection
 
 from .errors import OptionError
 
@@ -47,8 +47,7 @@ def parse_option_string(
     return result
 
 
-def parse_bool(value: str | None, *, name: str, option: str,
-               error: type[OptionError] = OptionError) -> bool:
+def parse_bool(value: str | None, *, name: str, option: str, error: type[OptionError] = OptionError) -> bool:
     """A bare flag (None) is true; otherwise true/false/1/0, any case."""
     if value is None:
         return True
@@ -60,8 +59,7 @@ def parse_bool(value: str | None, *, name: str, option: str,
     raise error(f"{option}: {name}={value!r} is not a boolean (use true or false)")
 
 
-def parse_mode(value: str | None, *, name: str, option: str,
-               error: type[OptionError] = OptionError) -> int:
+def parse_mode(value: str | None, *, name: str, option: str, error: type[OptionError] = OptionError) -> int:
     """An octal permission value such as ``0600`` (at most ``0777``)."""
     if value is None:
         raise error(f"{option}: {name} needs a value such as {name}=0600")

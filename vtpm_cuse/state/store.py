@@ -30,12 +30,12 @@ code to report.
 
 from __future__ import annotations
 
-from ioctl_defs import PtmConfigFlag
-
 import logging
 import os
 import stat
 from pathlib import Path
+
+from ioctl_defs import PtmConfigFlag
 
 from . import crypto
 from .atomic import DEFAULT_FILE_MODE, atomic_write, fsync_directory
@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 #: Suffix of the permanent-state backup kept with ``backup``.
 BACKUP_SUFFIX = ".bak"
+
 
 def _as_kind(kind: int) -> StateKind:
     if isinstance(kind, StateKind):
@@ -105,7 +106,7 @@ class DirectoryStore:
         *,
         file_key: StateKey | None = None,
         migration_key: StateKey | None = None,
-    ) -> "DirectoryStore":
+    ) -> DirectoryStore:
         """Build a store from a parsed ``--tpmstate`` value."""
         return cls(
             option.directory,
@@ -167,7 +168,7 @@ class DirectoryStore:
     def close(self) -> None:
         self.unlock()
 
-    def __enter__(self) -> "DirectoryStore":
+    def __enter__(self) -> DirectoryStore:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -229,9 +230,7 @@ class DirectoryStore:
         try:
             fsync_directory(self._dir)
         except OSError as exc:
-            raise StateError(
-                PtmResult.TPM_FAIL, f"cannot sync {self._dir}: {exc.strerror}"
-            ) from exc
+            raise StateError(PtmResult.TPM_FAIL, f"cannot sync {self._dir}: {exc.strerror}") from exc
         return True
 
     # -- control-channel blobs -------------------------------------------
@@ -269,9 +268,7 @@ class DirectoryStore:
 
         outer: tuple[Tlv, ...]
         if self._migration_key is not None:
-            layer_flags, outer = crypto.seal(
-                self._migration_key, MIGRATION_LAYER, kind, inner_bytes
-            )
+            layer_flags, outer = crypto.seal(self._migration_key, MIGRATION_LAYER, kind, inner_bytes)
             flags |= layer_flags
         else:
             outer = (Tlv(Tag.MIGRATION_DATA, inner_bytes),)
@@ -306,9 +303,7 @@ class DirectoryStore:
                     PtmResult.TPM_KEYNOTFOUND,
                     f"{where} is encrypted with a migration key but no --migration-key is set",
                 )
-            inner_bytes = crypto.unseal(
-                self._migration_key, MIGRATION_LAYER, kind, flags, parsed.tlvs, where=where
-            )
+            inner_bytes = crypto.unseal(self._migration_key, MIGRATION_LAYER, kind, flags, parsed.tlvs, where=where)
         else:
             inner_bytes = require_tlv(parsed.tlvs, Tag.MIGRATION_DATA, where=where)
         inner = decode_tlvs(inner_bytes, where=f"{where} (inner)")
@@ -338,12 +333,8 @@ class DirectoryStore:
         parsed = parse_blob(raw, where=where)
         if parsed.flags & BlobFlag.ENCRYPTED:
             if self._file_key is None:
-                raise StateError(
-                    PtmResult.TPM_KEYNOTFOUND, f"{where} is encrypted but no --key is set"
-                )
-            return crypto.unseal(
-                self._file_key, STATE_LAYER, kind, parsed.flags, parsed.tlvs, where=where
-            )
+                raise StateError(PtmResult.TPM_KEYNOTFOUND, f"{where} is encrypted but no --key is set")
+            return crypto.unseal(self._file_key, STATE_LAYER, kind, parsed.flags, parsed.tlvs, where=where)
         if self._file_key is not None:
             raise StateError(
                 PtmResult.TPM_DECRYPT_ERROR,
@@ -362,7 +353,9 @@ class DirectoryStore:
             return None
         log.warning(
             "%s is damaged (%s); restoring it from %s",
-            self.path_for(kind), primary_error, backup,
+            self.path_for(kind),
+            primary_error,
+            backup,
         )
         self._ensure_locked()
         self._write(self.path_for(kind), raw)

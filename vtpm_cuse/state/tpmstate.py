@@ -23,9 +23,9 @@ directory, as in swtpm.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from .atomic import DEFAULT_FILE_MODE
 from .errors import TpmStateOptionError
@@ -61,15 +61,13 @@ class TpmStateOption:
 
 def _directory_from_uri(uri: str) -> str:
     if uri.startswith(_DIR_SCHEME):
-        return uri[len(_DIR_SCHEME):]
+        return uri[len(_DIR_SCHEME) :]
     if uri.startswith(_FILE_SCHEME):
         raise TpmStateOptionError(
             f"{_OPTION}: backend-uri={uri!r}: the file:// (linear file) backend is "
             "not supported yet; use dir=<directory> or backend-uri=dir://<directory>"
         )
-    raise TpmStateOptionError(
-        f"{_OPTION}: backend-uri={uri!r} has an unknown scheme (expected dir://)"
-    )
+    raise TpmStateOptionError(f"{_OPTION}: backend-uri={uri!r} has an unknown scheme (expected dir://)")
 
 
 def parse_tpmstate_option(value: str) -> TpmStateOption:
@@ -98,8 +96,7 @@ def parse_tpmstate_option(value: str) -> TpmStateOption:
         mode = parse_mode(items["mode"], name="mode", option=_OPTION, error=TpmStateOptionError)
         if mode & _OWNER_RW != _OWNER_RW:
             raise TpmStateOptionError(
-                f"{_OPTION}: mode={items['mode']} lacks owner read/write; "
-                "the TPM could not use its own state files"
+                f"{_OPTION}: mode={items['mode']} lacks owner read/write; the TPM could not use its own state files"
             )
 
     def flag(name: str, default: bool) -> bool:
@@ -125,15 +122,11 @@ def tpmstate_from_environment(environ: Mapping[str, str] | None = None) -> TpmSt
     return TpmStateOption(directory=Path(path))
 
 
-def resolve_tpmstate(
-    value: str | None, environ: Mapping[str, str] | None = None
-) -> TpmStateOption:
+def resolve_tpmstate(value: str | None, environ: Mapping[str, str] | None = None) -> TpmStateOption:
     """``--tpmstate`` if given, else ``TPM_PATH``; neither is an error."""
     if value is not None:
         return parse_tpmstate_option(value)
     option = tpmstate_from_environment(environ)
     if option is None:
-        raise TpmStateOptionError(
-            f"no state directory: pass {_OPTION} dir=<directory> or set {TPM_PATH_ENV}"
-        )
+        raise TpmStateOptionError(f"no state directory: pass {_OPTION} dir=<directory> or set {TPM_PATH_ENV}")
     return option

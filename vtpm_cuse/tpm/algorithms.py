@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-from .constants import TPM_ALG, TPM_ECC_CURVE, TPMA_ALGORITHM as A
+from .constants import TPM_ALG, TPM_ECC_CURVE
+from .constants import TPMA_ALGORITHM as A
 
 
 @dataclasses.dataclass(frozen=True)

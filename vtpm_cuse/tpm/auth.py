@@ -14,12 +14,12 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hmac
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .constants import TPM_RS_PW, TPMA_SESSION
-from .errors import TPM_RC, TpmError
-
 from .entities import require_auth_value_usable
+from .errors import TPM_RC, TpmError
 
 if TYPE_CHECKING:
     from .dispatcher import CommandContext
@@ -45,8 +45,8 @@ class SessionUse:
     nonce: bytes
     attributes: int
     hmac: bytes
-    session: "AuthSession"
-    entity: "Entity | None" = None
+    session: AuthSession
+    entity: Entity | None = None
 
 
 class AuthSession(abc.ABC):
@@ -55,21 +55,23 @@ class AuthSession(abc.ABC):
     handle: int
 
     @abc.abstractmethod
-    def check_command(self, use: SessionUse, ctx: "CommandContext") -> None:
+    def check_command(self, use: SessionUse, ctx: CommandContext) -> None:
         """Validate the session fields before any authorization (nonce, attributes)."""
 
     @abc.abstractmethod
-    def authorize(self, use: SessionUse, ctx: "CommandContext") -> None:
+    def authorize(self, use: SessionUse, ctx: CommandContext) -> None:
         """Authorize ``use.entity`` for this command or raise TpmError (bare code)."""
 
     @abc.abstractmethod
-    def response(self, use: SessionUse, ctx: "CommandContext", rp_hash: Callable[[int], bytes]) -> tuple[bytes, int, bytes]:
+    def response(
+        self, use: SessionUse, ctx: CommandContext, rp_hash: Callable[[int], bytes]
+    ) -> tuple[bytes, int, bytes]:
         """The (nonce, attributes, hmac) of this session's TPMS_AUTH_RESPONSE."""
 
-    def decrypt_parameter(self, use: SessionUse, ctx: "CommandContext", data: bytes) -> bytes:
+    def decrypt_parameter(self, use: SessionUse, ctx: CommandContext, data: bytes) -> bytes:
         raise TpmError(TPM_RC.ATTRIBUTES, "session cannot decrypt parameters")
 
-    def encrypt_parameter(self, use: SessionUse, ctx: "CommandContext", data: bytes) -> bytes:
+    def encrypt_parameter(self, use: SessionUse, ctx: CommandContext, data: bytes) -> bytes:
         raise TpmError(TPM_RC.ATTRIBUTES, "session cannot encrypt parameters")
 
 
@@ -78,23 +80,26 @@ class PasswordSession(AuthSession):
 
     handle = TPM_RS_PW
 
-    def check_command(self, use: SessionUse, ctx: "CommandContext") -> None:
+    def check_command(self, use: SessionUse, ctx: CommandContext) -> None:
         if use.nonce:
             raise TpmError(TPM_RC.NONCE, "password session with a nonce")
         allowed = TPMA_SESSION.continueSession
         if use.attributes & ~allowed:
             raise TpmError(TPM_RC.ATTRIBUTES, f"password session attributes 0x{use.attributes:02x}")
 
-    def authorize(self, use: SessionUse, ctx: "CommandContext") -> None:
+    def authorize(self, use: SessionUse, ctx: CommandContext) -> None:
         entity = use.entity
         if entity is None:
             raise TpmError(TPM_RC.AUTH_CONTEXT, "password session without an authorization handle")
         require_auth_value_usable(entity)
         if not auth_equal(use.hmac, entity.auth_value):
-            raise TpmError(TPM_RC.BAD_AUTH if entity.da_exempt else TPM_RC.AUTH_FAIL,
-                           f"wrong password for 0x{entity.handle:08x}")
+            raise TpmError(
+                TPM_RC.BAD_AUTH if entity.da_exempt else TPM_RC.AUTH_FAIL, f"wrong password for 0x{entity.handle:08x}"
+            )
 
-    def response(self, use: SessionUse, ctx: "CommandContext", rp_hash: Callable[[int], bytes]) -> tuple[bytes, int, bytes]:
+    def response(
+        self, use: SessionUse, ctx: CommandContext, rp_hash: Callable[[int], bytes]
+    ) -> tuple[bytes, int, bytes]:
         return b"", int(TPMA_SESSION.continueSession), b""
 
 

@@ -440,6 +440,7 @@ def locality_attribute(locality: int) -> int:
     """TPMA_LOCALITY for one locality: a bit for 0-4, the value itself for an extended one."""
     return 1 << locality if locality <= MAX_LOCALITY else locality
 
+
 #: TPMA_CC.commandIndex: the low 16 bits of the command code.
 TPMA_CC_COMMAND_INDEX_MASK = 0xFFFF
 

@@ -41,7 +41,7 @@ ERRORS_AT = "errors_at"
 RESPONSE_METHOD = "response"
 
 
-def check_handler_body(cmd: "Command") -> None:
+def check_handler_body(cmd: Command) -> None:
     """Raise DeclarationError listing every literal name that the declaration lacks."""
     from .command import DeclarationError
 
@@ -50,8 +50,10 @@ def check_handler_body(cmd: "Command") -> None:
         facts = _facts(fn)
         for name, line in facts.positions:
             if name not in cmd.positions:
-                problems.append(f"{facts.where(line)}: {name!r} is not a handle or parameter of {cmd.name}"
-                                f" (declared: {', '.join(cmd.positions) or 'none'})")
+                problems.append(
+                    f"{facts.where(line)}: {name!r} is not a handle or parameter of {cmd.name}"
+                    f" (declared: {', '.join(cmd.positions) or 'none'})"
+                )
         for call in facts.responses:
             problems.extend(f"{facts.where(call.lineno)}: {p}" for p in _response_problems(cmd, call))
     if problems:
@@ -98,8 +100,12 @@ def _facts(fn: FunctionType) -> _Facts:
             callee = _function_of(fn.__globals__[call.func.id])
             if callee is not None and callee.__module__.startswith(FOLLOWED_PACKAGE):
                 callees.append(callee)
-    return _Facts(fn, tuple(p for call in calls for p in _positions_named(call)),
-                  tuple(call for call in calls if _is_response_call(call)), tuple(callees))
+    return _Facts(
+        fn,
+        tuple(p for call in calls for p in _positions_named(call)),
+        tuple(call for call in calls if _is_response_call(call)),
+        tuple(callees),
+    )
 
 
 @functools.cache
@@ -129,17 +135,24 @@ def _positions_named(call: ast.Call) -> Iterator[tuple[str, int]]:
 
 def _is_response_call(call: ast.Call) -> bool:
     func = call.func
-    return isinstance(func, ast.Attribute) and func.attr == RESPONSE_METHOD and \
-        isinstance(func.value, ast.Name) and func.value.id == "ctx"
+    return (
+        isinstance(func, ast.Attribute)
+        and func.attr == RESPONSE_METHOD
+        and isinstance(func.value, ast.Name)
+        and func.value.id == "ctx"
+    )
 
 
-def _response_problems(cmd: "Command", call: ast.Call) -> list[str]:
+def _response_problems(cmd: Command, call: ast.Call) -> list[str]:
     declared = cmd.output_names
     if call.args:
         return [f"ctx.response takes the fields of {cmd.name} by name"]
     given = [kw.arg for kw in call.keywords if kw.arg is not None]
-    problems = [f"{name!r} is not a response field of {cmd.name} (declared: {', '.join(declared) or 'none'})"
-                for name in given if name not in declared]
+    problems = [
+        f"{name!r} is not a response field of {cmd.name} (declared: {', '.join(declared) or 'none'})"
+        for name in given
+        if name not in declared
+    ]
     unpacks = any(kw.arg is None for kw in call.keywords)
     missing = [name for name in declared if name not in given]
     if missing and not unpacks:

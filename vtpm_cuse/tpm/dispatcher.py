@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_SESSIONS = 3
+#: The smallest TPMS_AUTH_COMMAND: handle (4), empty nonce (2), attributes (1), empty hmac (2).
+MIN_AUTH_SIZE = 9
 #: Commands a TPM in failure mode still answers (Part 3, "Failure Mode").
 FAILURE_MODE_COMMANDS = frozenset({TPM_CC.GetTestResult, TPM_CC.GetCapability})
 
@@ -51,7 +53,7 @@ class HandlerBug(Exception):
 class CommandContext:
     """Everything a handler may need about the command being executed."""
 
-    engine: "Engine"
+    engine: Engine
     command: Command
     locality: int
     tag: int
@@ -87,7 +89,7 @@ class CommandContext:
 
 
 class Dispatcher:
-    def __init__(self, engine: "Engine", table: CommandTable) -> None:
+    def __init__(self, engine: Engine, table: CommandTable) -> None:
         self.engine = engine
         self.table = table
 
@@ -121,28 +123,29 @@ class Dispatcher:
         if engine.failure_mode and command.code not in FAILURE_MODE_COMMANDS:
             raise TpmError(TPM_RC.FAILURE, "TPM is in failure mode")
         if engine.volatile.started == (command.code == TPM_CC.Startup):
-            raise TpmError(TPM_RC.INITIALIZE, "TPM2_Startup already ran" if engine.volatile.started
-                           else "TPM2_Startup has not run")
+            raise TpmError(
+                TPM_RC.INITIALIZE, "TPM2_Startup already ran" if engine.volatile.started else "TPM2_Startup has not run"
+            )
 
         handles, entities = self._handles(command, r)
         ctx = CommandContext(engine, command, locality, tag, handles, entities)
 
         if tag == TPM_ST.SESSIONS:
             auth_size = UINT32.unmarshal(r)
-            if auth_size < 9 or auth_size > r.remaining:
+            if auth_size < MIN_AUTH_SIZE or auth_size > r.remaining:
                 raise TpmError(TPM_RC.AUTHSIZE, f"authorizationSize {auth_size}")
             auth_end = r.pos + auth_size
-            ctx.cp_parameters = r.data[auth_end:r.end]
+            ctx.cp_parameters = r.data[auth_end : r.end]
             ctx.sessions = self._sessions(ctx, Reader(r.data, r.pos, auth_end))
             r = Reader(r.data, auth_end, r.end)
         else:
             if command.auth_handles:
                 raise TpmError(TPM_RC.AUTH_MISSING, f"{command.name} needs authorization")
-            ctx.cp_parameters = r.data[r.pos:r.end]
+            ctx.cp_parameters = r.data[r.pos : r.end]
 
         self._authorize(ctx)
         params = self._parameters(ctx, command)
-        kwargs = {spec.name: h for spec, h in zip(command.handles, handles)}
+        kwargs = {spec.name: h for spec, h in zip(command.handles, handles, strict=True)}
         kwargs.update(params)
         result = self._call_handler(ctx, kwargs)
         if command.nv:
@@ -199,8 +202,9 @@ class Dispatcher:
                 raise TpmError(TPM_RC.HANDLE, "session used twice").at_session(index)
             session = load_session(ctx, auth.sessionHandle, index)
             entity = ctx.entities[auth_handles[index - 1]] if index <= len(auth_handles) else None
-            uses.append(SessionUse(index, auth.sessionHandle, auth.nonce, auth.sessionAttributes,
-                                   auth.hmac, session, entity))
+            uses.append(
+                SessionUse(index, auth.sessionHandle, auth.nonce, auth.sessionAttributes, auth.hmac, session, entity)
+            )
         if len(uses) < len(auth_handles):
             raise TpmError(TPM_RC.AUTH_MISSING, f"{len(auth_handles)} authorizations needed, {len(uses)} given")
         return uses
@@ -253,15 +257,15 @@ class Dispatcher:
 
             def rp_hash(alg: int) -> bytes:
                 if alg not in rp_cache:
-                    rp_cache[alg] = hash_alg(alg).digest(
-                        bytes(4) + command.code.to_bytes(4, "big") + params)
+                    rp_cache[alg] = hash_alg(alg).digest(bytes(4) + command.code.to_bytes(4, "big") + params)
                 return rp_cache[alg]
 
             sessions = bytearray()
             for use in ctx.sessions:
                 nonce, attributes, mac = use.session.response(use, ctx, rp_hash)
-                TPMS_AUTH_RESPONSE.marshal(TPMS_AUTH_RESPONSE(nonce=nonce, sessionAttributes=attributes,
-                                                              hmac=mac), sessions)
+                TPMS_AUTH_RESPONSE.marshal(
+                    TPMS_AUTH_RESPONSE(nonce=nonce, sessionAttributes=attributes, hmac=mac), sessions
+                )
             body = bytes(handle_area) + len(params).to_bytes(4, "big") + params + bytes(sessions)
         else:
             body = bytes(handle_area) + params

@@ -13,7 +13,7 @@ import dataclasses
 import os
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .algorithms import HASHES, hash_alg
 from .command import CommandTable
@@ -21,8 +21,8 @@ from .commands import COMMANDS
 from .constants import IMPLEMENTATION_PCR, MAX_COMMAND_SIZE, MAX_RESPONSE_SIZE
 from .dispatcher import Dispatcher
 from .errors import TPM_RC
-from .rng import Rng
 from .pcrs import DRTM_PCR, HCRTM_PCR, NO_INCREMENT, PcrBanks, resets_to_ones
+from .rng import Rng
 from .state import BlobKind, PermanentState, VolatileState, deserialise, serialise
 
 SEED_SIZE = 64
@@ -63,7 +63,9 @@ class Engine:
     def manufacture(random: Callable[[int], bytes] = os.urandom) -> PermanentState:
         """The NV contents of a brand-new TPM: fresh seeds, every bank fully allocated."""
         return PermanentState(
-            eps=random(SEED_SIZE), sps=random(SEED_SIZE), pps=random(SEED_SIZE),
+            eps=random(SEED_SIZE),
+            sps=random(SEED_SIZE),
+            pps=random(SEED_SIZE),
             pcr_allocation={alg: list(range(IMPLEMENTATION_PCR)) for alg in HASHES},
         )
 
@@ -115,7 +117,7 @@ class Engine:
         return serialise(BlobKind.VOLATILE, vol)
 
     @classmethod
-    def from_blobs(cls, permanent: bytes | None, volatile: bytes | None = None, **kwargs) -> "Engine":
+    def from_blobs(cls, permanent: bytes | None, volatile: bytes | None = None, **kwargs) -> Engine:
         """Restore an engine; raises state.StateBlobError for a damaged blob."""
         perm = deserialise(BlobKind.PERMANENT, permanent) if permanent else None
         vol = deserialise(BlobKind.VOLATILE, volatile) if volatile else None
@@ -158,8 +160,10 @@ class Engine:
     def init_pcrs(self, value_of: Callable[[int, int, int], bytes]) -> None:
         """(Re)create every allocated bank; ``value_of(alg, pcr, digest_size)`` gives each PCR."""
         self.volatile.pcrs = {
-            alg: [value_of(alg, pcr, hash_alg(alg).digest_size) if pcr in pcrs else b""
-                  for pcr in range(IMPLEMENTATION_PCR)]
+            alg: [
+                value_of(alg, pcr, hash_alg(alg).digest_size) if pcr in pcrs else b""
+                for pcr in range(IMPLEMENTATION_PCR)
+            ]
             for alg, pcrs in sorted(self.permanent.pcr_allocation.items())
         }
 
@@ -215,4 +219,3 @@ class Engine:
         for alg, hasher in hashers.items():
             self.pcrs.extend(target, alg, hasher.digest())
         return True
-

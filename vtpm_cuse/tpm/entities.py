@@ -58,11 +58,11 @@ def handle_name(handle: int) -> bytes:
     return handle.to_bytes(4, "big")
 
 
-def pcr_entity(engine: "Engine", handle: int) -> Entity:
+def pcr_entity(engine: Engine, handle: int) -> Entity:
     return Entity(handle, handle_name(handle))
 
 
-def permanent_entity(engine: "Engine", handle: int) -> Entity:
+def permanent_entity(engine: Engine, handle: int) -> Entity:
     perm, vol = engine.permanent, engine.volatile
     name = handle_name(handle)
     if handle == TPM_RH.OWNER:
@@ -84,14 +84,20 @@ def permanent_entity(engine: "Engine", handle: int) -> Entity:
     raise TpmError(TPM_RC.HANDLE, f"permanent handle 0x{handle:08x} not implemented")
 
 
-def transient_entity(engine: "Engine", handle: int) -> Entity:
+def transient_entity(engine: Engine, handle: int) -> Entity:
     obj = engine.volatile.objects.loaded.get(handle)
     if obj is not None:
         attrs = obj.attributes
-        return Entity(handle, obj.name, obj.auth_value, obj.name_alg, obj.auth_policy,
-                      da_exempt=bool(attrs & TPMA_OBJECT.noDA),
-                      user_with_auth=bool(attrs & TPMA_OBJECT.userWithAuth),
-                      admin_with_policy=bool(attrs & TPMA_OBJECT.adminWithPolicy))
+        return Entity(
+            handle,
+            obj.name,
+            obj.auth_value,
+            obj.name_alg,
+            obj.auth_policy,
+            da_exempt=bool(attrs & TPMA_OBJECT.noDA),
+            user_with_auth=bool(attrs & TPMA_OBJECT.userWithAuth),
+            admin_with_policy=bool(attrs & TPMA_OBJECT.adminWithPolicy),
+        )
     seq = engine.volatile.sequences.get(handle)
     if seq is None:
         raise TpmError(TPM_RC.REFERENCE_H0, f"object 0x{handle:08x} is not loaded")
@@ -100,7 +106,7 @@ def transient_entity(engine: "Engine", handle: int) -> Entity:
     return Entity(handle, b"", seq.auth, da_exempt=True)
 
 
-def flush_transient(engine: "Engine", handle: int) -> None:
+def flush_transient(engine: Engine, handle: int) -> None:
     """Objects and sequences share the transient slots; either kind is flushed here."""
     vol = engine.volatile
     if vol.objects.loaded.pop(handle, None) is None and vol.sequences.pop(handle, None) is None:

@@ -162,13 +162,13 @@ class TpmError(Exception):
         """Whether the code already says which handle, parameter or session it is about."""
         return self.at is not None or bool(self.rc & (RC_P | RC_N_MASK))
 
-    def about(self, name: str) -> "TpmError":
+    def about(self, name: str) -> TpmError:
         """The same error, about ``name`` unless it already names a position."""
         if self.positioned:
             return self
         return TpmError(self.rc, self.detail, at=name)
 
-    def placed(self, area: Area, number: int) -> "TpmError":
+    def placed(self, area: Area, number: int) -> TpmError:
         """The error with its position as a number (1-based); the dispatcher's job.
 
         Format-zero codes carry no position; a code that has one keeps it.
@@ -178,7 +178,7 @@ class TpmError(Exception):
         number = min(number, area.max_number)
         return TpmError(self.rc | area | (number << RC_N_SHIFT), self.detail)
 
-    def at_session(self, number: int) -> "TpmError":
+    def at_session(self, number: int) -> TpmError:
         """The error concerns session ``number`` of the authorization area."""
         return self.placed(Area.SESSION, number)
 

@@ -49,42 +49,48 @@ class ContextKind:
 @dataclasses.dataclass(frozen=True)
 class HandleType:
     #: handle -> Entity; raises TpmError (REFERENCE_H0 when nothing is loaded there).
-    resolve: Callable[["Engine", int], Entity]
+    resolve: Callable[[Engine, int], Entity]
     #: TPM2_FlushContext; raises TpmError(TPM_RC_HANDLE) when nothing is loaded there.
-    flush: Callable[["Engine", int], None] | None = None
+    flush: Callable[[Engine, int], None] | None = None
     context: ContextKind | None = None
     #: The session in the authorization area (HMAC and policy sessions).
-    session: Callable[["CommandContext", int], AuthSession] | None = None
+    session: Callable[[CommandContext, int], AuthSession] | None = None
 
 
 _SESSION = HandleType(
-    resolve=session_entity, flush=flush_session,
+    resolve=session_entity,
+    flush=flush_session,
     context=ContextKind(session_context.save_session, session_context.load_session),
-    session=load_session_authorization)
+    session=load_session_authorization,
+)
 
-HANDLE_TYPES: Mapping[int, HandleType] = MappingProxyType({
-    TPM_HT.PCR: HandleType(resolve=pcr_entity),
-    TPM_HT.PERMANENT: HandleType(resolve=permanent_entity),
-    TPM_HT.TRANSIENT: HandleType(
-        resolve=transient_entity, flush=flush_transient,
-        context=ContextKind(object_context.save_object, object_context.load_object)),
-    TPM_HT.HMAC_SESSION: _SESSION,
-    TPM_HT.POLICY_SESSION: _SESSION,
-})
+HANDLE_TYPES: Mapping[int, HandleType] = MappingProxyType(
+    {
+        TPM_HT.PCR: HandleType(resolve=pcr_entity),
+        TPM_HT.PERMANENT: HandleType(resolve=permanent_entity),
+        TPM_HT.TRANSIENT: HandleType(
+            resolve=transient_entity,
+            flush=flush_transient,
+            context=ContextKind(object_context.save_object, object_context.load_object),
+        ),
+        TPM_HT.HMAC_SESSION: _SESSION,
+        TPM_HT.POLICY_SESSION: _SESSION,
+    }
+)
 
 
 def handle_type(handle: int) -> HandleType | None:
     return HANDLE_TYPES.get(handle >> HR_SHIFT)
 
 
-def resolve(engine: "Engine", handle: int) -> Entity:
+def resolve(engine: Engine, handle: int) -> Entity:
     kind = handle_type(handle)
     if kind is None:
         raise TpmError(TPM_RC.HANDLE, f"no entity of handle type 0x{handle >> HR_SHIFT:02x}")
     return kind.resolve(engine, handle)
 
 
-def load_session(ctx: "CommandContext", handle: int, index: int) -> AuthSession:
+def load_session(ctx: CommandContext, handle: int, index: int) -> AuthSession:
     """The session at ``handle``, the ``index``-th of the authorization area."""
     if handle == TPM_RS_PW:
         return PASSWORD_SESSION

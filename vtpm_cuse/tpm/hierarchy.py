@@ -21,12 +21,22 @@ if TYPE_CHECKING:
 SEED_BITS = 512
 
 
-def null_seed(engine: "Engine") -> bytes:
+def null_seed(engine: Engine) -> bytes:
     perm = engine.permanent
     return kdfa(TPM_ALG.SHA512, perm.sps, "NULL SEED", perm.reset_count.to_bytes(8, "big"), b"", SEED_BITS)
 
 
-def primary_seed(engine: "Engine", hierarchy: int) -> bytes:
+def hierarchy_enabled(engine: Engine, hierarchy: int) -> bool:
+    """Whether ``hierarchy`` (owner, endorsement, platform or null) is enabled now.
+
+    TPM_RH_NULL cannot be disabled; the others follow TPM2_HierarchyControl.
+    """
+    vol = engine.volatile
+    enabled = {TPM_RH.OWNER: vol.sh_enable, TPM_RH.ENDORSEMENT: vol.eh_enable, TPM_RH.PLATFORM: vol.ph_enable}
+    return enabled.get(hierarchy, hierarchy == TPM_RH.NULL)
+
+
+def primary_seed(engine: Engine, hierarchy: int) -> bytes:
     """The seed primary objects of ``hierarchy`` are derived from."""
     perm = engine.permanent
     if hierarchy == TPM_RH.OWNER:

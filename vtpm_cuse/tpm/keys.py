@@ -41,14 +41,19 @@ class Curve:
 
 
 CURVES: dict[int, Curve] = {
-    TPM_ECC_CURVE.NIST_P256: Curve(ec.SECP256R1, 32, int(
-        "FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551", 16)),
-    TPM_ECC_CURVE.NIST_P384: Curve(ec.SECP384R1, 48, int(
-        "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF"
-        "581A0DB248B0A77AECEC196ACCC52973", 16)),
-    TPM_ECC_CURVE.NIST_P521: Curve(ec.SECP521R1, 66, int(
-        "01FF" + "FFFFFFFF" * 7 + "FFFFFFFA51868783BF2F966B7FCC0148F709A5D0"
-        "3BB5C9B8899C47AEBB6FB71E91386409", 16)),
+    TPM_ECC_CURVE.NIST_P256: Curve(
+        ec.SECP256R1, 32, int("FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551", 16)
+    ),
+    TPM_ECC_CURVE.NIST_P384: Curve(
+        ec.SECP384R1,
+        48,
+        int("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973", 16),
+    ),
+    TPM_ECC_CURVE.NIST_P521: Curve(
+        ec.SECP521R1,
+        66,
+        int("01FF" + "FFFFFFFF" * 7 + "FFFFFFFA51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409", 16),
+    ),
 }
 
 
@@ -62,7 +67,7 @@ class CreatedObject:
     sensitive: bytes = dataclasses.field(repr=False)
 
 
-def cancel_checkpoint(ctx: "CommandContext") -> Checkpoint:
+def cancel_checkpoint(ctx: CommandContext) -> Checkpoint:
     """A checkpoint that ends a cancelable command with TPM_RC_CANCELED once the platform asks."""
     if not ctx.command.cancelable:
         return lambda: None
@@ -71,6 +76,7 @@ def cancel_checkpoint(ctx: "CommandContext") -> Checkpoint:
     def checkpoint() -> None:
         if requested.is_set():
             raise TpmError(TPM_RC.CANCELED, f"{ctx.command.name} cancelled")
+
     return checkpoint
 
 
@@ -93,14 +99,14 @@ def _ecc_scalar(curve: Curve, random: RandomSource) -> int:
             return candidate + 1
 
 
-def create_object(area, auth_value: bytes, data: bytes, random: RandomSource,
-                  checkpoint: Checkpoint) -> CreatedObject:
+def create_object(area, auth_value: bytes, data: bytes, random: RandomSource, checkpoint: Checkpoint) -> CreatedObject:
     """Generate the key or take ``data`` (already checked against sensitiveDataOrigin).
 
     Order of draws from ``random``: the key material, then seedValue -- part of
     what a primary object's reproducibility depends on.
     """
     from .types import TPMS_ECC_POINT
+
     kind, parms = area.type, area.parameters
     if kind == TPM_ALG.RSA:
         bits = parms.keyBits
@@ -162,7 +168,7 @@ def check_binding(area, sensitive_type: int, sensitive: bytes) -> None:
             raise TpmError(TPM_RC.BINDING, "public point does not match the private scalar")
 
 
-def rsa_private_key(obj: "LoadedObject") -> rsa.RSAPrivateKey:
+def rsa_private_key(obj: LoadedObject) -> rsa.RSAPrivateKey:
     """The RSA key of a loaded object, rebuilt from its modulus and stored prime."""
     area = obj.area
     n = int.from_bytes(area.unique, "big")
@@ -171,11 +177,11 @@ def rsa_private_key(obj: "LoadedObject") -> rsa.RSAPrivateKey:
     q = n // p
     d = pow(e, -1, (p - 1) * (q - 1))
     public = rsa.RSAPublicNumbers(e, n)
-    return rsa.RSAPrivateNumbers(p, q, d, rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q),
-                                 rsa.rsa_crt_iqmp(p, q), public).private_key()
+    return rsa.RSAPrivateNumbers(
+        p, q, d, rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q), public
+    ).private_key()
 
 
-def ecc_private_key(obj: "LoadedObject") -> ec.EllipticCurvePrivateKey:
+def ecc_private_key(obj: LoadedObject) -> ec.EllipticCurvePrivateKey:
     curve = CURVES[obj.area.parameters.curveID]
     return ec.derive_private_key(int.from_bytes(obj.sensitive, "big"), curve.curve())
-

@@ -45,7 +45,7 @@ class Reader:
             raise TpmError(TPM_RC.INSUFFICIENT, f"need {n} bytes, {self.remaining} left")
         start = self.pos
         self.pos += n
-        return self.data[start:self.pos]
+        return self.data[start : self.pos]
 
     def rest(self) -> bytes:
         return self.take(self.remaining)
@@ -145,7 +145,7 @@ class Interface(UInt):
         self.null = null
         self.allow_null = allow_null
 
-    def plus(self) -> "Interface":
+    def plus(self) -> Interface:
         """The "+" variant of this type, which also accepts the null value."""
         if self.null is None:
             raise ValueError(f"{self.name} has no null value")
@@ -201,8 +201,9 @@ class FixedBytes(TpmType):
 class Sized(TpmType):
     """A TPM2B_ of octets (or any size-prefixed byte array, e.g. pcrSelect)."""
 
-    def __init__(self, name: str, max_size: int, size_type: UInt = UINT16,
-                 over_rc: int = TPM_RC.SIZE, min_size: int = 0) -> None:
+    def __init__(
+        self, name: str, max_size: int, size_type: UInt = UINT16, over_rc: int = TPM_RC.SIZE, min_size: int = 0
+    ) -> None:
         self.name = name
         self.max_size = max_size
         self.min_size = min_size
@@ -336,8 +337,7 @@ class Struct(TpmType):
         self.fields: tuple[Field, ...] = tuple(f if isinstance(f, Field) else Field(*f) for f in fields)
         self.cls = dataclasses.make_dataclass(name, [(f.name, Any) for f in self.fields], eq=True)
         self.cls.__tpm_type__ = self
-        self._plan: tuple[tuple[str, Any, str | None], ...] = tuple(
-            (f.name, f.type, f.selector) for f in self.fields)
+        self._plan: tuple[tuple[str, Any, str | None], ...] = tuple((f.name, f.type, f.selector) for f in self.fields)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.cls(*args, **kwargs)
@@ -359,8 +359,14 @@ class Struct(TpmType):
                 ftype.marshal(getattr(value, fname), out, getattr(value, selector))
 
 
-def enum_interface(name: str, base: UInt, enum_cls: Iterable[int], rc: int = TPM_RC.VALUE,
-                   exclude: Iterable[int] = (), null: int | None = None) -> Interface:
+def enum_interface(
+    name: str,
+    base: UInt,
+    enum_cls: Iterable[int],
+    rc: int = TPM_RC.VALUE,
+    exclude: Iterable[int] = (),
+    null: int | None = None,
+) -> Interface:
     """An Interface accepting the members of an enum (minus ``exclude``)."""
     excluded = set(int(e) for e in exclude)
     return Interface(name, base, [int(v) for v in enum_cls if int(v) not in excluded], rc=rc, null=null)

@@ -9,8 +9,8 @@ times until a TPM Reset (or, for stClear objects, a TPM Restart) ends it.
 
 from __future__ import annotations
 
-from .constants import TPM_RH
 from .errors import TPM_RC, TpmError
+from .hierarchy import hierarchy_enabled
 from .marshal import UINT8, UINT32, Sized, Struct
 from .objects import LoadedObject, load, require_free_slot
 from .protection import SAVED_ST_CLEAR
@@ -22,9 +22,16 @@ __all__ = ["OBJECT_CONTEXT", "SAVED_OBJECT", "SAVED_SEQUENCE", "SAVED_ST_CLEAR",
 SAVED_OBJECT, SAVED_SEQUENCE = 0x80000000, 0x80000001
 
 #: What an object context carries inside its encryption (this TPM's own layout).
-OBJECT_CONTEXT = Struct("ObjectContext", [
-    ("hierarchy", UINT32), ("flags", UINT8), ("public", Sized("public", MAX_PUBLIC_SIZE)),
-    ("qualifiedName", TPM2B_NAME), ("sensitive", TPM2B_SENSITIVE)])
+OBJECT_CONTEXT = Struct(
+    "ObjectContext",
+    [
+        ("hierarchy", UINT32),
+        ("flags", UINT8),
+        ("public", Sized("public", MAX_PUBLIC_SIZE)),
+        ("qualifiedName", TPM2B_NAME),
+        ("sensitive", TPM2B_SENSITIVE),
+    ],
+)
 _PRIMARY, _ST_CLEAR = 1, 2
 
 
@@ -36,23 +43,36 @@ def save_object(ctx, handle: int) -> tuple[int, int, int, bytes]:
         raise TpmError(TPM_RC.TYPE, "saving a sequence context is not implemented", at="saveHandle")
     store.context_sequence += 1
     flags = (_PRIMARY if obj.primary else 0) | (_ST_CLEAR if obj.st_clear else 0)
-    payload = OBJECT_CONTEXT.pack(OBJECT_CONTEXT(
-        hierarchy=obj.hierarchy, flags=flags, public=obj.public, qualifiedName=obj.qualified_name,
-        sensitive=obj.sensitive_area()))
+    payload = OBJECT_CONTEXT.pack(
+        OBJECT_CONTEXT(
+            hierarchy=obj.hierarchy,
+            flags=flags,
+            public=obj.public,
+            qualifiedName=obj.qualified_name,
+            sensitive=obj.sensitive_area(),
+        )
+    )
     return store.context_sequence, SAVED_ST_CLEAR if obj.st_clear else SAVED_OBJECT, obj.hierarchy, payload
 
 
 def load_object(ctx, context, payload: bytes) -> int:
     vol = ctx.engine.volatile
-    enabled = {TPM_RH.OWNER: vol.sh_enable, TPM_RH.ENDORSEMENT: vol.eh_enable,
-               TPM_RH.PLATFORM: vol.ph_enable, TPM_RH.NULL: True}
-    if not enabled[context.hierarchy]:
+    if not hierarchy_enabled(ctx.engine, context.hierarchy):
         raise TpmError(TPM_RC.HIERARCHY, "the context's hierarchy is disabled", at="context")
     require_free_slot(vol)
     saved = OBJECT_CONTEXT.unpack(payload)
     TPMT_PUBLIC.unpack(saved.public)
     sensitive = saved.sensitive
-    return load(vol, LoadedObject(
-        public=saved.public, hierarchy=saved.hierarchy, qualified_name=saved.qualifiedName,
-        auth_value=sensitive.authValue, seed_value=sensitive.seedValue, sensitive=sensitive.sensitive,
-        st_clear=bool(saved.flags & _ST_CLEAR), primary=bool(saved.flags & _PRIMARY)))
+    return load(
+        vol,
+        LoadedObject(
+            public=saved.public,
+            hierarchy=saved.hierarchy,
+            qualified_name=saved.qualifiedName,
+            auth_value=sensitive.authValue,
+            seed_value=sensitive.seedValue,
+            sensitive=sensitive.sensitive,
+            st_clear=bool(saved.flags & _ST_CLEAR),
+            primary=bool(saved.flags & _PRIMARY),
+        ),
+    )

@@ -38,7 +38,7 @@ def adjust_auth(auth: bytes, name_alg: int) -> bytes:
     return value.ljust(size, b"\0")
 
 
-def create_checks(area, parent: "LoadedObject | None", data_size: int) -> None:
+def create_checks(area, parent: LoadedObject | None, data_size: int) -> None:
     """Checks only creation needs: who supplies the sensitive data, then :func:`public_checks`."""
     attrs = area.objectAttributes
     origin = bool(attrs & A.sensitiveDataOrigin)
@@ -56,7 +56,7 @@ def create_checks(area, parent: "LoadedObject | None", data_size: int) -> None:
     public_checks(area, parent)
 
 
-def public_checks(area, parent: "LoadedObject | None") -> None:
+def public_checks(area, parent: LoadedObject | None) -> None:
     """Attribute consistency shared by creation and loading."""
     attrs = area.objectAttributes
     if area.nameAlg == TPM_ALG.NULL:
@@ -83,7 +83,7 @@ def public_checks(area, parent: "LoadedObject | None") -> None:
     scheme_checks(area, parent)
 
 
-def scheme_checks(area, parent: "LoadedObject | None") -> None:
+def scheme_checks(area, parent: LoadedObject | None) -> None:
     """Schemes and symmetric definitions against sign/decrypt/restricted."""
     attrs = area.objectAttributes
     parms = area.parameters
@@ -142,4 +142,5 @@ def protection_symmetric(area):
 
 def _sym_bytes(sym) -> bytes:
     from .types import TPMT_SYM_DEF_OBJECT_PLUS
+
     return TPMT_SYM_DEF_OBJECT_PLUS.pack(sym)

@@ -68,6 +68,7 @@ class LoadedObject:
         """The parsed TPMT_PUBLIC (parsed once, on first use)."""
         if self._area is None:
             from .types import TPMT_PUBLIC
+
             self._area = TPMT_PUBLIC.unpack(self.public)
         return self._area
 
@@ -96,19 +97,29 @@ class LoadedObject:
         """An ordinary parent: a restricted decryption key that is not a keyed hash
         (a keyed-hash one would be a derivation parent, which this TPM does not implement)."""
         attrs = self.attributes
-        return (bool(attrs & TPMA_OBJECT.restricted) and bool(attrs & TPMA_OBJECT.decrypt)
-                and self.type != TPM_ALG.KEYEDHASH and self.name_alg != TPM_ALG.NULL)
+        return (
+            bool(attrs & TPMA_OBJECT.restricted)
+            and bool(attrs & TPMA_OBJECT.decrypt)
+            and self.type != TPM_ALG.KEYEDHASH
+            and self.name_alg != TPM_ALG.NULL
+        )
 
     def sensitive_area(self, auth_value: bytes | None = None):
         """The TPMT_SENSITIVE of this object (optionally with another authValue)."""
         from .types import TPMT_SENSITIVE
-        return TPMT_SENSITIVE(sensitiveType=self.type,
-                              authValue=self.auth_value if auth_value is None else auth_value,
-                              seedValue=self.seed_value, sensitive=self.sensitive)
+
+        return TPMT_SENSITIVE(
+            sensitiveType=self.type,
+            authValue=self.auth_value if auth_value is None else auth_value,
+            seedValue=self.seed_value,
+            sensitive=self.sensitive,
+        )
 
     def __repr__(self) -> str:
-        return (f"LoadedObject(type=0x{self.type:04x}, name={self.name.hex()}, "
-                f"hierarchy=0x{self.hierarchy:08x}, primary={self.primary})")
+        return (
+            f"LoadedObject(type=0x{self.type:04x}, name={self.name.hex()}, "
+            f"hierarchy=0x{self.hierarchy:08x}, primary={self.primary})"
+        )
 
 
 @dataclasses.dataclass
@@ -120,17 +131,17 @@ class ObjectStore:
     context_sequence: int = 0
 
 
-def slots_in_use(volatile: "VolatileState") -> int:
+def slots_in_use(volatile: VolatileState) -> int:
     """Transient slots taken by objects and sequences together."""
     return len(volatile.objects.loaded) + len(volatile.sequences)
 
 
-def require_free_slot(volatile: "VolatileState") -> None:
+def require_free_slot(volatile: VolatileState) -> None:
     if slots_in_use(volatile) >= MAX_LOADED_OBJECTS:
         raise TpmError(TPM_RC.OBJECT_MEMORY, "no free object slot")
 
 
-def allocate_handle(volatile: "VolatileState") -> int:
+def allocate_handle(volatile: VolatileState) -> int:
     """The lowest free transient handle, or TPM_RC_OBJECT_MEMORY when every slot is taken."""
     require_free_slot(volatile)
     handle = HR_TRANSIENT
@@ -139,12 +150,12 @@ def allocate_handle(volatile: "VolatileState") -> int:
     return handle
 
 
-def load(volatile: "VolatileState", obj: LoadedObject) -> int:
+def load(volatile: VolatileState, obj: LoadedObject) -> int:
     """Put ``obj`` in a free slot and return its handle."""
     handle = allocate_handle(volatile)
     volatile.objects.loaded[handle] = obj
     return handle
 
 
-def transient_handles(volatile: "VolatileState") -> list[int]:
+def transient_handles(volatile: VolatileState) -> list[int]:
     return sorted([*volatile.objects.loaded, *volatile.sequences])

@@ -29,8 +29,16 @@ except ImportError:  # pragma: no cover - older cryptography
 AES_BLOCK_BITS = 128
 
 
-def _transform(symmetric: int, key_bits: int, auth_hash: int, key: bytes, data: bytes,
-               nonce_newer: bytes, nonce_older: bytes, encrypt: bool) -> bytes:
+def _transform(
+    symmetric: int,
+    key_bits: int,
+    auth_hash: int,
+    key: bytes,
+    data: bytes,
+    nonce_newer: bytes,
+    nonce_older: bytes,
+    encrypt: bool,
+) -> bytes:
     if not data:
         return data
     if symmetric == TPM_ALG.XOR:
@@ -38,14 +46,22 @@ def _transform(symmetric: int, key_bits: int, auth_hash: int, key: bytes, data: 
         return (int.from_bytes(data, "big") ^ int.from_bytes(mask, "big")).to_bytes(len(data), "big")
     if symmetric == TPM_ALG.AES:
         material = kdfa(auth_hash, key, b"CFB", nonce_newer, nonce_older, key_bits + AES_BLOCK_BITS)
-        cipher = Cipher(algorithms.AES(material[:key_bits // 8]), CFB(material[key_bits // 8:]))
+        cipher = Cipher(algorithms.AES(material[: key_bits // 8]), CFB(material[key_bits // 8 :]))
         op = cipher.encryptor() if encrypt else cipher.decryptor()
         return op.update(data) + op.finalize()
     raise TpmError(TPM_RC.SYMMETRIC, f"no parameter encryption with algorithm 0x{symmetric:04x}")
 
 
-def crypt_first_buffer(symmetric: int, key_bits: int, auth_hash: int, key: bytes, parameters: bytes,
-                       nonce_newer: bytes, nonce_older: bytes, encrypt: bool) -> bytes:
+def crypt_first_buffer(
+    symmetric: int,
+    key_bits: int,
+    auth_hash: int,
+    key: bytes,
+    parameters: bytes,
+    nonce_newer: bytes,
+    nonce_older: bytes,
+    encrypt: bool,
+) -> bytes:
     """(De/en)crypt the data of the TPM2B that starts ``parameters``; the rest is unchanged.
 
     A parameter area too short for the size field is TPM_RC_INSUFFICIENT, a
@@ -56,6 +72,5 @@ def crypt_first_buffer(symmetric: int, key_bits: int, auth_hash: int, key: bytes
     size = int.from_bytes(parameters[:2], "big")
     if size > len(parameters) - 2:
         raise TpmError(TPM_RC.SIZE, f"encrypted parameter of {size} octets, {len(parameters) - 2} present")
-    data = _transform(symmetric, key_bits, auth_hash, key, parameters[2:2 + size],
-                      nonce_newer, nonce_older, encrypt)
-    return parameters[:2] + data + parameters[2 + size:]
+    data = _transform(symmetric, key_bits, auth_hash, key, parameters[2 : 2 + size], nonce_newer, nonce_older, encrypt)
+    return parameters[:2] + data + parameters[2 + size :]

@@ -38,15 +38,17 @@ def filter_selection(banks: Banks, selection: Sequence[Any], limit: int | None =
     With ``limit``, only the first ``limit`` such PCRs are kept (PCR_Read returns at most
     one TPML_DIGEST of values).
     """
-    kept: list[set[int]] = [set() for _ in selection]
+    kept: list[list[int]] = [[] for _ in selection]
     values: list[bytes] = []
     for index, pcr, value in selected_values(banks, selection):
-        if limit is not None and len(values) == limit:
+        if len(values) == limit:
             break
-        kept[index].add(pcr)
+        kept[index].append(pcr)
         values.append(value)
-    reduced = [TPMS_PCR_SELECTION(hash=sel.hash, pcrSelect=selection_bytes(pcrs, len(sel.pcrSelect)))
-               for sel, pcrs in zip(selection, kept)]
+    reduced = [
+        TPMS_PCR_SELECTION(hash=sel.hash, pcrSelect=selection_bytes(pcrs, len(sel.pcrSelect)))
+        for sel, pcrs in zip(selection, kept, strict=True)
+    ]
     return reduced, values
 
 

@@ -71,10 +71,20 @@ def startup_value(pcr: int, size: int, startup_locality: int) -> bytes:
 def pcr_properties() -> dict[int, set[int]]:
     """TPM_PT_PCR property -> PCRs having it (GetCapability(TPM_CAP_PCR_PROPERTIES))."""
     props: dict[int, set[int]] = {p: set() for p in TPM_PT_PCR}
-    extend_tags = (TPM_PT_PCR.EXTEND_L0, TPM_PT_PCR.EXTEND_L1, TPM_PT_PCR.EXTEND_L2,
-                   TPM_PT_PCR.EXTEND_L3, TPM_PT_PCR.EXTEND_L4)
-    reset_tags = (TPM_PT_PCR.RESET_L0, TPM_PT_PCR.RESET_L1, TPM_PT_PCR.RESET_L2,
-                  TPM_PT_PCR.RESET_L3, TPM_PT_PCR.RESET_L4)
+    extend_tags = (
+        TPM_PT_PCR.EXTEND_L0,
+        TPM_PT_PCR.EXTEND_L1,
+        TPM_PT_PCR.EXTEND_L2,
+        TPM_PT_PCR.EXTEND_L3,
+        TPM_PT_PCR.EXTEND_L4,
+    )
+    reset_tags = (
+        TPM_PT_PCR.RESET_L0,
+        TPM_PT_PCR.RESET_L1,
+        TPM_PT_PCR.RESET_L2,
+        TPM_PT_PCR.RESET_L3,
+        TPM_PT_PCR.RESET_L4,
+    )
     for pcr, attrs in enumerate(PCR_ATTRIBUTES):
         if attrs.state_save:
             props[TPM_PT_PCR.SAVE].add(pcr)
@@ -98,7 +108,7 @@ class PcrBanks:
     An unallocated PCR has the empty value b"" in its bank.
     """
 
-    def __init__(self, values: dict[int, list[bytes]], on_change: "callable" = lambda pcr: None) -> None:
+    def __init__(self, values: dict[int, list[bytes]], on_change: callable = lambda pcr: None) -> None:
         self.values = values
         self.on_change = on_change
 
@@ -113,7 +123,7 @@ class PcrBanks:
             bank[pcr] = hash_alg(alg).digest(bank[pcr] + digest)
             self.on_change(pcr)
 
-    def set_all_banks(self, pcr: int, make: "callable", *, counted: bool = True) -> None:
+    def set_all_banks(self, pcr: int, make: callable, *, counted: bool = True) -> None:
         """Set ``pcr`` in every allocated bank; one change for the update counter.
 
         ``counted=False`` is for _TPM_Hash_End, whose resets (the dynamic PCRs at a

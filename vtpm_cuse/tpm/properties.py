@@ -8,12 +8,23 @@ numbers cannot drift from what the engine does.
 from __future__ import annotations
 
 from .algorithms import ECC_CURVES
-from .objects import slots_in_use
 from .constants import (
-    IMPLEMENTATION_PCR, MAX_ACTIVE_SESSIONS, MAX_CAP_BUFFER, MAX_CONTEXT_SIZE, MAX_DIGEST_BUFFER,
-    MAX_DIGEST_SIZE, MAX_LOADED_OBJECTS, MAX_LOADED_SESSIONS, MAX_NV_BUFFER_SIZE, PCR_SELECT_MIN,
-    TPM_ALG, TPM_PT, TPMA_PERMANENT, TPMA_STARTUP_CLEAR,
+    IMPLEMENTATION_PCR,
+    MAX_ACTIVE_SESSIONS,
+    MAX_CAP_BUFFER,
+    MAX_CONTEXT_SIZE,
+    MAX_DIGEST_BUFFER,
+    MAX_DIGEST_SIZE,
+    MAX_LOADED_OBJECTS,
+    MAX_LOADED_SESSIONS,
+    MAX_NV_BUFFER_SIZE,
+    PCR_SELECT_MIN,
+    TPM_ALG,
+    TPM_PT,
+    TPMA_PERMANENT,
+    TPMA_STARTUP_CLEAR,
 )
+from .objects import slots_in_use
 
 SPEC_LEVEL = 0
 SPEC_REVISION = 159
@@ -90,10 +101,13 @@ def variable_properties(engine) -> list[tuple[int, int]]:
     permanent |= TPMA_PERMANENT.lockoutAuthSet if perm.lockout_auth else 0
     permanent |= TPMA_PERMANENT.disableClear if perm.disable_clear else 0
     startup = 0
-    for flag, on in ((TPMA_STARTUP_CLEAR.phEnable, vol.ph_enable), (TPMA_STARTUP_CLEAR.shEnable, vol.sh_enable),
-                     (TPMA_STARTUP_CLEAR.ehEnable, vol.eh_enable),
-                     (TPMA_STARTUP_CLEAR.phEnableNV, vol.ph_enable_nv),
-                     (TPMA_STARTUP_CLEAR.orderly, perm.orderly_state is not None)):
+    for flag, on in (
+        (TPMA_STARTUP_CLEAR.phEnable, vol.ph_enable),
+        (TPMA_STARTUP_CLEAR.shEnable, vol.sh_enable),
+        (TPMA_STARTUP_CLEAR.ehEnable, vol.eh_enable),
+        (TPMA_STARTUP_CLEAR.phEnableNV, vol.ph_enable_nv),
+        (TPMA_STARTUP_CLEAR.orderly, perm.orderly_state is not None),
+    ):
         startup |= flag if on else 0
     loaded = slots_in_use(vol)  # objects and sequences share the transient slots
     return [

@@ -51,7 +51,7 @@ CONTEXT_KEY_BITS = 256
 SAVED_ST_CLEAR = 0x80000002
 
 
-def _storage_keys(parent: "LoadedObject", name: bytes) -> tuple[int, bytes, bytes]:
+def _storage_keys(parent: LoadedObject, name: bytes) -> tuple[int, bytes, bytes]:
     alg = parent.name_alg
     key_bits = protection_symmetric(parent.area).keyBits
     sym_key = kdfa(alg, parent.seed_value, "STORAGE", name, b"", key_bits)
@@ -59,9 +59,10 @@ def _storage_keys(parent: "LoadedObject", name: bytes) -> tuple[int, bytes, byte
     return alg, sym_key, hmac_key
 
 
-def wrap_sensitive(parent: "LoadedObject", name: bytes, sensitive_area, random) -> bytes:
+def wrap_sensitive(parent: LoadedObject, name: bytes, sensitive_area, random) -> bytes:
     """The TPM2B_PRIVATE contents protecting ``sensitive_area`` (a TPMT_SENSITIVE) under ``parent``."""
     from .types import TPM2B_DIGEST, TPM2B_SENSITIVE
+
     alg, sym_key, hmac_key = _storage_keys(parent, name)
     iv = random(AES_BLOCK)
     protected = AES_BLOCK.to_bytes(2, "big") + iv + aes_cfb(sym_key, iv, TPM2B_SENSITIVE.pack(sensitive_area), True)
@@ -69,10 +70,11 @@ def wrap_sensitive(parent: "LoadedObject", name: bytes, sensitive_area, random) 
     return TPM2B_DIGEST.pack(integrity) + protected
 
 
-def unwrap_sensitive(parent: "LoadedObject", name: bytes, blob: bytes):
+def unwrap_sensitive(parent: LoadedObject, name: bytes, blob: bytes):
     """The TPMT_SENSITIVE in a TPM2B_PRIVATE; bare TPM_RC_INTEGRITY if it was not made for
     this Name under this parent, TPM_RC_VALUE for a wrong IV size."""
     from .types import TPM2B_DIGEST, TPM2B_IV, TPM2B_SENSITIVE
+
     alg, sym_key, hmac_key = _storage_keys(parent, name)
     r = Reader(blob)
     integrity = TPM2B_DIGEST.unmarshal(r)
@@ -93,15 +95,23 @@ def unwrap_sensitive(parent: "LoadedObject", name: bytes, blob: bytes):
 
 # --- saved contexts ----------------------------------------------------------------------------
 
-def _context_keys(engine: "Engine", hierarchy: int, sequence: int, saved_handle: int) -> tuple[bytes, bytes, bytes]:
+
+def _context_keys(engine: Engine, hierarchy: int, sequence: int, saved_handle: int) -> tuple[bytes, bytes, bytes]:
     from .tickets import hierarchy_proof
+
     proof = hierarchy_proof(engine, hierarchy)
-    material = kdfa(CONTEXT_HASH, proof, "CONTEXT", sequence.to_bytes(8, "big"),
-                    saved_handle.to_bytes(4, "big"), CONTEXT_KEY_BITS + 8 * AES_BLOCK)
-    return proof, material[:CONTEXT_KEY_BITS // 8], material[CONTEXT_KEY_BITS // 8:]
+    material = kdfa(
+        CONTEXT_HASH,
+        proof,
+        "CONTEXT",
+        sequence.to_bytes(8, "big"),
+        saved_handle.to_bytes(4, "big"),
+        CONTEXT_KEY_BITS + 8 * AES_BLOCK,
+    )
+    return proof, material[: CONTEXT_KEY_BITS // 8], material[CONTEXT_KEY_BITS // 8 :]
 
 
-def _context_integrity(engine: "Engine", proof: bytes, sequence: int, saved_handle: int, enc: bytes) -> bytes:
+def _context_integrity(engine: Engine, proof: bytes, sequence: int, saved_handle: int, enc: bytes) -> bytes:
     perm = engine.permanent
     mac = hmac.new(proof, perm.reset_count.to_bytes(8, "big"), hash_alg(CONTEXT_HASH).hashlib_name)
     if saved_handle == SAVED_ST_CLEAR:
@@ -110,17 +120,19 @@ def _context_integrity(engine: "Engine", proof: bytes, sequence: int, saved_hand
     return mac.digest()
 
 
-def seal_context(engine: "Engine", hierarchy: int, sequence: int, saved_handle: int, payload: bytes) -> bytes:
+def seal_context(engine: Engine, hierarchy: int, sequence: int, saved_handle: int, payload: bytes) -> bytes:
     """The contextBlob of a TPMS_CONTEXT carrying ``payload``."""
     from .types import TPM2B_DIGEST
+
     proof, key, iv = _context_keys(engine, hierarchy, sequence, saved_handle)
     enc = aes_cfb(key, iv, sequence.to_bytes(8, "big") + payload, True)
     return TPM2B_DIGEST.pack(_context_integrity(engine, proof, sequence, saved_handle, enc)) + enc
 
 
-def open_context(engine: "Engine", hierarchy: int, sequence: int, saved_handle: int, blob: bytes) -> bytes:
+def open_context(engine: Engine, hierarchy: int, sequence: int, saved_handle: int, blob: bytes) -> bytes:
     """The payload of a contextBlob; bare TPM_RC_SIZE / TPM_RC_INTEGRITY when it is not ours."""
     from .types import TPM2B_DIGEST
+
     r = Reader(blob)
     integrity = TPM2B_DIGEST.unmarshal(r)
     if len(integrity) != hash_alg(CONTEXT_HASH).digest_size or r.remaining < 8:

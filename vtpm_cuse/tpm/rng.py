@@ -30,4 +30,4 @@ class Rng:
         with self._lock:
             self._counter += 1
             stream = hashlib.shake_256(self._stir + self._counter.to_bytes(8, "big")).digest(n)
-        return bytes(a ^ b for a, b in zip(base, stream))
+        return bytes(a ^ b for a, b in zip(base, stream, strict=True))

@@ -30,24 +30,29 @@ from .types import TPMS_ECC_POINT
 if TYPE_CHECKING:
     from .objects import LoadedObject
 
-_HASHES = {TPM_ALG.SHA1: hashes.SHA1, TPM_ALG.SHA256: hashes.SHA256,
-           TPM_ALG.SHA384: hashes.SHA384, TPM_ALG.SHA512: hashes.SHA512}
+_HASHES = {
+    TPM_ALG.SHA1: hashes.SHA1,
+    TPM_ALG.SHA256: hashes.SHA256,
+    TPM_ALG.SHA384: hashes.SHA384,
+    TPM_ALG.SHA512: hashes.SHA512,
+}
 
 
 def _label(label: bytes) -> bytes:
     return label if label.endswith(b"\0") else label + b"\0"
 
 
-def _rsa_secret(key: "LoadedObject", label: bytes, encrypted: bytes) -> bytes:
+def _rsa_secret(key: LoadedObject, label: bytes, encrypted: bytes) -> bytes:
     algorithm = _HASHES[key.name_alg]()
     try:
-        return rsa_private_key(key).decrypt(encrypted, padding.OAEP(
-            mgf=padding.MGF1(algorithm), algorithm=algorithm, label=_label(label)))
+        return rsa_private_key(key).decrypt(
+            encrypted, padding.OAEP(mgf=padding.MGF1(algorithm), algorithm=algorithm, label=_label(label))
+        )
     except ValueError:
         raise TpmError(TPM_RC.VALUE, "OAEP decryption failed") from None
 
 
-def _ecc_secret(key: "LoadedObject", label: bytes, encrypted: bytes) -> bytes:
+def _ecc_secret(key: LoadedObject, label: bytes, encrypted: bytes) -> bytes:
     r = Reader(encrypted)
     try:
         point = TPMS_ECC_POINT.unmarshal(r)
@@ -59,7 +64,8 @@ def _ecc_secret(key: "LoadedObject", label: bytes, encrypted: bytes) -> bytes:
         raise TpmError(TPM_RC.VALUE, "malformed ephemeral point")
     try:
         peer = ec.EllipticCurvePublicKey.from_encoded_point(
-            private.curve, b"\x04" + point.x.rjust(size, b"\0") + point.y.rjust(size, b"\0"))
+            private.curve, b"\x04" + point.x.rjust(size, b"\0") + point.y.rjust(size, b"\0")
+        )
         z = private.exchange(ec.ECDH(), peer)
     except ValueError:
         raise TpmError(TPM_RC.VALUE, "ephemeral point is not on the key's curve") from None
@@ -67,7 +73,7 @@ def _ecc_secret(key: "LoadedObject", label: bytes, encrypted: bytes) -> bytes:
     return kdfe(name_alg, z, label, point.x, key.area.unique.x, 8 * hash_alg(name_alg).digest_size)
 
 
-def decrypt_secret(key: "LoadedObject", label: bytes, encrypted: bytes) -> bytes:
+def decrypt_secret(key: LoadedObject, label: bytes, encrypted: bytes) -> bytes:
     """The secret ``encrypted`` carries for ``key`` (an RSA or ECC decryption key)."""
     if key.type == TPM_ALG.RSA:
         secret = _rsa_secret(key, label, encrypted)

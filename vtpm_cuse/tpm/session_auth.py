@@ -22,7 +22,8 @@ TPM_RC_AUTH_FAIL, but no failure counter is kept).
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .algorithms import hash_alg
 from .auth import AuthSession, SessionUse, auth_equal, strip_trailing_zeros
@@ -52,7 +53,7 @@ def _policy_available(entity: Entity) -> bool:
     return is_object or (entity.policy_alg != TPM_ALG.NULL and bool(entity.policy))
 
 
-def _current_auth(ctx: "CommandContext", entity: Entity) -> bytes:
+def _current_auth(ctx: CommandContext, entity: Entity) -> bytes:
     """The entity's authValue after the command ran: a ChangeAuth command may have replaced it
     (the response then proves the new one), and an entity the command flushed (a completed
     sequence) keeps the value it had."""
@@ -74,15 +75,17 @@ class SessionAuthorization(AuthSession):
         self._new_nonce: bytes | None = None
 
     # --- command side ---------------------------------------------------------------------------
-    def check_command(self, use: SessionUse, ctx: "CommandContext") -> None:
+    def check_command(self, use: SessionUse, ctx: CommandContext) -> None:
         state = self.state
         if state.is_trial:
             raise TpmError(TPM_RC.ATTRIBUTES, "a trial session cannot be used in a command")
         if use.attributes & TPMA_SESSION.audit:
             raise TpmError(TPM_RC.ATTRIBUTES, "audit sessions are not implemented")
         command = ctx.command
-        for flag, possible in ((TPMA_SESSION.decrypt, command.first_param_encryptable),
-                               (TPMA_SESSION.encrypt, command.first_response_encryptable)):
+        for flag, possible in (
+            (TPMA_SESSION.decrypt, command.first_param_encryptable),
+            (TPMA_SESSION.encrypt, command.first_response_encryptable),
+        ):
             if not use.attributes & flag:
                 continue
             if not possible:
@@ -98,7 +101,7 @@ class SessionAuthorization(AuthSession):
                 raise TpmError(TPM_RC.ATTRIBUTES, "session neither authorizes nor encrypts")
             self._check_hmac(use, ctx, state.session_key)
 
-    def authorize(self, use: SessionUse, ctx: "CommandContext") -> None:
+    def authorize(self, use: SessionUse, ctx: CommandContext) -> None:
         state, entity = self.state, use.entity
         auth = strip_trailing_zeros(entity.auth_value)
         if state.is_policy:
@@ -111,11 +114,12 @@ class SessionAuthorization(AuthSession):
         else:
             require_auth_value_usable(entity)
             self._bound_request = bool(state.bound_to) and hmac.compare_digest(
-                state.bound_to, bind_value(state.auth_hash, entity))
+                state.bound_to, bind_value(state.auth_hash, entity)
+            )
             include_auth = not self._bound_request
         self._check_hmac(use, ctx, state.session_key + (auth if include_auth else b""))
 
-    def _check_policy(self, use: SessionUse, ctx: "CommandContext") -> None:
+    def _check_policy(self, use: SessionUse, ctx: CommandContext) -> None:
         """The policy conditions the session recorded, checked against this command."""
         state, entity, policy = self.state, use.entity, self.state.policy
         if not _policy_available(entity):
@@ -132,14 +136,14 @@ class SessionAuthorization(AuthSession):
         if policy.locality and not locality_allowed(policy.locality, ctx.locality):
             raise TpmError(TPM_RC.LOCALITY, f"policy does not allow locality {ctx.locality}")
 
-    def _check_hmac(self, use: SessionUse, ctx: "CommandContext", key: bytes) -> None:
+    def _check_hmac(self, use: SessionUse, ctx: CommandContext, key: bytes) -> None:
         # With no key at all (unbound, unsalted, empty authValue) an empty HMAC is accepted.
         if not key and not use.hmac:
             return
         if not hmac.compare_digest(use.hmac, self._command_hmac(use, ctx, key)):
             raise _bad_auth(use.entity, f"wrong HMAC in session 0x{self.handle:08x}")
 
-    def _command_hmac(self, use: SessionUse, ctx: "CommandContext", key: bytes) -> bytes:
+    def _command_hmac(self, use: SessionUse, ctx: CommandContext, key: bytes) -> bytes:
         state = self.state
         extra = b""
         # The first authorization session also covers the nonces of separate encrypt/decrypt
@@ -159,30 +163,47 @@ class SessionAuthorization(AuthSession):
         # The authorized entity's authValue is part of the key even when the session is bound to it.
         return self.state.session_key + (auth if use.entity is not None else b"")
 
-    def decrypt_parameter(self, use: SessionUse, ctx: "CommandContext", data: bytes) -> bytes:
+    def decrypt_parameter(self, use: SessionUse, ctx: CommandContext, data: bytes) -> bytes:
         state = self.state
         auth = strip_trailing_zeros(use.entity.auth_value) if use.entity is not None else b""
         try:
-            return crypt_first_buffer(state.symmetric, state.key_bits, state.auth_hash, self._crypt_key(use, auth),
-                                      data, use.nonce, state.nonce_tpm, encrypt=False)
+            return crypt_first_buffer(
+                state.symmetric,
+                state.key_bits,
+                state.auth_hash,
+                self._crypt_key(use, auth),
+                data,
+                use.nonce,
+                state.nonce_tpm,
+                encrypt=False,
+            )
         except TpmError as err:
             raise err.at_session(use.index) from None
 
-    def encrypt_parameter(self, use: SessionUse, ctx: "CommandContext", data: bytes) -> bytes:
+    def encrypt_parameter(self, use: SessionUse, ctx: CommandContext, data: bytes) -> bytes:
         state = self.state
         auth = _current_auth(ctx, use.entity) if use.entity is not None else b""
-        return crypt_first_buffer(state.symmetric, state.key_bits, state.auth_hash, self._crypt_key(use, auth),
-                                  data, self._next_nonce(ctx), use.nonce, encrypt=True)
+        return crypt_first_buffer(
+            state.symmetric,
+            state.key_bits,
+            state.auth_hash,
+            self._crypt_key(use, auth),
+            data,
+            self._next_nonce(ctx),
+            use.nonce,
+            encrypt=True,
+        )
 
     # --- response side ----------------------------------------------------------------------
-    def _next_nonce(self, ctx: "CommandContext") -> bytes:
+    def _next_nonce(self, ctx: CommandContext) -> bytes:
         """This command's new nonceTPM: drawn once, used by encryption and the response."""
         if self._new_nonce is None:
             self._new_nonce = ctx.engine.random(len(self.state.nonce_tpm))
         return self._new_nonce
 
-    def response(self, use: SessionUse, ctx: "CommandContext",
-                 rp_hash: Callable[[int], bytes]) -> tuple[bytes, int, bytes]:
+    def response(
+        self, use: SessionUse, ctx: CommandContext, rp_hash: Callable[[int], bytes]
+    ) -> tuple[bytes, int, bytes]:
         state = self.state
         nonce = self._next_nonce(ctx)
         mac = self._response_hmac(use, ctx, rp_hash, nonce)
@@ -193,13 +214,17 @@ class SessionAuthorization(AuthSession):
             state.restart_policy()
         return nonce, use.attributes, mac
 
-    def _response_hmac(self, use: SessionUse, ctx: "CommandContext", rp_hash: Callable[[int], bytes],
-                       nonce: bytes) -> bytes:
+    def _response_hmac(
+        self, use: SessionUse, ctx: CommandContext, rp_hash: Callable[[int], bytes], nonce: bytes
+    ) -> bytes:
         state = self.state
         if state.is_policy and state.policy.password_needed:
             return b""
-        include_auth = use.entity is not None and not self._bound_request and not (
-            state.is_policy and not state.policy.auth_value_needed)
+        include_auth = (
+            use.entity is not None
+            and not self._bound_request
+            and not (state.is_policy and not state.policy.auth_value_needed)
+        )
         key = state.session_key + (_current_auth(ctx, use.entity) if include_auth else b"")
         if state.is_policy and not key and not use.hmac:
             return b""
@@ -214,7 +239,7 @@ def locality_allowed(setting: int, locality: int) -> bool:
     return locality == setting
 
 
-def load_session_authorization(ctx: "CommandContext", handle: int) -> SessionAuthorization:
+def load_session_authorization(ctx: CommandContext, handle: int) -> SessionAuthorization:
     """The HMAC or policy session at ``handle``, as the authorization area uses it."""
     state = ctx.engine.volatile.sessions.find(handle)
     if state is None:

@@ -21,11 +21,23 @@ CONTEXT_GAP_MAX = 0xFFFF
 _AUTH_VALUE_NEEDED, _PASSWORD_NEEDED, _PCR_COUNTER_SET = 1, 2, 4
 
 #: What a saved session carries inside its (encrypted) context blob; this TPM's own layout.
-SESSION_CONTEXT = Struct("SessionContext", [
-    ("type", UINT8), ("authHash", UINT16), ("nonceTPM", TPM2B_NONCE), ("sessionKey", TPM2B_NONCE),
-    ("symmetric", UINT16), ("keyBits", UINT16), ("boundTo", TPM2B_NONCE),
-    ("policyDigest", TPM2B_NONCE), ("commandCode", UINT32), ("locality", UINT8), ("flags", UINT8),
-    ("pcrCounter", UINT64)])
+SESSION_CONTEXT = Struct(
+    "SessionContext",
+    [
+        ("type", UINT8),
+        ("authHash", UINT16),
+        ("nonceTPM", TPM2B_NONCE),
+        ("sessionKey", TPM2B_NONCE),
+        ("symmetric", UINT16),
+        ("keyBits", UINT16),
+        ("boundTo", TPM2B_NONCE),
+        ("policyDigest", TPM2B_NONCE),
+        ("commandCode", UINT32),
+        ("locality", UINT8),
+        ("flags", UINT8),
+        ("pcrCounter", UINT64),
+    ],
+)
 
 
 def save_session(ctx, handle: int) -> tuple[int, int, int, bytes]:
@@ -42,12 +54,22 @@ def save_session(ctx, handle: int) -> tuple[int, int, int, bytes]:
         flags |= _AUTH_VALUE_NEEDED if policy.auth_value_needed else 0
         flags |= _PASSWORD_NEEDED if policy.password_needed else 0
         flags |= _PCR_COUNTER_SET if policy.pcr_counter is not None else 0
-    payload = SESSION_CONTEXT.pack(SESSION_CONTEXT(
-        type=session.type, authHash=session.auth_hash, nonceTPM=session.nonce_tpm,
-        sessionKey=session.session_key, symmetric=session.symmetric, keyBits=session.key_bits,
-        boundTo=session.bound_to, policyDigest=policy.digest if policy else b"",
-        commandCode=policy.command_code if policy else 0, locality=policy.locality if policy else 0,
-        flags=flags, pcrCounter=(policy.pcr_counter or 0) if policy else 0))
+    payload = SESSION_CONTEXT.pack(
+        SESSION_CONTEXT(
+            type=session.type,
+            authHash=session.auth_hash,
+            nonceTPM=session.nonce_tpm,
+            sessionKey=session.session_key,
+            symmetric=session.symmetric,
+            keyBits=session.key_bits,
+            boundTo=session.bound_to,
+            policyDigest=policy.digest if policy else b"",
+            commandCode=policy.command_code if policy else 0,
+            locality=policy.locality if policy else 0,
+            flags=flags,
+            pcrCounter=(policy.pcr_counter or 0) if policy else 0,
+        )
+    )
     return table.context_counter, handle, TPM_RH.NULL, payload
 
 
@@ -60,15 +82,25 @@ def load_session(ctx, context, payload: bytes) -> int:
     if len(table.loaded) >= MAX_LOADED_SESSIONS:
         raise TpmError(TPM_RC.SESSION_MEMORY, "no free session slot")
     saved = SESSION_CONTEXT.unpack(payload)
-    session = Session(handle=handle, type=saved.type, auth_hash=saved.authHash, nonce_tpm=saved.nonceTPM,
-                      session_key=saved.sessionKey, symmetric=saved.symmetric, key_bits=saved.keyBits,
-                      bound_to=saved.boundTo)
+    session = Session(
+        handle=handle,
+        type=saved.type,
+        auth_hash=saved.authHash,
+        nonce_tpm=saved.nonceTPM,
+        session_key=saved.sessionKey,
+        symmetric=saved.symmetric,
+        key_bits=saved.keyBits,
+        bound_to=saved.boundTo,
+    )
     if session.is_policy:
         session.policy = PolicyState(
-            digest=saved.policyDigest, command_code=saved.commandCode, locality=saved.locality,
+            digest=saved.policyDigest,
+            command_code=saved.commandCode,
+            locality=saved.locality,
             pcr_counter=saved.pcrCounter if saved.flags & _PCR_COUNTER_SET else None,
             auth_value_needed=bool(saved.flags & _AUTH_VALUE_NEEDED),
-            password_needed=bool(saved.flags & _PASSWORD_NEEDED))
+            password_needed=bool(saved.flags & _PASSWORD_NEEDED),
+        )
     del table.saved[handle]
     table.loaded[handle] = session
     return handle

@@ -23,8 +23,13 @@ from typing import TYPE_CHECKING
 from .algorithms import hash_alg
 from .auth import strip_trailing_zeros
 from .constants import (
-    HR_HANDLE_MASK, HR_HMAC_SESSION, HR_POLICY_SESSION, MAX_ACTIVE_SESSIONS, MAX_LOADED_SESSIONS, TPM_ALG,
-    TPM_HT, TPM_SE,
+    HR_HANDLE_MASK,
+    HR_HMAC_SESSION,
+    HR_POLICY_SESSION,
+    MAX_ACTIVE_SESSIONS,
+    MAX_LOADED_SESSIONS,
+    TPM_ALG,
+    TPM_SE,
 )
 from .crypto.kdf import kdfa
 from .entities import Entity, handle_name
@@ -107,6 +112,7 @@ def session_key(alg: int, bind: Entity | None, salt: bytes, nonce_tpm: bytes, no
 
 # --- the session table -----------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class SessionTable:
     """The session part of the TPM's RAM.
@@ -134,7 +140,7 @@ class SessionTable:
         return {s.index for s in self.loaded.values()} | {h & HR_HANDLE_MASK for h in self.saved}
 
 
-def create_session(engine: "Engine", session_type: int, auth_hash: int, nonce_size: int) -> Session:
+def create_session(engine: Engine, session_type: int, auth_hash: int, nonce_size: int) -> Session:
     """Allocate a slot and handle for a new session (TPM_RC_SESSION_MEMORY / _HANDLES when full)."""
     table = engine.volatile.sessions
     if len(table.loaded) >= MAX_LOADED_SESSIONS:
@@ -145,22 +151,21 @@ def create_session(engine: "Engine", session_type: int, auth_hash: int, nonce_si
         raise TpmError(TPM_RC.SESSION_HANDLES, "no free session handle")
     base = HR_HMAC_SESSION if session_type == TPM_SE.HMAC else HR_POLICY_SESSION
     # The TPM's first nonce is as long as the caller's (what the reference TPM does).
-    session = Session(handle=base + index, type=session_type, auth_hash=auth_hash,
-                      nonce_tpm=engine.random(nonce_size))
+    session = Session(handle=base + index, type=session_type, auth_hash=auth_hash, nonce_tpm=engine.random(nonce_size))
     if session.is_policy:
         session.restart_policy()
     table.loaded[session.handle] = session
     return session
 
 
-def session_entity(engine: "Engine", handle: int) -> Entity:
+def session_entity(engine: Engine, handle: int) -> Entity:
     """A session in a handle area (policy commands, ContextSave): its Name is its handle."""
     if handle not in engine.volatile.sessions.loaded:
         raise TpmError(TPM_RC.REFERENCE_H0, f"session 0x{handle:08x} is not loaded")
     return Entity(handle, handle_name(handle))
 
 
-def flush_session(engine: "Engine", handle: int) -> None:
+def flush_session(engine: Engine, handle: int) -> None:
     """TPM2_FlushContext of a loaded or saved session; TPM_RC_HANDLE when there is none."""
     table = engine.volatile.sessions
     if table.loaded.pop(handle, None) is None and table.saved.pop(handle, None) is None:

@@ -165,10 +165,14 @@ class VolatileState:
 
 # --- serialisation -----------------------------------------------------------
 
+
 def _encode(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
-        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if not f.metadata.get("transient")}
+        return {
+            f.name: _encode(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not f.metadata.get("transient")
+        }
     if isinstance(value, (bytes, bytearray)):
         return {"$b": bytes(value).hex()}
     if isinstance(value, dict):
@@ -206,7 +210,7 @@ def _decode(hint: Any, raw: Any) -> Any:
     if origin is list:
         return [_decode(args[0], v) for v in raw]
     if origin is tuple:
-        return tuple(_decode(a, v) for a, v in zip(args, raw))
+        return tuple(_decode(a, v) for a, v in zip(args, raw, strict=True))
     if hint is bool:
         return bool(raw)
     if hint is int:
@@ -223,7 +227,7 @@ def deserialise(kind: BlobKind, blob: bytes) -> Any:
     if len(blob) < _HEADER.size:
         raise StateBlobError(f"state blob of {len(blob)} bytes is shorter than its header")
     magic, version, blob_kind, digest = _HEADER.unpack_from(blob)
-    payload = blob[_HEADER.size:]
+    payload = blob[_HEADER.size :]
     if magic != BLOB_MAGIC:
         raise StateBlobError(f"not a vtpm-cuse state blob (magic {magic!r})")
     if version != BLOB_VERSION:

@@ -16,6 +16,7 @@ def hierarchy_proof(engine, hierarchy: int) -> bytes:
     """The secret proof value of a hierarchy, derived from its seed (changes when the seed does;
     the NULL hierarchy's changes at every TPM Reset)."""
     from .hierarchy import primary_seed
+
     return hashlib.sha512(b"vtpm-cuse hierarchy proof\0" + primary_seed(engine, hierarchy)).digest()
 
 
@@ -34,10 +35,14 @@ def ticket_digest(engine, tag: int, hierarchy: int, *parts: bytes) -> bytes:
 def hashcheck_ticket(engine, hierarchy: int, alg: int, digest: bytes, ticket_ok: bool):
     """TPMT_TK_HASHCHECK for ``digest``; a NULL ticket when the hierarchy is NULL or the data may not be ticketed."""
     from .types import TPMT_TK_HASHCHECK
+
     if hierarchy == TPM_RH.NULL or not ticket_ok:
         return TPMT_TK_HASHCHECK(tag=TPM_ST.HASHCHECK, hierarchy=TPM_RH.NULL, digest=b"")
-    return TPMT_TK_HASHCHECK(tag=TPM_ST.HASHCHECK, hierarchy=hierarchy,
-                             digest=ticket_digest(engine, TPM_ST.HASHCHECK, hierarchy, alg.to_bytes(2, "big"), digest))
+    return TPMT_TK_HASHCHECK(
+        tag=TPM_ST.HASHCHECK,
+        hierarchy=hierarchy,
+        digest=ticket_digest(engine, TPM_ST.HASHCHECK, hierarchy, alg.to_bytes(2, "big"), digest),
+    )
 
 
 def creation_ticket(engine, hierarchy: int, name: bytes, creation_hash: bytes):
@@ -47,5 +52,9 @@ def creation_ticket(engine, hierarchy: int, name: bytes, creation_hash: bytes):
     per-reset proof), so CertifyCreation works for temporary objects until TPM Reset.
     """
     from .types import TPMT_TK_CREATION
-    return TPMT_TK_CREATION(tag=TPM_ST.CREATION, hierarchy=hierarchy,
-                            digest=ticket_digest(engine, TPM_ST.CREATION, hierarchy, name, creation_hash))
+
+    return TPMT_TK_CREATION(
+        tag=TPM_ST.CREATION,
+        hierarchy=hierarchy,
+        digest=ticket_digest(engine, TPM_ST.CREATION, hierarchy, name, creation_hash),
+    )

@@ -13,7 +13,11 @@ from typing import Final
 from .constants import TPM_ST
 
 __all__ = [
-    "HEADER_SIZE", "command_bytes", "command_code", "error_response", "response_code",
+    "HEADER_SIZE",
+    "command_bytes",
+    "command_code",
+    "error_response",
+    "response_code",
     "response_header",
 ]
 
@@ -32,8 +36,9 @@ def error_response(rc: int, tag: int = TPM_ST.NO_SESSIONS) -> bytes:
 
 def command_bytes(code: int, body: bytes = b"", tag: int = TPM_ST.NO_SESSIONS) -> bytes:
     """A whole command: header with the size filled in, then ``body``."""
-    return int(tag).to_bytes(2, "big") + (HEADER_SIZE + len(body)).to_bytes(4, "big") \
-        + int(code).to_bytes(4, "big") + body
+    return (
+        int(tag).to_bytes(2, "big") + (HEADER_SIZE + len(body)).to_bytes(4, "big") + int(code).to_bytes(4, "big") + body
+    )
 
 
 def response_code(response: bytes) -> int | None:

@@ -11,4 +11,5 @@ from . import capability, clock, context, hierarchy, object, pcr, policy, random
 __all__ = ["COMMANDS"]
 
 COMMANDS = CommandTable.of_modules(
-    capability, clock, context, hierarchy, object, pcr, policy, random, sequences, session, startup, testing)
+    capability, clock, context, hierarchy, object, pcr, policy, random, sequences, session, startup, testing
+)

@@ -8,13 +8,23 @@ value ``property`` starts from; paging with moreData is the same for all.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..algorithms import ALGORITHMS, ECC_CURVES, HASHES
 from ..command import command
 from ..constants import (
-    HR_HANDLE_MASK, HR_HMAC_SESSION, HR_POLICY_SESSION, HR_SHIFT, IMPLEMENTATION_PCR, PCR_SELECT_MAX, TPM_ALG,
-    TPM_CAP, TPM_CC, TPM_HT, TPM_RH,
+    HR_HANDLE_MASK,
+    HR_HMAC_SESSION,
+    HR_POLICY_SESSION,
+    HR_SHIFT,
+    IMPLEMENTATION_PCR,
+    PCR_SELECT_MAX,
+    TPM_ALG,
+    TPM_CAP,
+    TPM_CC,
+    TPM_HT,
+    TPM_RH,
 )
 from ..errors import TPM_RC, TpmError, errors_at
 from ..marshal import UINT32
@@ -23,15 +33,36 @@ from ..parms import check_public_parms
 from ..pcrs import pcr_properties
 from ..properties import fixed_properties, variable_properties
 from ..types import (
-    MAX_CAP_ALGS, MAX_CAP_CC, MAX_CAP_HANDLES, MAX_ECC_CURVES, MAX_PCR_PROPERTIES, MAX_TAGGED_POLICIES,
-    MAX_TPM_PROPERTIES, TPM_CAP_T, TPMI_YES_NO, TPMS_ALG_PROPERTY, TPMS_CAPABILITY_DATA,
-    TPMS_PCR_SELECTION, TPMS_TAGGED_PCR_SELECT, TPMS_TAGGED_POLICY, TPMS_TAGGED_PROPERTY, TPMT_HA,
-    TPMT_PUBLIC_PARMS, selection_bytes,
+    MAX_CAP_ALGS,
+    MAX_CAP_CC,
+    MAX_CAP_HANDLES,
+    MAX_ECC_CURVES,
+    MAX_PCR_PROPERTIES,
+    MAX_TAGGED_POLICIES,
+    MAX_TPM_PROPERTIES,
+    TPM_CAP_T,
+    TPMI_YES_NO,
+    TPMS_ALG_PROPERTY,
+    TPMS_CAPABILITY_DATA,
+    TPMS_PCR_SELECTION,
+    TPMS_TAGGED_PCR_SELECT,
+    TPMS_TAGGED_POLICY,
+    TPMS_TAGGED_PROPERTY,
+    TPMT_HA,
+    TPMT_PUBLIC_PARMS,
+    selection_bytes,
 )
 
 #: Permanent handles this TPM implements (reported for TPM_HT_PERMANENT).
-PERMANENT_HANDLES = (TPM_RH.OWNER, TPM_RH.NULL, TPM_RH.PW, TPM_RH.LOCKOUT, TPM_RH.ENDORSEMENT,
-                     TPM_RH.PLATFORM, TPM_RH.PLATFORM_NV)
+PERMANENT_HANDLES = (
+    TPM_RH.OWNER,
+    TPM_RH.NULL,
+    TPM_RH.PW,
+    TPM_RH.LOCKOUT,
+    TPM_RH.ENDORSEMENT,
+    TPM_RH.PLATFORM,
+    TPM_RH.PLATFORM_NV,
+)
 
 
 def _handles(engine, start: int) -> list[tuple[int, int]]:
@@ -74,13 +105,17 @@ def _pp(engine, start: int):
 
 
 def _properties(engine, start: int):
-    return [(p, TPMS_TAGGED_PROPERTY(property=p, value=v))
-            for p, v in fixed_properties(engine) + variable_properties(engine)]
+    return [
+        (p, TPMS_TAGGED_PROPERTY(property=p, value=v))
+        for p, v in fixed_properties(engine) + variable_properties(engine)
+    ]
 
 
 def _pcr_properties(engine, start: int):
-    return [(tag, TPMS_TAGGED_PCR_SELECT(tag=tag, pcrSelect=selection_bytes(pcrs, PCR_SELECT_MAX)))
-            for tag, pcrs in sorted(pcr_properties().items())]
+    return [
+        (tag, TPMS_TAGGED_PCR_SELECT(tag=tag, pcrSelect=selection_bytes(pcrs, PCR_SELECT_MAX)))
+        for tag, pcrs in sorted(pcr_properties().items())
+    ]
 
 
 def _curves(engine, start: int):
@@ -89,10 +124,21 @@ def _curves(engine, start: int):
 
 def _auth_policies(engine, start: int):
     perm, vol = engine.permanent, engine.volatile
-    policies = {TPM_RH.OWNER: perm.owner_policy, TPM_RH.LOCKOUT: perm.lockout_policy,
-                TPM_RH.ENDORSEMENT: perm.endorsement_policy, TPM_RH.PLATFORM: vol.platform_policy}
-    return [(h, TPMS_TAGGED_POLICY(handle=h, policyHash=TPMT_HA(hashAlg=alg, digest=digest if alg != TPM_ALG.NULL else None)))
-            for h, (alg, digest) in sorted(policies.items())]
+    policies = {
+        TPM_RH.OWNER: perm.owner_policy,
+        TPM_RH.LOCKOUT: perm.lockout_policy,
+        TPM_RH.ENDORSEMENT: perm.endorsement_policy,
+        TPM_RH.PLATFORM: vol.platform_policy,
+    }
+    return [
+        (
+            h,
+            TPMS_TAGGED_POLICY(
+                handle=h, policyHash=TPMT_HA(hashAlg=alg, digest=digest if alg != TPM_ALG.NULL else None)
+            ),
+        )
+        for h, (alg, digest) in sorted(policies.items())
+    ]
 
 
 #: Authenticated Countdown Timer handles (TPM_RH_ACT_0..F).
@@ -120,22 +166,29 @@ CAPABILITIES: dict[int, tuple[Callable[[Any, int], list], int]] = {
 }
 
 
-@command(TPM_CC.GetCapability, params=[("capability", TPM_CAP_T), ("property", UINT32), ("propertyCount", UINT32)],
-         response=[("moreData", TPMI_YES_NO), ("capabilityData", TPMS_CAPABILITY_DATA)], in_failure_mode=True)
+@command(
+    TPM_CC.GetCapability,
+    params=[("capability", TPM_CAP_T), ("property", UINT32), ("propertyCount", UINT32)],
+    response=[("moreData", TPMI_YES_NO), ("capabilityData", TPMS_CAPABILITY_DATA)],
+    in_failure_mode=True,
+)
 def get_capability(ctx, capability: int, property: int, propertyCount: int):
     if capability == TPM_CAP.PCRS:
         # The whole allocation is always returned; property and count do not apply.
         banks = ctx.engine.permanent.pcr_allocation
-        data = [TPMS_PCR_SELECTION(hash=alg, pcrSelect=selection_bytes(banks.get(alg, []), PCR_SELECT_MAX))
-                for alg in sorted(HASHES)]
+        data = [
+            TPMS_PCR_SELECTION(hash=alg, pcrSelect=selection_bytes(banks.get(alg, []), PCR_SELECT_MAX))
+            for alg in sorted(HASHES)
+        ]
         return ctx.response(moreData=0, capabilityData=TPMS_CAPABILITY_DATA(capability=capability, data=data))
     if capability not in CAPABILITIES:
         raise TpmError(TPM_RC.VALUE, f"capability 0x{capability:x} not supported", at="capability")
     source, limit = CAPABILITIES[capability]
     items = [element for key, element in source(ctx.engine, property) if key >= property]
     count = min(propertyCount, limit)
-    return ctx.response(moreData=int(len(items) > count),
-                        capabilityData=TPMS_CAPABILITY_DATA(capability=capability, data=items[:count]))
+    return ctx.response(
+        moreData=int(len(items) > count), capabilityData=TPMS_CAPABILITY_DATA(capability=capability, data=items[:count])
+    )
 
 
 @command(TPM_CC.TestParms, params=[("parameters", TPMT_PUBLIC_PARMS)])
@@ -143,4 +196,3 @@ def test_parms(ctx, parameters):
     """Unmarshalling already rejected anything unimplemented; check the combinations left."""
     with errors_at("parameters"):
         check_public_parms(parameters.type, parameters.parameters)
-

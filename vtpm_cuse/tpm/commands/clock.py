@@ -16,9 +16,15 @@ CLOCK_SET_MAX = 0xFFFF000000000000
 
 def time_info(engine) -> object:
     perm = engine.permanent
-    return TPMS_TIME_INFO(time=engine.time(), clockInfo=TPMS_CLOCK_INFO(
-        clock=engine.clock(), resetCount=perm.reset_count, restartCount=perm.restart_count,
-        safe=int(engine.volatile.clock_safe)))
+    return TPMS_TIME_INFO(
+        time=engine.time(),
+        clockInfo=TPMS_CLOCK_INFO(
+            clock=engine.clock(),
+            resetCount=perm.reset_count,
+            restartCount=perm.restart_count,
+            safe=int(engine.volatile.clock_safe),
+        ),
+    )
 
 
 @command(TPM_CC.ReadClock, response=[("currentTime", TPMS_TIME_INFO)])
@@ -26,8 +32,7 @@ def read_clock(ctx):
     return ctx.response(currentTime=time_info(ctx.engine))
 
 
-@command(TPM_CC.ClockSet, handles=[H("auth", TPMI_RH_PROVISION, AuthRole.USER)],
-         params=[("newTime", UINT64)], nv=True)
+@command(TPM_CC.ClockSet, handles=[H("auth", TPMI_RH_PROVISION, AuthRole.USER)], params=[("newTime", UINT64)], nv=True)
 def clock_set(ctx, auth: int, newTime: int):
     if newTime > CLOCK_SET_MAX:
         raise TpmError(TPM_RC.VALUE, f"newTime 0x{newTime:x} too large", at="newTime")
@@ -36,7 +41,11 @@ def clock_set(ctx, auth: int, newTime: int):
     ctx.engine.set_clock(newTime)
 
 
-@command(TPM_CC.ClockRateAdjust, handles=[H("auth", TPMI_RH_PROVISION, AuthRole.USER)],
-         params=[("rateAdjust", TPM_CLOCK_ADJUST)], nv=True)
+@command(
+    TPM_CC.ClockRateAdjust,
+    handles=[H("auth", TPMI_RH_PROVISION, AuthRole.USER)],
+    params=[("rateAdjust", TPM_CLOCK_ADJUST)],
+    nv=True,
+)
 def clock_rate_adjust(ctx, auth: int, rateAdjust: int):
     ctx.engine.adjust_clock_rate(rateAdjust)

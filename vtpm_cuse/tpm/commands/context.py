@@ -20,8 +20,9 @@ from ..types import TPMI_DH_CONTEXT, TPMS_CONTEXT
 
 
 def _saved_type(saved_handle: int) -> int:
-    return TPM_HT.TRANSIENT if saved_handle in (SAVED_OBJECT, SAVED_SEQUENCE, SAVED_ST_CLEAR) \
-        else saved_handle >> HR_SHIFT
+    return (
+        TPM_HT.TRANSIENT if saved_handle in (SAVED_OBJECT, SAVED_SEQUENCE, SAVED_ST_CLEAR) else saved_handle >> HR_SHIFT
+    )
 
 
 @command(TPM_CC.FlushContext, params=[("flushHandle", TPMI_DH_CONTEXT)])
@@ -40,17 +41,18 @@ def context_save(ctx, saveHandle: int):
         raise TpmError(TPM_RC.HANDLE, f"contexts of 0x{saveHandle:08x} cannot be saved", at="saveHandle")
     sequence, saved_handle, hierarchy, payload = kind.context.save(ctx, saveHandle)
     blob = seal_context(ctx.engine, hierarchy, sequence, saved_handle, payload)
-    return ctx.response(context=TPMS_CONTEXT(sequence=sequence, savedHandle=saved_handle, hierarchy=hierarchy,
-                                             contextBlob=blob))
+    return ctx.response(
+        context=TPMS_CONTEXT(sequence=sequence, savedHandle=saved_handle, hierarchy=hierarchy, contextBlob=blob)
+    )
 
 
-@command(TPM_CC.ContextLoad, params=[("context", TPMS_CONTEXT)],
-         response_handles=[H("loadedHandle", TPMI_DH_CONTEXT)])
+@command(TPM_CC.ContextLoad, params=[("context", TPMS_CONTEXT)], response_handles=[H("loadedHandle", TPMI_DH_CONTEXT)])
 def context_load(ctx, context):
     kind = HANDLE_TYPES.get(_saved_type(context.savedHandle))
     if kind is None or kind.context is None:
         raise TpmError(TPM_RC.HANDLE, f"no saved context at 0x{context.savedHandle:08x}", at="context")
     with errors_at("context"):
-        payload = open_context(ctx.engine, context.hierarchy, context.sequence, context.savedHandle,
-                               context.contextBlob)
+        payload = open_context(
+            ctx.engine, context.hierarchy, context.sequence, context.savedHandle, context.contextBlob
+        )
     return ctx.response(loadedHandle=kind.context.load(ctx, context, payload))

@@ -21,9 +21,22 @@ from ..object_rules import adjust_auth, create_checks, public_checks
 from ..objects import LoadedObject, load, object_name, qualified_name, require_free_slot
 from ..protection import unwrap_sensitive, wrap_sensitive
 from ..types import (
-    TPM2B_AUTH, TPM2B_CREATION_DATA, TPM2B_DATA, TPM2B_DIGEST, TPM2B_NAME, TPM2B_PRIVATE, TPM2B_PUBLIC,
-    TPM2B_SENSITIVE_CREATE, TPM2B_TEMPLATE, TPM_HANDLE, TPMI_DH_OBJECT, TPMI_DH_PARENT, TPML_PCR_SELECTION,
-    TPMT_PUBLIC, TPMT_SENSITIVE, TPMT_TK_CREATION,
+    TPM2B_AUTH,
+    TPM2B_CREATION_DATA,
+    TPM2B_DATA,
+    TPM2B_DIGEST,
+    TPM2B_NAME,
+    TPM2B_PRIVATE,
+    TPM2B_PUBLIC,
+    TPM2B_SENSITIVE_CREATE,
+    TPM2B_TEMPLATE,
+    TPM_HANDLE,
+    TPMI_DH_OBJECT,
+    TPMI_DH_PARENT,
+    TPML_PCR_SELECTION,
+    TPMT_PUBLIC,
+    TPMT_SENSITIVE,
+    TPMT_TK_CREATION,
 )
 from .hierarchy import make_primary
 
@@ -64,38 +77,73 @@ def _create_child(ctx, parent: LoadedObject, in_sensitive, in_public):
 
 
 def _sensitive_area(created):
-    return TPMT_SENSITIVE(sensitiveType=created.area.type, authValue=created.auth_value,
-                          seedValue=created.seed_value, sensitive=created.sensitive)
+    return TPMT_SENSITIVE(
+        sensitiveType=created.area.type,
+        authValue=created.auth_value,
+        seedValue=created.seed_value,
+        sensitive=created.sensitive,
+    )
 
 
-@command(TPM_CC.Create, handles=[H("parentHandle", TPMI_DH_OBJECT, AuthRole.USER)],
-         params=[("inSensitive", TPM2B_SENSITIVE_CREATE), ("inPublic", TPM2B_PUBLIC), ("outsideInfo", TPM2B_DATA),
-                 ("creationPCR", TPML_PCR_SELECTION)],
-         response=[("outPrivate", TPM2B_PRIVATE), ("outPublic", TPM2B_PUBLIC),
-                   ("creationData", TPM2B_CREATION_DATA), ("creationHash", TPM2B_DIGEST),
-                   ("creationTicket", TPMT_TK_CREATION)],
-         cancelable=True)
+@command(
+    TPM_CC.Create,
+    handles=[H("parentHandle", TPMI_DH_OBJECT, AuthRole.USER)],
+    params=[
+        ("inSensitive", TPM2B_SENSITIVE_CREATE),
+        ("inPublic", TPM2B_PUBLIC),
+        ("outsideInfo", TPM2B_DATA),
+        ("creationPCR", TPML_PCR_SELECTION),
+    ],
+    response=[
+        ("outPrivate", TPM2B_PRIVATE),
+        ("outPublic", TPM2B_PUBLIC),
+        ("creationData", TPM2B_CREATION_DATA),
+        ("creationHash", TPM2B_DIGEST),
+        ("creationTicket", TPMT_TK_CREATION),
+    ],
+    cancelable=True,
+)
 def create(ctx, parentHandle: int, inSensitive, inPublic, outsideInfo: bytes, creationPCR: list):
     parent = storage_parent(ctx, parentHandle, at="parentHandle")
     created, public, name, private = _create_child(ctx, parent, inSensitive, inPublic)
-    return ctx.response(outPrivate=private, outPublic=created.area,
-                        **creation_outputs(ctx.engine, ctx.locality, inPublic.nameAlg, name, parent.hierarchy,
-                                           creationPCR, outsideInfo, parent.name_alg, parent.name,
-                                           parent.qualified_name))
+    return ctx.response(
+        outPrivate=private,
+        outPublic=created.area,
+        **creation_outputs(
+            ctx.engine,
+            ctx.locality,
+            inPublic.nameAlg,
+            name,
+            parent.hierarchy,
+            creationPCR,
+            outsideInfo,
+            parent.name_alg,
+            parent.name,
+            parent.qualified_name,
+        ),
+    )
 
 
 def _child(parent: LoadedObject, public: bytes, name: bytes, sensitive) -> LoadedObject:
     attrs = TPMT_PUBLIC.unpack(public).objectAttributes
-    return LoadedObject(public=public, hierarchy=parent.hierarchy,
-                        qualified_name=qualified_name(int.from_bytes(name[:2], "big"), parent.qualified_name, name),
-                        auth_value=sensitive.authValue, seed_value=sensitive.seedValue,
-                        sensitive=sensitive.sensitive,
-                        st_clear=bool(attrs & TPMA_OBJECT.stClear) or parent.st_clear)
+    return LoadedObject(
+        public=public,
+        hierarchy=parent.hierarchy,
+        qualified_name=qualified_name(int.from_bytes(name[:2], "big"), parent.qualified_name, name),
+        auth_value=sensitive.authValue,
+        seed_value=sensitive.seedValue,
+        sensitive=sensitive.sensitive,
+        st_clear=bool(attrs & TPMA_OBJECT.stClear) or parent.st_clear,
+    )
 
 
-@command(TPM_CC.Load, handles=[H("parentHandle", TPMI_DH_OBJECT, AuthRole.USER)],
-         params=[("inPrivate", TPM2B_PRIVATE), ("inPublic", TPM2B_PUBLIC)],
-         response_handles=[H("objectHandle", TPM_HANDLE)], response=[("name", TPM2B_NAME)])
+@command(
+    TPM_CC.Load,
+    handles=[H("parentHandle", TPMI_DH_OBJECT, AuthRole.USER)],
+    params=[("inPrivate", TPM2B_PRIVATE), ("inPublic", TPM2B_PUBLIC)],
+    response_handles=[H("objectHandle", TPM_HANDLE)],
+    response=[("name", TPM2B_NAME)],
+)
 def load_(ctx, parentHandle: int, inPrivate: bytes, inPublic):
     vol = ctx.engine.volatile
     require_free_slot(vol)
@@ -121,8 +169,11 @@ def load_(ctx, parentHandle: int, inPrivate: bytes, inPublic):
     return ctx.response(objectHandle=handle, name=name)
 
 
-@command(TPM_CC.ReadPublic, handles=[H("objectHandle", TPMI_DH_OBJECT)],
-         response=[("outPublic", TPM2B_PUBLIC), ("name", TPM2B_NAME), ("qualifiedName", TPM2B_NAME)])
+@command(
+    TPM_CC.ReadPublic,
+    handles=[H("objectHandle", TPMI_DH_OBJECT)],
+    response=[("outPublic", TPM2B_PUBLIC), ("name", TPM2B_NAME), ("qualifiedName", TPM2B_NAME)],
+)
 def read_public(ctx, objectHandle: int):
     obj = ctx.engine.volatile.objects.loaded.get(objectHandle)
     if obj is None:  # the handle resolved, so it is a sequence
@@ -130,9 +181,12 @@ def read_public(ctx, objectHandle: int):
     return ctx.response(outPublic=obj.area, name=obj.name, qualifiedName=obj.qualified_name)
 
 
-@command(TPM_CC.ObjectChangeAuth, handles=[H("objectHandle", TPMI_DH_OBJECT, AuthRole.ADMIN),
-                                           H("parentHandle", TPMI_DH_OBJECT)],
-         params=[("newAuth", TPM2B_AUTH)], response=[("outPrivate", TPM2B_PRIVATE)])
+@command(
+    TPM_CC.ObjectChangeAuth,
+    handles=[H("objectHandle", TPMI_DH_OBJECT, AuthRole.ADMIN), H("parentHandle", TPMI_DH_OBJECT)],
+    params=[("newAuth", TPM2B_AUTH)],
+    response=[("outPrivate", TPM2B_PRIVATE)],
+)
 def object_change_auth(ctx, objectHandle: int, parentHandle: int, newAuth: bytes):
     obj = loaded_object(ctx, objectHandle, at="objectHandle")
     with errors_at("newAuth"):
@@ -144,11 +198,14 @@ def object_change_auth(ctx, objectHandle: int, parentHandle: int, newAuth: bytes
     return ctx.response(outPrivate=wrap_sensitive(parent, obj.name, obj.sensitive_area(auth), ctx.engine.random))
 
 
-@command(TPM_CC.CreateLoaded, handles=[H("parentHandle", TPMI_DH_PARENT.plus(), AuthRole.USER)],
-         params=[("inSensitive", TPM2B_SENSITIVE_CREATE), ("inPublic", TPM2B_TEMPLATE)],
-         response_handles=[H("objectHandle", TPM_HANDLE)],
-         response=[("outPrivate", TPM2B_PRIVATE), ("outPublic", TPM2B_PUBLIC), ("name", TPM2B_NAME)],
-         cancelable=True)
+@command(
+    TPM_CC.CreateLoaded,
+    handles=[H("parentHandle", TPMI_DH_PARENT.plus(), AuthRole.USER)],
+    params=[("inSensitive", TPM2B_SENSITIVE_CREATE), ("inPublic", TPM2B_TEMPLATE)],
+    response_handles=[H("objectHandle", TPM_HANDLE)],
+    response=[("outPrivate", TPM2B_PRIVATE), ("outPublic", TPM2B_PUBLIC), ("name", TPM2B_NAME)],
+    cancelable=True,
+)
 def create_loaded(ctx, parentHandle: int, inSensitive, inPublic: bytes):
     """Create and load in one step; under a hierarchy this is CreatePrimary without creation data.
 

@@ -8,11 +8,18 @@ from ..command import AuthRole, H, command
 from ..constants import IMPLEMENTATION_PCR, PCR_SELECT_MAX, TPM_CC, TPM_RH
 from ..errors import TPM_RC, TpmError
 from ..marshal import UINT32
-from ..pcrs import DRTM_PCR, HCRTM_PCR, may_extend, may_reset
 from ..pcr_selection import filter_selection
+from ..pcrs import DRTM_PCR, HCRTM_PCR, may_extend, may_reset
 from ..types import (
-    TPM2B_EVENT, TPMI_DH_PCR, TPMI_RH_PLATFORM, TPMI_YES_NO, TPML_DIGEST, TPML_DIGEST_VALUES,
-    TPML_PCR_SELECTION, TPMT_HA, selection_bits,
+    TPM2B_EVENT,
+    TPMI_DH_PCR,
+    TPMI_RH_PLATFORM,
+    TPMI_YES_NO,
+    TPML_DIGEST,
+    TPML_DIGEST_VALUES,
+    TPML_PCR_SELECTION,
+    TPMT_HA,
+    selection_bits,
 )
 
 #: TPML_DIGEST holds eight digests, so one PCR_Read returns at most eight PCRs.
@@ -25,8 +32,11 @@ def _check_extend(ctx, pcr: int) -> None:
         raise TpmError(TPM_RC.LOCALITY, f"locality {ctx.locality} may not extend PCR {pcr}")
 
 
-@command(TPM_CC.PCR_Extend, handles=[H("pcrHandle", TPMI_DH_PCR.plus(), AuthRole.USER)],
-         params=[("digests", TPML_DIGEST_VALUES)])
+@command(
+    TPM_CC.PCR_Extend,
+    handles=[H("pcrHandle", TPMI_DH_PCR.plus(), AuthRole.USER)],
+    params=[("digests", TPML_DIGEST_VALUES)],
+)
 def pcr_extend(ctx, pcrHandle: int, digests: list):
     if pcrHandle == TPM_RH.NULL:
         return
@@ -35,8 +45,12 @@ def pcr_extend(ctx, pcrHandle: int, digests: list):
         ctx.engine.pcrs.extend(pcrHandle, ha.hashAlg, ha.digest)
 
 
-@command(TPM_CC.PCR_Event, handles=[H("pcrHandle", TPMI_DH_PCR.plus(), AuthRole.USER)],
-         params=[("eventData", TPM2B_EVENT)], response=[("digests", TPML_DIGEST_VALUES)])
+@command(
+    TPM_CC.PCR_Event,
+    handles=[H("pcrHandle", TPMI_DH_PCR.plus(), AuthRole.USER)],
+    params=[("eventData", TPM2B_EVENT)],
+    response=[("digests", TPML_DIGEST_VALUES)],
+)
 def pcr_event(ctx, pcrHandle: int, eventData: bytes):
     if pcrHandle != TPM_RH.NULL:
         _check_extend(ctx, pcrHandle)
@@ -48,14 +62,17 @@ def pcr_event(ctx, pcrHandle: int, eventData: bytes):
     return ctx.response(digests=[TPMT_HA(hashAlg=alg, digest=d) for alg, d in digests.items()])
 
 
-@command(TPM_CC.PCR_Read, params=[("pcrSelectionIn", TPML_PCR_SELECTION)],
-         response=[("pcrUpdateCounter", UINT32), ("pcrSelectionOut", TPML_PCR_SELECTION),
-                   ("pcrValues", TPML_DIGEST)])
+@command(
+    TPM_CC.PCR_Read,
+    params=[("pcrSelectionIn", TPML_PCR_SELECTION)],
+    response=[("pcrUpdateCounter", UINT32), ("pcrSelectionOut", TPML_PCR_SELECTION), ("pcrValues", TPML_DIGEST)],
+)
 def pcr_read(ctx, pcrSelectionIn: list):
     # Only implemented, allocated PCRs are reported, at most one TPML_DIGEST of them.
     selections, values = filter_selection(ctx.engine.volatile.pcrs, pcrSelectionIn, limit=MAX_PCR_READ)
-    return ctx.response(pcrUpdateCounter=ctx.engine.volatile.pcr_counter & UINT32_MAX,
-                        pcrSelectionOut=selections, pcrValues=values)
+    return ctx.response(
+        pcrUpdateCounter=ctx.engine.volatile.pcr_counter & UINT32_MAX, pcrSelectionOut=selections, pcrValues=values
+    )
 
 
 @command(TPM_CC.PCR_Reset, handles=[H("pcrHandle", TPMI_DH_PCR, AuthRole.USER)])
@@ -65,10 +82,18 @@ def pcr_reset(ctx, pcrHandle: int):
     ctx.engine.pcrs.set_all_banks(pcrHandle, bytes)
 
 
-@command(TPM_CC.PCR_Allocate, handles=[H("authHandle", TPMI_RH_PLATFORM, AuthRole.USER)],
-         params=[("pcrAllocation", TPML_PCR_SELECTION)],
-         response=[("allocationSuccess", TPMI_YES_NO), ("maxPCR", UINT32), ("sizeNeeded", UINT32),
-                   ("sizeAvailable", UINT32)], nv=True)
+@command(
+    TPM_CC.PCR_Allocate,
+    handles=[H("authHandle", TPMI_RH_PLATFORM, AuthRole.USER)],
+    params=[("pcrAllocation", TPML_PCR_SELECTION)],
+    response=[
+        ("allocationSuccess", TPMI_YES_NO),
+        ("maxPCR", UINT32),
+        ("sizeNeeded", UINT32),
+        ("sizeAvailable", UINT32),
+    ],
+    nv=True,
+)
 def pcr_allocate(ctx, authHandle: int, pcrAllocation: list):
     perm = ctx.engine.permanent
     current = perm.pending_pcr_allocation or perm.pcr_allocation
@@ -83,8 +108,9 @@ def pcr_allocate(ctx, authHandle: int, pcrAllocation: list):
         raise TpmError(TPM_RC.PCR, "the allocation must keep PCR 0 and PCR 17 in some bank")
     perm.pending_pcr_allocation = {alg: pcrs for alg, pcrs in sorted(new.items())}
     ctx.engine.volatile.pcr_reconfigured = True
-    return ctx.response(allocationSuccess=1, maxPCR=IMPLEMENTATION_PCR, sizeNeeded=size_needed,
-                        sizeAvailable=size_available)
+    return ctx.response(
+        allocationSuccess=1, maxPCR=IMPLEMENTATION_PCR, sizeNeeded=size_needed, sizeAvailable=size_available
+    )
 
 
 assert PCR_SELECT_MAX * 8 >= IMPLEMENTATION_PCR

@@ -94,8 +94,7 @@ def policy_locality(ctx, policySession: int, locality: int):
     session.policy.locality = allowed
 
 
-@command(TPM_CC.PolicyPCR, handles=[POLICY_SESSION],
-         params=[("pcrDigest", TPM2B_DIGEST), ("pcrs", TPML_PCR_SELECTION)])
+@command(TPM_CC.PolicyPCR, handles=[POLICY_SESSION], params=[("pcrDigest", TPM2B_DIGEST), ("pcrs", TPML_PCR_SELECTION)])
 def policy_pcr(ctx, policySession: int, pcrDigest: bytes, pcrs: list):
     session = _session(ctx, policySession)
     engine = ctx.engine

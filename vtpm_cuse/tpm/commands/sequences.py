@@ -7,33 +7,40 @@ from ..algorithms import HASHES
 from ..command import AuthRole, H, command
 from ..constants import TPM_ALG, TPM_CC, TPM_RH
 from ..errors import TPM_RC, TpmError
+from ..hierarchy import hierarchy_enabled
 from ..objects import allocate_handle
 from ..pcrs import may_extend
 from ..state import SequenceObject
 from ..tickets import TPM_GENERATED_VALUE, hashcheck_ticket
 from ..types import (
-    TPM2B_AUTH, TPM2B_DIGEST, TPM2B_MAX_BUFFER, TPMI_ALG_HASH, TPMI_DH_OBJECT, TPMI_DH_PCR,
-    TPMI_RH_HIERARCHY, TPML_DIGEST_VALUES, TPMT_HA, TPMT_TK_HASHCHECK,
+    TPM2B_AUTH,
+    TPM2B_DIGEST,
+    TPM2B_MAX_BUFFER,
+    TPMI_ALG_HASH,
+    TPMI_DH_OBJECT,
+    TPMI_DH_PCR,
+    TPMI_RH_HIERARCHY,
+    TPML_DIGEST_VALUES,
+    TPMT_HA,
+    TPMT_TK_HASHCHECK,
 )
 
 
 def _check_hierarchy(ctx, hierarchy: int) -> None:
     """A ticket may only come from an enabled hierarchy (the parameter ``hierarchy``)."""
-    vol = ctx.engine.volatile
-    enabled = {TPM_RH.OWNER: vol.sh_enable, TPM_RH.ENDORSEMENT: vol.eh_enable,
-               TPM_RH.PLATFORM: vol.ph_enable, TPM_RH.NULL: True}
-    if not enabled[hierarchy]:
+    if not hierarchy_enabled(ctx.engine, hierarchy):
         raise TpmError(TPM_RC.HIERARCHY, f"hierarchy 0x{hierarchy:08x} disabled", at="hierarchy")
 
 
-@command(TPM_CC.Hash, params=[("data", TPM2B_MAX_BUFFER), ("hashAlg", TPMI_ALG_HASH),
-                              ("hierarchy", TPMI_RH_HIERARCHY.plus())],
-         response=[("outHash", TPM2B_DIGEST), ("validation", TPMT_TK_HASHCHECK)])
+@command(
+    TPM_CC.Hash,
+    params=[("data", TPM2B_MAX_BUFFER), ("hashAlg", TPMI_ALG_HASH), ("hierarchy", TPMI_RH_HIERARCHY.plus())],
+    response=[("outHash", TPM2B_DIGEST), ("validation", TPMT_TK_HASHCHECK)],
+)
 def hash_(ctx, data: bytes, hashAlg: int, hierarchy: int):
     _check_hierarchy(ctx, hierarchy)
     digest = HASHES[hashAlg].digest(data)
-    ticket = hashcheck_ticket(ctx.engine, hierarchy, hashAlg, digest,
-                              not data.startswith(TPM_GENERATED_VALUE))
+    ticket = hashcheck_ticket(ctx.engine, hierarchy, hashAlg, digest, not data.startswith(TPM_GENERATED_VALUE))
     return ctx.response(outHash=digest, validation=ticket)
 
 
@@ -42,8 +49,11 @@ def _free_transient_handle(ctx) -> int:
     return allocate_handle(ctx.engine.volatile)
 
 
-@command(TPM_CC.HashSequenceStart, params=[("auth", TPM2B_AUTH), ("hashAlg", TPMI_ALG_HASH.plus())],
-         response_handles=[H("sequenceHandle", TPMI_DH_OBJECT)])
+@command(
+    TPM_CC.HashSequenceStart,
+    params=[("auth", TPM2B_AUTH), ("hashAlg", TPMI_ALG_HASH.plus())],
+    response_handles=[H("sequenceHandle", TPMI_DH_OBJECT)],
+)
 def hash_sequence_start(ctx, auth: bytes, hashAlg: int):
     handle = _free_transient_handle(ctx)
     algs = sorted(ctx.engine.volatile.pcrs) if hashAlg == TPM_ALG.NULL else [hashAlg]
@@ -67,29 +77,40 @@ def _append(seq: SequenceObject, buffer: bytes) -> None:
     seq.update(buffer)
 
 
-@command(TPM_CC.SequenceUpdate, handles=[H("sequenceHandle", TPMI_DH_OBJECT, AuthRole.USER)],
-         params=[("buffer", TPM2B_MAX_BUFFER)])
+@command(
+    TPM_CC.SequenceUpdate,
+    handles=[H("sequenceHandle", TPMI_DH_OBJECT, AuthRole.USER)],
+    params=[("buffer", TPM2B_MAX_BUFFER)],
+)
 def sequence_update(ctx, sequenceHandle: int, buffer: bytes):
     _append(_sequence(ctx, sequenceHandle), buffer)
 
 
-@command(TPM_CC.SequenceComplete, handles=[H("sequenceHandle", TPMI_DH_OBJECT, AuthRole.USER)],
-         params=[("buffer", TPM2B_MAX_BUFFER), ("hierarchy", TPMI_RH_HIERARCHY.plus())],
-         response=[("result", TPM2B_DIGEST), ("validation", TPMT_TK_HASHCHECK)], flushed=True)
+@command(
+    TPM_CC.SequenceComplete,
+    handles=[H("sequenceHandle", TPMI_DH_OBJECT, AuthRole.USER)],
+    params=[("buffer", TPM2B_MAX_BUFFER), ("hierarchy", TPMI_RH_HIERARCHY.plus())],
+    response=[("result", TPM2B_DIGEST), ("validation", TPMT_TK_HASHCHECK)],
+    flushed=True,
+)
 def sequence_complete(ctx, sequenceHandle: int, buffer: bytes, hierarchy: int):
     seq = _sequence(ctx, sequenceHandle, event=False)
     _check_hierarchy(ctx, hierarchy)
     _append(seq, buffer)
     digest = seq.digests()[seq.hash_alg]
     del ctx.engine.volatile.sequences[sequenceHandle]
-    return ctx.response(result=digest,
-                        validation=hashcheck_ticket(ctx.engine, hierarchy, seq.hash_alg, digest, seq.ticket_ok))
+    return ctx.response(
+        result=digest, validation=hashcheck_ticket(ctx.engine, hierarchy, seq.hash_alg, digest, seq.ticket_ok)
+    )
 
 
-@command(TPM_CC.EventSequenceComplete,
-         handles=[H("pcrHandle", TPMI_DH_PCR.plus(), AuthRole.USER),
-                  H("sequenceHandle", TPMI_DH_OBJECT, AuthRole.USER)],
-         params=[("buffer", TPM2B_MAX_BUFFER)], response=[("results", TPML_DIGEST_VALUES)], flushed=True)
+@command(
+    TPM_CC.EventSequenceComplete,
+    handles=[H("pcrHandle", TPMI_DH_PCR.plus(), AuthRole.USER), H("sequenceHandle", TPMI_DH_OBJECT, AuthRole.USER)],
+    params=[("buffer", TPM2B_MAX_BUFFER)],
+    response=[("results", TPML_DIGEST_VALUES)],
+    flushed=True,
+)
 def event_sequence_complete(ctx, pcrHandle: int, sequenceHandle: int, buffer: bytes):
     seq = _sequence(ctx, sequenceHandle, event=True)
     if pcrHandle != TPM_RH.NULL and not may_extend(pcrHandle, ctx.locality):

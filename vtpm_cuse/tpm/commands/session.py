@@ -16,8 +16,14 @@ from ..objects import TPMA_OBJECT
 from ..secret_exchange import decrypt_secret
 from ..sessions import Session, bind_value, create_session, session_key
 from ..types import (
-    TPM2B_ENCRYPTED_SECRET, TPM2B_NONCE, TPM_SE_T, TPMI_ALG_HASH, TPMI_DH_ENTITY, TPMI_DH_OBJECT,
-    TPMI_SH_AUTH_SESSION, TPMT_SYM_DEF,
+    TPM2B_ENCRYPTED_SECRET,
+    TPM2B_NONCE,
+    TPM_SE_T,
+    TPMI_ALG_HASH,
+    TPMI_DH_ENTITY,
+    TPMI_DH_OBJECT,
+    TPMI_SH_AUTH_SESSION,
+    TPMT_SYM_DEF,
 )
 
 #: Part 3: nonceCaller is at least 16 octets and at most the digest size of authHash.
@@ -45,8 +51,9 @@ def decrypt_salt(ctx, tpm_key: int, encrypted_salt: bytes) -> bytes:
         raise TpmError(TPM_RC.VALUE, err.detail, at="encryptedSalt") from None
 
 
-def start_session(ctx, session_type: int, auth_hash: int, nonce_caller: bytes, symmetric,
-                  bind_entity: Entity | None, salt: bytes) -> Session:
+def start_session(
+    ctx, session_type: int, auth_hash: int, nonce_caller: bytes, symmetric, bind_entity: Entity | None, salt: bytes
+) -> Session:
     """Create the session once the salt (decrypted, or empty) is known."""
     session = create_session(ctx.engine, session_type, auth_hash, len(nonce_caller))
     session.session_key = session_key(auth_hash, bind_entity, salt, session.nonce_tpm, nonce_caller)
@@ -58,13 +65,22 @@ def start_session(ctx, session_type: int, auth_hash: int, nonce_caller: bytes, s
     return session
 
 
-@command(TPM_CC.StartAuthSession,
-         handles=[H("tpmKey", TPMI_DH_OBJECT.plus()), H("bind", TPMI_DH_ENTITY.plus())],
-         params=[("nonceCaller", TPM2B_NONCE), ("encryptedSalt", TPM2B_ENCRYPTED_SECRET),
-                 ("sessionType", TPM_SE_T), ("symmetric", TPMT_SYM_DEF), ("authHash", TPMI_ALG_HASH)],
-         response_handles=[H("sessionHandle", TPMI_SH_AUTH_SESSION)], response=[("nonceTPM", TPM2B_NONCE)])
-def start_auth_session(ctx, tpmKey: int, bind: int, nonceCaller: bytes, encryptedSalt: bytes,
-                       sessionType: int, symmetric, authHash: int):
+@command(
+    TPM_CC.StartAuthSession,
+    handles=[H("tpmKey", TPMI_DH_OBJECT.plus()), H("bind", TPMI_DH_ENTITY.plus())],
+    params=[
+        ("nonceCaller", TPM2B_NONCE),
+        ("encryptedSalt", TPM2B_ENCRYPTED_SECRET),
+        ("sessionType", TPM_SE_T),
+        ("symmetric", TPMT_SYM_DEF),
+        ("authHash", TPMI_ALG_HASH),
+    ],
+    response_handles=[H("sessionHandle", TPMI_SH_AUTH_SESSION)],
+    response=[("nonceTPM", TPM2B_NONCE)],
+)
+def start_auth_session(
+    ctx, tpmKey: int, bind: int, nonceCaller: bytes, encryptedSalt: bytes, sessionType: int, symmetric, authHash: int
+):
     if not MIN_NONCE_SIZE <= len(nonceCaller) <= hash_alg(authHash).digest_size:
         raise TpmError(TPM_RC.SIZE, f"nonceCaller of {len(nonceCaller)} octets", at="nonceCaller")
     if tpmKey != TPM_RH.NULL:

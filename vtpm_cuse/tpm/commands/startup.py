@@ -81,9 +81,10 @@ def shutdown(ctx, shutdownType: int):
         raise TpmError(TPM_RC.TYPE, "Shutdown(STATE) after PCR_Allocate", at="shutdownType")
     if shutdownType == TPM_SU.STATE:
         perm.saved = SavedState(
-            pcrs={alg: [value if PCR_ATTRIBUTES[pcr].state_save else b""
-                        for pcr, value in enumerate(bank)]
-                  for alg, bank in vol.pcrs.items()},
+            pcrs={
+                alg: [value if PCR_ATTRIBUTES[pcr].state_save else b"" for pcr, value in enumerate(bank)]
+                for alg, bank in vol.pcrs.items()
+            },
             pcr_counter=vol.pcr_counter,
             clock_safe_time=engine.clock(),
             drtm_pre_startup=vol.drtm_pre_startup,

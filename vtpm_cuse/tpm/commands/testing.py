@@ -11,9 +11,9 @@ from ..algorithms import ALGORITHMS
 from ..command import command
 from ..constants import MAX_DIGEST_BUFFER, TPM_CC
 from ..errors import TPM_RC, TpmError
-from ..selftest import run_self_tests
-from ..types import TPM2B_MAX_BUFFER, TPML_ALG, TPMI_YES_NO
 from ..marshal import UINT32
+from ..selftest import run_self_tests
+from ..types import TPM2B_MAX_BUFFER, TPMI_YES_NO, TPML_ALG
 
 
 def _test(ctx, algorithms) -> None:
@@ -43,8 +43,7 @@ def incremental_self_test(ctx, toTest: list[int]):
     return ctx.response(toDoList=[])
 
 
-@command(TPM_CC.GetTestResult, response=[("outData", TPM2B_MAX_BUFFER), ("testResult", UINT32)],
-         in_failure_mode=True)
+@command(TPM_CC.GetTestResult, response=[("outData", TPM2B_MAX_BUFFER), ("testResult", UINT32)], in_failure_mode=True)
 def get_test_result(ctx):
     engine = ctx.engine
     if engine.failure_mode:

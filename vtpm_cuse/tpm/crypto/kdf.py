@@ -26,7 +26,7 @@ def _label(label: bytes | str) -> bytes:
 
 def _truncate(out: bytearray, bits: int) -> bytes:
     """Keep ``bits`` bits; when they are not whole octets the leading octet is masked."""
-    out = out[:(bits + 7) // 8]
+    out = out[: (bits + 7) // 8]
     if bits % 8:
         out[0] &= (1 << (bits % 8)) - 1
     return bytes(out)
@@ -81,8 +81,9 @@ class KdfStream:
 
     __slots__ = ("_alg", "_key", "_label", "_context_u", "_context_v", "_requests")
 
-    def __init__(self, alg: int, key: bytes, label: bytes | str, context_u: bytes = b"",
-                 context_v: bytes = b"") -> None:
+    def __init__(
+        self, alg: int, key: bytes, label: bytes | str, context_u: bytes = b"", context_v: bytes = b""
+    ) -> None:
         self._alg = alg
         self._key = bytes(key)
         self._label = label
@@ -92,8 +93,14 @@ class KdfStream:
 
     def __call__(self, size: int) -> bytes:
         self._requests += 1
-        return kdfa(self._alg, self._key, self._label, self._context_u,
-                    self._context_v + self._requests.to_bytes(4, "big"), 8 * size)
+        return kdfa(
+            self._alg,
+            self._key,
+            self._label,
+            self._context_u,
+            self._context_v + self._requests.to_bytes(4, "big"),
+            8 * size,
+        )
 
     def __repr__(self) -> str:
         return f"<KdfStream alg=0x{self._alg:04x} requests={self._requests}>"

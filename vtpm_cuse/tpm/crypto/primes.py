@@ -12,8 +12,8 @@ primary keys rely on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from math import gcd, lcm
-from typing import Callable
 
 RandomSource = Callable[[int], bytes]
 Checkpoint = Callable[[], None]
@@ -22,9 +22,9 @@ Checkpoint = Callable[[], None]
 def _small_primes(limit: int) -> tuple[int, ...]:
     flags = bytearray(b"\x01") * limit
     flags[0:2] = b"\x00\x00"
-    for i in range(2, int(limit ** 0.5) + 1):
+    for i in range(2, int(limit**0.5) + 1):
         if flags[i]:
-            flags[i * i::i] = bytes(len(range(i * i, limit, i)))
+            flags[i * i :: i] = bytes(len(range(i * i, limit, i)))
     return tuple(i for i in range(3, limit) if flags[i])
 
 

@@ -4,17 +4,42 @@ from __future__ import annotations
 
 from ..algorithms import HASHES
 from ..constants import (
-    MAX_CONTEXT_SIZE, MAX_DIGEST_BUFFER, MAX_DIGEST_SIZE, MAX_NV_BUFFER_SIZE, MAX_SYM_DATA, TPM_ALG,
+    MAX_CONTEXT_SIZE,
+    MAX_DIGEST_BUFFER,
+    MAX_DIGEST_SIZE,
+    MAX_NV_BUFFER_SIZE,
+    MAX_SYM_DATA,
+    TPM_ALG,
 )
 from ..marshal import FixedBytes, Sized, Struct, U, Union
 from .interfaces import TPMI_ALG_HASH
 
 __all__ = [
-    "MAX_ECC_KEY_BYTES", "MAX_RSA_KEY_BYTES", "MAX_SYM_BLOCK_SIZE", "MAX_SYM_KEY_BYTES", "TPM2B_AUTH",
-    "TPM2B_CONTEXT_DATA", "TPM2B_CONTEXT_SENSITIVE", "TPM2B_DATA", "TPM2B_DIGEST", "TPM2B_ECC_PARAMETER",
-    "TPM2B_ENCRYPTED_SECRET", "TPM2B_EVENT", "TPM2B_IV", "TPM2B_MAX_BUFFER", "TPM2B_MAX_NV_BUFFER",
-    "TPM2B_NAME", "TPM2B_NONCE", "TPM2B_OPERAND", "TPM2B_PRIVATE_KEY_RSA", "TPM2B_PUBLIC_KEY_RSA",
-    "TPM2B_SENSITIVE_DATA", "TPM2B_SYM_KEY", "TPM2B_TIMEOUT", "TPMT_HA", "TPMU_HA",
+    "MAX_ECC_KEY_BYTES",
+    "MAX_RSA_KEY_BYTES",
+    "MAX_SYM_BLOCK_SIZE",
+    "MAX_SYM_KEY_BYTES",
+    "TPM2B_AUTH",
+    "TPM2B_CONTEXT_DATA",
+    "TPM2B_CONTEXT_SENSITIVE",
+    "TPM2B_DATA",
+    "TPM2B_DIGEST",
+    "TPM2B_ECC_PARAMETER",
+    "TPM2B_ENCRYPTED_SECRET",
+    "TPM2B_EVENT",
+    "TPM2B_IV",
+    "TPM2B_MAX_BUFFER",
+    "TPM2B_MAX_NV_BUFFER",
+    "TPM2B_NAME",
+    "TPM2B_NONCE",
+    "TPM2B_OPERAND",
+    "TPM2B_PRIVATE_KEY_RSA",
+    "TPM2B_PUBLIC_KEY_RSA",
+    "TPM2B_SENSITIVE_DATA",
+    "TPM2B_SYM_KEY",
+    "TPM2B_TIMEOUT",
+    "TPMT_HA",
+    "TPMU_HA",
 ]
 
 MAX_RSA_KEY_BYTES = 512
@@ -22,9 +47,10 @@ MAX_ECC_KEY_BYTES = 66
 MAX_SYM_KEY_BYTES = 32
 MAX_SYM_BLOCK_SIZE = 16
 
-TPMU_HA = Union("TPMU_HA", {**{alg: FixedBytes(f"TPMU_HA.{h.hashlib_name}", h.digest_size)
-                               for alg, h in HASHES.items()},
-                            TPM_ALG.NULL: None})
+TPMU_HA = Union(
+    "TPMU_HA",
+    {**{alg: FixedBytes(f"TPMU_HA.{h.hashlib_name}", h.digest_size) for alg, h in HASHES.items()}, TPM_ALG.NULL: None},
+)
 TPMT_HA = Struct("TPMT_HA", [("hashAlg", TPMI_ALG_HASH.plus()), U("digest", TPMU_HA, "hashAlg")])
 
 TPM2B_DIGEST = Sized("TPM2B_DIGEST", MAX_DIGEST_SIZE)

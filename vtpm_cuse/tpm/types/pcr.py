@@ -9,8 +9,14 @@ from .buffers import TPM2B_DIGEST, TPMT_HA
 from .interfaces import TPMI_ALG_HASH
 
 __all__ = [
-    "PCR_SELECT", "TPML_DIGEST", "TPML_DIGEST_VALUES", "TPML_PCR_SELECTION", "TPMS_PCR_SELECT",
-    "TPMS_PCR_SELECTION", "selection_bits", "selection_bytes",
+    "PCR_SELECT",
+    "TPML_DIGEST",
+    "TPML_DIGEST_VALUES",
+    "TPML_PCR_SELECTION",
+    "TPMS_PCR_SELECT",
+    "TPMS_PCR_SELECTION",
+    "selection_bits",
+    "selection_bytes",
 ]
 
 #: A sizeofSelect larger than this TPM implements is TPM_RC_VALUE.
