@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support.daemon import Daemon
+from tests.support.tpm2_tools import tpm2_runner
 
 PCR = 16
 
@@ -30,14 +30,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def tpm2(daemon: Daemon):
-    env = dict(os.environ, TPM2TOOLS_TCTI=f"swtpm:host=127.0.0.1,port={daemon.data_port}")
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-        result = subprocess.run(["tpm2_" + args[0], *args[1:]], env=env, capture_output=True, timeout=60)
-        if check and result.returncode != 0:
-            raise AssertionError(f"tpm2_{' '.join(args)} failed ({result.returncode}): {result.stderr.decode()}")
-        return result
-
+    run = tpm2_runner(daemon.data_port)
     run("startup", "-c")
     return run
 

@@ -326,6 +326,41 @@ def test_read_after_stop_is_eof(daemon: Daemon) -> None:
     vmlog("swtpm_ioctl", "--stop, then read() is EOF and commands get the fatal error response")
 
 
+# --- NV indices through the device, kept across a daemon restart --------------------------------------
+
+
+def test_nv_indices_survive_a_daemon_restart(work: Path) -> None:
+    require_cuse()
+    name, state = f"vtpm-{uuid.uuid4()}", work / "state-nv"
+    data = work / "nv-data.bin"
+    data.write_bytes(b"kept across a restart")
+    first = start_daemon(name, state, "--flags", "not-need-init")
+    try:
+        tpm2(first, "startup", "-c")
+        tpm2(first, "nvdefine", "0x1500020", "-C", "o", "-s", "32", "-a", "ownerread|ownerwrite|authread|authwrite")
+        tpm2(first, "nvwrite", "0x1500020", "-C", "o", "-i", str(data))
+        tpm2(first, "nvdefine", "0x1500021", "-C", "o", "-s", "8", "-a", "nt=counter|ownerread|ownerwrite")
+        tpm2(first, "nvincrement", "0x1500021", "-C", "o")
+        tpm2(first, "nvincrement", "0x1500021", "-C", "o")
+        counter = tpm2(first, "nvread", "0x1500021", "-C", "o").stdout
+    finally:
+        swtpm_ioctl(first, "-s")
+        wait_gone(first.node)
+    second = start_daemon(name, state, "--flags", "not-need-init")
+    try:
+        tpm2(second, "startup", "-c")
+        assert (
+            tpm2(second, "nvread", "0x1500020", "-C", "o", "-s", str(len(data.read_bytes()))).stdout
+            == data.read_bytes()
+        )
+        assert tpm2(second, "nvread", "0x1500021", "-C", "o").stdout == counter
+        assert int.from_bytes(counter, "big") >= 2
+    finally:
+        swtpm_ioctl(second, "-s")
+        wait_gone(second.node)
+    vmlog("tpm2-tools", "nvdefine/nvwrite/nvincrement/nvread on the device, kept across a daemon restart")
+
+
 # --- state across a daemon restart ----------------------------------------------------------------
 
 

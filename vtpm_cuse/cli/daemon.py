@@ -39,10 +39,12 @@ from vtpm_cuse.state import (
     load_key_option,
     resolve_tpmstate,
 )
+from vtpm_cuse.tpm.constants import DEFAULT_OBJECT_SLOTS, MAX_LOADED_OBJECTS
 from vtpm_cuse.vtpm import LocalityPolicy, Vtpm, VtpmFlags
 
 from .exit_codes import ExitCode
 from .options import (
+    CliOptionError,
     CtrlOption,
     SeccompOption,
     ServerOption,
@@ -51,6 +53,7 @@ from .options import (
     parse_flags_option,
     parse_locality_option,
     parse_log_option,
+    parse_object_slots_option,
     parse_pid_option,
     parse_port_option,
     parse_seccomp_option,
@@ -132,6 +135,12 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="log destination (file=- disables logging)",
     )
     add("--print-capabilities", action="store_true", help="print the supported features as JSON and exit")
+    add(
+        "--object-slots",
+        metavar="N",
+        type=_object_slots,
+        help=f"transient object slots, 1..{MAX_LOADED_OBJECTS} (default {DEFAULT_OBJECT_SLOTS}; libtpms has 3)",
+    )
     add(
         "--seccomp",
         metavar="action=none|kill|log",
@@ -225,7 +234,21 @@ def _build_vtpm(args: argparse.Namespace, flags: VtpmFlags, locality: LocalityPo
         store,
         flags=flags,
         locality_policy=locality,
+        engine_options=_engine_options(args),
     )
+
+
+def _object_slots(text: str) -> int:
+    """argparse type of ``--object-slots``: a bad count is a usage error before anything starts."""
+    try:
+        return parse_object_slots_option(text)
+    except CliOptionError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--object-slots: ")) from None
+
+
+def _engine_options(args: argparse.Namespace) -> dict[str, int]:
+    """Engine settings from the command line (``--object-slots``)."""
+    return {} if args.object_slots is None else {"max_objects": args.object_slots}
 
 
 def print_capabilities(features: Sequence[str] = SOCKET_FEATURES) -> None:

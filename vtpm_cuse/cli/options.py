@@ -32,6 +32,7 @@ from vtpm_cuse.sockets.endpoints import (
 )
 from vtpm_cuse.state.errors import OptionError
 from vtpm_cuse.state.optionstring import parse_bool, parse_mode, parse_option_string
+from vtpm_cuse.tpm.constants import MAX_LOADED_OBJECTS
 
 __all__ = [
     "CliOptionError",
@@ -58,6 +59,7 @@ __all__ = [
     "parse_locality_option",
     "parse_pid_option",
     "parse_log_option",
+    "parse_object_slots_option",
     "parse_seccomp_option",
 ]
 
@@ -361,3 +363,18 @@ def parse_log_option(value: str) -> LogOption:
     if path == "-":
         return LogOption(**common)  # type: ignore[arg-type]
     return LogOption(path=Path(path), **common)  # type: ignore[arg-type]
+
+
+def parse_object_slots_option(value: str) -> int:
+    """``--object-slots N``: transient object slots of the TPM, 1..MAX_LOADED_OBJECTS.
+
+    Without a resource manager every tool's objects stay loaded until it flushes them,
+    so the default is generous (libtpms has 3); a smaller count reproduces such a TPM.
+    """
+    option = "--object-slots"
+    if not (value.isascii() and value.isdigit()):
+        raise CliOptionError(f"{option}: {value!r} is not a number")
+    slots = int(value)
+    if not 1 <= slots <= MAX_LOADED_OBJECTS:
+        raise CliOptionError(f"{option}: {slots} is outside 1..{MAX_LOADED_OBJECTS}")
+    return slots

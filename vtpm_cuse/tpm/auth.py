@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .constants import TPM_RS_PW, TPMA_SESSION
+from .dictionary_attack import authorization_failed, check_lockout
 from .entities import require_auth_value_usable
 from .errors import TPM_RC, TpmError
 
@@ -91,11 +92,10 @@ class PasswordSession(AuthSession):
         entity = use.entity
         if entity is None:
             raise TpmError(TPM_RC.AUTH_CONTEXT, "password session without an authorization handle")
+        check_lockout(ctx.engine, entity)
         require_auth_value_usable(entity)
         if not auth_equal(use.hmac, entity.auth_value):
-            raise TpmError(
-                TPM_RC.BAD_AUTH if entity.da_exempt else TPM_RC.AUTH_FAIL, f"wrong password for 0x{entity.handle:08x}"
-            )
+            raise authorization_failed(ctx.engine, entity, f"wrong password for 0x{entity.handle:08x}")
 
     def response(
         self, use: SessionUse, ctx: CommandContext, rp_hash: Callable[[int], bytes]

@@ -359,6 +359,10 @@ HR_TRANSIENT = TPM_HT.TRANSIENT << HR_SHIFT
 HR_PERSISTENT = TPM_HT.PERSISTENT << HR_SHIFT
 HR_NV_INDEX = TPM_HT.NV_INDEX << HR_SHIFT
 HR_PERMANENT = TPM_HT.PERMANENT << HR_SHIFT
+#: Persistent handles the owner provisions (Part 3, TPM2_EvictControl) ...
+PERSISTENT_OWNER_FIRST, PERSISTENT_OWNER_LAST = 0x81000000, 0x817FFFFF
+#: ... and those the platform provisions.
+PERSISTENT_PLATFORM_FIRST, PERSISTENT_PLATFORM_LAST = 0x81800000, 0x81FFFFFF
 
 
 class TPM_RH(enum.IntEnum):
@@ -407,6 +411,50 @@ class TPMA_OBJECT(enum.IntFlag):
     decrypt = 1 << 17
     sign = 1 << 18
     x509sign = 1 << 19
+
+
+class TPMA_NV(enum.IntFlag):
+    """NV index attributes (Part 2, TPMA_NV); bits 4-7 are the TPM_NT field."""
+
+    PPWRITE = 1 << 0
+    OWNERWRITE = 1 << 1
+    AUTHWRITE = 1 << 2
+    POLICYWRITE = 1 << 3
+    POLICY_DELETE = 1 << 10
+    WRITELOCKED = 1 << 11
+    WRITEALL = 1 << 12
+    WRITEDEFINE = 1 << 13
+    WRITE_STCLEAR = 1 << 14
+    GLOBALLOCK = 1 << 15
+    PPREAD = 1 << 16
+    OWNERREAD = 1 << 17
+    AUTHREAD = 1 << 18
+    POLICYREAD = 1 << 19
+    NO_DA = 1 << 25
+    ORDERLY = 1 << 26
+    CLEAR_STCLEAR = 1 << 27
+    READLOCKED = 1 << 28
+    WRITTEN = 1 << 29
+    PLATFORMCREATE = 1 << 30
+    READ_STCLEAR = 1 << 31
+
+
+#: TPMA_NV.TPM_NT: the index type, bits 4-7.
+TPMA_NV_TPM_NT_SHIFT = 4
+TPMA_NV_TPM_NT_MASK = 0xF << TPMA_NV_TPM_NT_SHIFT
+#: TPMA_NV bits 8-9 and 20-24 are reserved and shall be clear.
+TPMA_NV_RESERVED = (0x3 << 8) | (0x1F << 20)
+
+
+class TPM_NT(enum.IntEnum):
+    """The type of an NV index (Part 2, TPM_NT)."""
+
+    ORDINARY = 0x0
+    COUNTER = 0x1
+    BITS = 0x2
+    EXTEND = 0x4
+    PIN_FAIL = 0x8
+    PIN_PASS = 0x9
 
 
 class TPMA_ALGORITHM(enum.IntFlag):
@@ -486,8 +534,20 @@ MAX_RESPONSE_SIZE = 4096
 MAX_CAP_BUFFER = 1024
 MAX_SYM_DATA = 128
 MAX_NV_BUFFER_SIZE = 1024
+#: The largest ordinary NV index (TPM_PT_NV_INDEX_MAX), as libtpms.
+MAX_NV_INDEX_SIZE = 2048
 MAX_LOADED_SESSIONS = 3
 MAX_ACTIVE_SESSIONS = 64
-MAX_LOADED_OBJECTS = 3
+#: The most transient object slots an engine may be configured with (Engine(max_objects=...),
+#: --object-slots); it bounds TRANSIENT_FIRST..TRANSIENT_LAST of TPMI_DH_OBJECT.
+MAX_LOADED_OBJECTS = 255
+#: Transient slots unless configured otherwise: enough for tpm2-tools run without a resource
+#: manager (libtpms has 3, which such a run exhausts quickly).
+DEFAULT_OBJECT_SLOTS = 32
 HASH_COUNT = 4
 MAX_SESSION_NUMBER = 3
+#: Dictionary-attack parameters of a new TPM and after TPM2_Clear (libtpms' defaults):
+#: maxTries failures allowed, recoveryTime and lockoutRecovery in seconds.
+DA_DEFAULT_MAX_TRIES = 3
+DA_DEFAULT_RECOVERY_TIME = 1000
+DA_DEFAULT_LOCKOUT_RECOVERY = 1000

@@ -18,10 +18,12 @@ from collections.abc import Callable
 from .algorithms import HASHES, hash_alg
 from .command import CommandTable
 from .commands import COMMANDS
-from .constants import IMPLEMENTATION_PCR, MAX_COMMAND_SIZE, MAX_RESPONSE_SIZE
+from .constants import DEFAULT_OBJECT_SLOTS, IMPLEMENTATION_PCR, MAX_COMMAND_SIZE, MAX_LOADED_OBJECTS, MAX_RESPONSE_SIZE
 from .dispatcher import Dispatcher
 from .errors import TPM_RC
+from .nv_index import NV_SIZE_DEFAULT
 from .pcrs import DRTM_PCR, HCRTM_PCR, NO_INCREMENT, PcrBanks, resets_to_ones
+from .persistent import DEFAULT_MAX_PERSISTENT
 from .rng import Rng
 from .state import BlobKind, PermanentState, VolatileState, deserialise, serialise
 
@@ -41,8 +43,21 @@ class Engine:
         random: Callable[[int], bytes] = os.urandom,
         monotonic_ms: Callable[[], int] | None = None,
         table: CommandTable = COMMANDS,
+        nv_size: int = NV_SIZE_DEFAULT,
+        max_objects: int = DEFAULT_OBJECT_SLOTS,
+        max_persistent: int = DEFAULT_MAX_PERSISTENT,
     ) -> None:
+        """``max_objects``: transient object slots (1..MAX_LOADED_OBJECTS); ``max_persistent``:
+        how many persistent objects TPM2_EvictControl may create."""
+        if not 1 <= max_objects <= MAX_LOADED_OBJECTS:
+            raise ValueError(f"max_objects {max_objects} is outside 1..{MAX_LOADED_OBJECTS}")
+        if max_persistent < 0:
+            raise ValueError(f"max_persistent {max_persistent} is negative")
+        self.max_objects = max_objects
+        self.max_persistent = max_persistent
         self.random = Rng(random)
+        #: Bytes of NV memory for NV indices (TPM_RC_NV_SPACE beyond it).
+        self.nv_size = nv_size
         self._monotonic_ms = monotonic_ms or (lambda: time.monotonic_ns() // 1_000_000)
         self.permanent = permanent if permanent is not None else self.manufacture(random)
         self.failure_mode = False
@@ -57,6 +72,7 @@ class Engine:
         self._clock_anchor_mono = self._monotonic_ms()
         self._clock_anchor_value = self.permanent.clock
         self.volatile = volatile if volatile is not None else self._power_on_state()
+        self.volatile.objects.slots = max_objects
 
     # --- life cycle ----------------------------------------------------------------
     @staticmethod

@@ -18,9 +18,12 @@ from typing import TYPE_CHECKING
 from .command import AuthRole
 from .constants import TPM_ALG, TPM_RH, TPMA_OBJECT
 from .errors import TPM_RC, TpmError
+from .hierarchy import AUTH_SLOTS, hierarchy_auth, hierarchy_enabled, hierarchy_policy
+from .objects import require_slot_handle
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .objects import LoadedObject
 
 
 @dataclasses.dataclass
@@ -63,41 +66,43 @@ def pcr_entity(engine: Engine, handle: int) -> Entity:
 
 
 def permanent_entity(engine: Engine, handle: int) -> Entity:
-    perm, vol = engine.permanent, engine.volatile
     name = handle_name(handle)
-    if handle == TPM_RH.OWNER:
-        if not vol.sh_enable:
-            raise TpmError(TPM_RC.HIERARCHY, "owner hierarchy disabled")
-        return Entity(handle, name, perm.owner_auth, *perm.owner_policy)
-    if handle == TPM_RH.ENDORSEMENT:
-        if not vol.eh_enable:
-            raise TpmError(TPM_RC.HIERARCHY, "endorsement hierarchy disabled")
-        return Entity(handle, name, perm.endorsement_auth, *perm.endorsement_policy)
-    if handle == TPM_RH.PLATFORM:
-        if not vol.ph_enable:
-            raise TpmError(TPM_RC.HIERARCHY, "platform hierarchy disabled")
-        return Entity(handle, name, vol.platform_auth, *vol.platform_policy)
-    if handle == TPM_RH.LOCKOUT:
-        return Entity(handle, name, perm.lockout_auth, *perm.lockout_policy, da_exempt=False)
+    if handle in AUTH_SLOTS:
+        if not hierarchy_enabled(engine, handle) and handle != TPM_RH.LOCKOUT:
+            raise TpmError(TPM_RC.HIERARCHY, f"hierarchy 0x{handle:08x} disabled")
+        # Only lockoutAuth is protected by the dictionary-attack logic (its own lock).
+        return Entity(
+            handle,
+            name,
+            hierarchy_auth(engine, handle),
+            *hierarchy_policy(engine, handle),
+            da_exempt=handle != TPM_RH.LOCKOUT,
+        )
     if handle in (TPM_RH.NULL, TPM_RH.PLATFORM_NV, TPM_RH.PW):
         return Entity(handle, name)
     raise TpmError(TPM_RC.HANDLE, f"permanent handle 0x{handle:08x} not implemented")
 
 
+def object_entity(handle: int, obj: LoadedObject) -> Entity:
+    """The Entity of an object, transient or persistent: its authorization follows its attributes."""
+    attrs = obj.attributes
+    return Entity(
+        handle,
+        obj.name,
+        obj.auth_value,
+        obj.name_alg,
+        obj.auth_policy,
+        da_exempt=bool(attrs & TPMA_OBJECT.noDA),
+        user_with_auth=bool(attrs & TPMA_OBJECT.userWithAuth),
+        admin_with_policy=bool(attrs & TPMA_OBJECT.adminWithPolicy),
+    )
+
+
 def transient_entity(engine: Engine, handle: int) -> Entity:
+    require_slot_handle(engine.volatile, handle)
     obj = engine.volatile.objects.loaded.get(handle)
     if obj is not None:
-        attrs = obj.attributes
-        return Entity(
-            handle,
-            obj.name,
-            obj.auth_value,
-            obj.name_alg,
-            obj.auth_policy,
-            da_exempt=bool(attrs & TPMA_OBJECT.noDA),
-            user_with_auth=bool(attrs & TPMA_OBJECT.userWithAuth),
-            admin_with_policy=bool(attrs & TPMA_OBJECT.adminWithPolicy),
-        )
+        return object_entity(handle, obj)
     seq = engine.volatile.sequences.get(handle)
     if seq is None:
         raise TpmError(TPM_RC.REFERENCE_H0, f"object 0x{handle:08x} is not loaded")
@@ -109,5 +114,6 @@ def transient_entity(engine: Engine, handle: int) -> Entity:
 def flush_transient(engine: Engine, handle: int) -> None:
     """Objects and sequences share the transient slots; either kind is flushed here."""
     vol = engine.volatile
+    require_slot_handle(vol, handle)
     if vol.objects.loaded.pop(handle, None) is None and vol.sequences.pop(handle, None) is None:
         raise TpmError(TPM_RC.HANDLE, f"nothing loaded at 0x{handle:08x}")

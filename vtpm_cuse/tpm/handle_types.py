@@ -24,6 +24,8 @@ from .auth import PASSWORD_SESSION, AuthSession
 from .constants import HR_SHIFT, TPM_HT, TPM_RS_PW
 from .entities import Entity, flush_transient, pcr_entity, permanent_entity, transient_entity
 from .errors import TPM_RC, TpmError
+from .nv_index import nv_entity
+from .persistent import persistent_entity
 from .session_auth import load_session_authorization
 from .sessions import flush_session, session_entity
 
@@ -73,6 +75,10 @@ HANDLE_TYPES: Mapping[int, HandleType] = MappingProxyType(
             flush=flush_transient,
             context=ContextKind(object_context.save_object, object_context.load_object),
         ),
+        # Persistent objects are used in place.  Neither flushed nor context-saved: TPMI_DH_CONTEXT
+        # excludes their range, so FlushContext and ContextSave answer TPM_RC_VALUE (Part 2).
+        TPM_HT.PERSISTENT: HandleType(resolve=persistent_entity),
+        TPM_HT.NV_INDEX: HandleType(resolve=nv_entity),
         TPM_HT.HMAC_SESSION: _SESSION,
         TPM_HT.POLICY_SESSION: _SESSION,
     }

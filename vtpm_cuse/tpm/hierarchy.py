@@ -10,6 +10,9 @@ zero, also replaces the storage seed.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from .constants import TPM_ALG, TPM_RH
@@ -24,6 +27,58 @@ SEED_BITS = 512
 def null_seed(engine: Engine) -> bytes:
     perm = engine.permanent
     return kdfa(TPM_ALG.SHA512, perm.sps, "NULL SEED", perm.reset_count.to_bytes(8, "big"), b"", SEED_BITS)
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthSlot:
+    """Where a hierarchy keeps its authValue and authPolicy.
+
+    Owner, endorsement and lockout keep them in NV; the platform's live in RAM
+    and every Startup(CLEAR) empties them (Part 1, "Platform Authorization").
+    """
+
+    volatile: bool
+    auth: str
+    policy: str
+
+
+#: The hierarchies with an authValue and authPolicy, in GetCapability(TPM_CAP_AUTH_POLICIES) order.
+AUTH_SLOTS: Mapping[int, AuthSlot] = MappingProxyType(
+    {
+        TPM_RH.OWNER: AuthSlot(False, "owner_auth", "owner_policy"),
+        TPM_RH.LOCKOUT: AuthSlot(False, "lockout_auth", "lockout_policy"),
+        TPM_RH.ENDORSEMENT: AuthSlot(False, "endorsement_auth", "endorsement_policy"),
+        TPM_RH.PLATFORM: AuthSlot(True, "platform_auth", "platform_policy"),
+    }
+)
+#: authPolicy of a hierarchy that has none.
+NO_POLICY = (TPM_ALG.NULL, b"")
+
+
+def _holder(engine: Engine, hierarchy: int) -> tuple[object, AuthSlot]:
+    slot = AUTH_SLOTS[hierarchy]
+    return (engine.volatile if slot.volatile else engine.permanent), slot
+
+
+def hierarchy_auth(engine: Engine, hierarchy: int) -> bytes:
+    holder, slot = _holder(engine, hierarchy)
+    return getattr(holder, slot.auth)
+
+
+def hierarchy_policy(engine: Engine, hierarchy: int) -> tuple[int, bytes]:
+    """(hash algorithm, digest) of the hierarchy's authPolicy; NO_POLICY when unset."""
+    holder, slot = _holder(engine, hierarchy)
+    return getattr(holder, slot.policy)
+
+
+def set_hierarchy_auth(engine: Engine, hierarchy: int, auth: bytes) -> None:
+    holder, slot = _holder(engine, hierarchy)
+    setattr(holder, slot.auth, auth)
+
+
+def set_hierarchy_policy(engine: Engine, hierarchy: int, policy: tuple[int, bytes]) -> None:
+    holder, slot = _holder(engine, hierarchy)
+    setattr(holder, slot.policy, policy)
 
 
 def hierarchy_enabled(engine: Engine, hierarchy: int) -> bool:

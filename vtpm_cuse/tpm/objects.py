@@ -9,8 +9,8 @@ cannot be written out is kept.
 
 Transient handles are shared: hash/event sequences (``volatile.sequences``)
 and objects (``volatile.objects.loaded``) take slots from the same
-MAX_LOADED_OBJECTS, as in the reference TPM, so :func:`allocate_handle` is
-the one place that hands a transient handle out.
+slots (``ObjectStore.slots``, the engine's ``max_objects``), as in the reference
+TPM, so :func:`allocate_handle` is the one place that hands a transient handle out.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from .algorithms import hash_alg
-from .constants import HR_TRANSIENT, MAX_LOADED_OBJECTS, TPM_ALG, TPMA_OBJECT
+from .constants import DEFAULT_OBJECT_SLOTS, HR_TRANSIENT, TPM_ALG, TPMA_OBJECT
 from .errors import TPM_RC, TpmError
 
 if TYPE_CHECKING:
@@ -129,6 +129,9 @@ class ObjectStore:
     loaded: dict[int, LoadedObject] = dataclasses.field(default_factory=dict)
     #: Sequence number of the last object context saved (TPMS_CONTEXT.sequence).
     context_sequence: int = 0
+    #: How many transient slots this RAM has: configuration (Engine(max_objects=...)), not
+    #: state, so it is not serialised and the engine sets it on whatever RAM it runs with.
+    slots: int = dataclasses.field(default=DEFAULT_OBJECT_SLOTS, compare=False, metadata={"transient": True})
 
 
 def slots_in_use(volatile: VolatileState) -> int:
@@ -136,9 +139,16 @@ def slots_in_use(volatile: VolatileState) -> int:
     return len(volatile.objects.loaded) + len(volatile.sequences)
 
 
+def require_slot_handle(volatile: VolatileState, handle: int) -> None:
+    """A transient handle beyond this TPM's slots is TPM_RC_VALUE: a TPM built with that many
+    slots has TRANSIENT_LAST there, so TPMI_DH_OBJECT's unmarshalling refuses it (Part 2)."""
+    if not 0 <= handle - HR_TRANSIENT < volatile.objects.slots:
+        raise TpmError(TPM_RC.VALUE, f"0x{handle:08x} is beyond the {volatile.objects.slots} object slots")
+
+
 def require_free_slot(volatile: VolatileState) -> None:
-    if slots_in_use(volatile) >= MAX_LOADED_OBJECTS:
-        raise TpmError(TPM_RC.OBJECT_MEMORY, "no free object slot")
+    if slots_in_use(volatile) >= volatile.objects.slots:
+        raise TpmError(TPM_RC.OBJECT_MEMORY, f"all {volatile.objects.slots} object slots are in use")
 
 
 def allocate_handle(volatile: VolatileState) -> int:

@@ -7,6 +7,7 @@ numbers cannot drift from what the engine does.
 
 from __future__ import annotations
 
+from . import nv_index
 from .algorithms import ECC_CURVES
 from .constants import (
     IMPLEMENTATION_PCR,
@@ -15,16 +16,20 @@ from .constants import (
     MAX_CONTEXT_SIZE,
     MAX_DIGEST_BUFFER,
     MAX_DIGEST_SIZE,
-    MAX_LOADED_OBJECTS,
     MAX_LOADED_SESSIONS,
     MAX_NV_BUFFER_SIZE,
+    MAX_NV_INDEX_SIZE,
     PCR_SELECT_MIN,
     TPM_ALG,
     TPM_PT,
+    TPM_RH,
     TPMA_PERMANENT,
     TPMA_STARTUP_CLEAR,
 )
+from .dictionary_attack import failed_tries, in_lockout
+from .hierarchy import hierarchy_auth
 from .objects import slots_in_use
+from .persistent import persistent_room, persistent_used
 
 SPEC_LEVEL = 0
 SPEC_REVISION = 159
@@ -58,15 +63,15 @@ def fixed_properties(engine) -> list[tuple[int, int]]:
         (TPM_PT.FIRMWARE_VERSION_1, (major << 16) | minor),
         (TPM_PT.FIRMWARE_VERSION_2, patch << 16),
         (TPM_PT.INPUT_BUFFER, MAX_DIGEST_BUFFER),
-        (TPM_PT.HR_TRANSIENT_MIN, MAX_LOADED_OBJECTS),
-        (TPM_PT.HR_PERSISTENT_MIN, 0),
+        (TPM_PT.HR_TRANSIENT_MIN, engine.max_objects),
+        (TPM_PT.HR_PERSISTENT_MIN, engine.max_persistent),
         (TPM_PT.HR_LOADED_MIN, MAX_LOADED_SESSIONS),
         (TPM_PT.ACTIVE_SESSIONS_MAX, MAX_ACTIVE_SESSIONS),
         (TPM_PT.PCR_COUNT, IMPLEMENTATION_PCR),
         (TPM_PT.PCR_SELECT_MIN, PCR_SELECT_MIN),
         (TPM_PT.CONTEXT_GAP_MAX, 0xFFFF),
         (TPM_PT.NV_COUNTERS_MAX, 0),
-        (TPM_PT.NV_INDEX_MAX, MAX_NV_BUFFER_SIZE * 2),
+        (TPM_PT.NV_INDEX_MAX, MAX_NV_INDEX_SIZE),
         (TPM_PT.MEMORY, 0),
         (TPM_PT.CLOCK_UPDATE, 22),
         (TPM_PT.CONTEXT_HASH, TPM_ALG.SHA512),
@@ -96,10 +101,11 @@ def fixed_properties(engine) -> list[tuple[int, int]]:
 def variable_properties(engine) -> list[tuple[int, int]]:
     perm, vol = engine.permanent, engine.volatile
     permanent = TPMA_PERMANENT.tpmGeneratedEPS
-    permanent |= TPMA_PERMANENT.ownerAuthSet if perm.owner_auth else 0
-    permanent |= TPMA_PERMANENT.endorsementAuthSet if perm.endorsement_auth else 0
-    permanent |= TPMA_PERMANENT.lockoutAuthSet if perm.lockout_auth else 0
+    permanent |= TPMA_PERMANENT.ownerAuthSet if hierarchy_auth(engine, TPM_RH.OWNER) else 0
+    permanent |= TPMA_PERMANENT.endorsementAuthSet if hierarchy_auth(engine, TPM_RH.ENDORSEMENT) else 0
+    permanent |= TPMA_PERMANENT.lockoutAuthSet if hierarchy_auth(engine, TPM_RH.LOCKOUT) else 0
     permanent |= TPMA_PERMANENT.disableClear if perm.disable_clear else 0
+    permanent |= TPMA_PERMANENT.inLockout if in_lockout(engine) else 0
     startup = 0
     for flag, on in (
         (TPMA_STARTUP_CLEAR.phEnable, vol.ph_enable),
@@ -113,22 +119,22 @@ def variable_properties(engine) -> list[tuple[int, int]]:
     return [
         (TPM_PT.PERMANENT, int(permanent)),
         (TPM_PT.STARTUP_CLEAR, int(startup)),
-        (TPM_PT.HR_NV_INDEX, 0),
+        (TPM_PT.HR_NV_INDEX, len(nv_index.handles(engine))),
         (TPM_PT.HR_LOADED, len(vol.sessions.loaded)),
         (TPM_PT.HR_LOADED_AVAIL, MAX_LOADED_SESSIONS - len(vol.sessions.loaded)),
         (TPM_PT.HR_ACTIVE, vol.sessions.active_count()),
         (TPM_PT.HR_ACTIVE_AVAIL, MAX_ACTIVE_SESSIONS - vol.sessions.active_count()),
-        (TPM_PT.HR_TRANSIENT_AVAIL, MAX_LOADED_OBJECTS - loaded),
-        (TPM_PT.HR_PERSISTENT, 0),
-        (TPM_PT.HR_PERSISTENT_AVAIL, 0),
-        (TPM_PT.NV_COUNTERS, 0),
-        (TPM_PT.NV_COUNTERS_AVAIL, 0),
+        (TPM_PT.HR_TRANSIENT_AVAIL, max(0, engine.max_objects - loaded)),
+        (TPM_PT.HR_PERSISTENT, persistent_used(engine)),
+        (TPM_PT.HR_PERSISTENT_AVAIL, persistent_room(engine)),
+        (TPM_PT.NV_COUNTERS, nv_index.counter_count(engine)),
+        (TPM_PT.NV_COUNTERS_AVAIL, nv_index.counters_available(engine)),
         (TPM_PT.ALGORITHM_SET, 0),
         (TPM_PT.LOADED_CURVES, len(ECC_CURVES)),
-        (TPM_PT.LOCKOUT_COUNTER, 0),
-        (TPM_PT.MAX_AUTH_FAIL, 3),
-        (TPM_PT.LOCKOUT_INTERVAL, 1000),
-        (TPM_PT.LOCKOUT_RECOVERY, 1000),
+        (TPM_PT.LOCKOUT_COUNTER, failed_tries(engine)),
+        (TPM_PT.MAX_AUTH_FAIL, perm.da_max_tries),
+        (TPM_PT.LOCKOUT_INTERVAL, perm.da_recovery_time),
+        (TPM_PT.LOCKOUT_RECOVERY, perm.da_lockout_recovery),
         (TPM_PT.NV_WRITE_RECOVERY, 0),
         (TPM_PT.AUDIT_COUNTER_0, 0),
         (TPM_PT.AUDIT_COUNTER_1, 0),

@@ -14,9 +14,10 @@ response HMAC over rpHash.  A session whose command ran with
 continueSession CLEAR is flushed; a policy session that authorized a
 command starts over, because a policy is satisfied for one command only.
 
-Not implemented: audit sessions (the audit attribute is TPM_RC_ATTRIBUTES)
-and dictionary-attack counting (a wrong HMAC for a DA-protected entity is
-TPM_RC_AUTH_FAIL, but no failure counter is kept).
+An authorization that uses the authValue of a DA-protected entity is
+refused in lockout, and a wrong one is counted (:mod:`.dictionary_attack`).
+
+Not implemented: audit sessions (the audit attribute is TPM_RC_ATTRIBUTES).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .algorithms import hash_alg
 from .auth import AuthSession, SessionUse, auth_equal, strip_trailing_zeros
 from .command import AuthRole
 from .constants import EXTENDED_LOCALITY_MIN, HR_SHIFT, MAX_LOCALITY, TPM_ALG, TPM_HT, TPMA_SESSION
+from .dictionary_attack import authorization_failed, check_lockout
 from .entities import Entity, require_auth_value_usable
 from .errors import TPM_RC, TpmError
 from .parameter_encryption import crypt_first_buffer
@@ -41,9 +43,8 @@ if TYPE_CHECKING:
 _NON_AUTH_USES = TPMA_SESSION.decrypt | TPMA_SESSION.encrypt | TPMA_SESSION.audit
 
 
-def _bad_auth(entity: Entity | None, what: str) -> TpmError:
-    exempt = entity is None or entity.da_exempt
-    return TpmError(TPM_RC.BAD_AUTH if exempt else TPM_RC.AUTH_FAIL, what)
+def _bad_auth(ctx: CommandContext, entity: Entity | None, what: str) -> TpmError:
+    return authorization_failed(ctx.engine, entity, what)
 
 
 def _policy_available(entity: Entity) -> bool:
@@ -105,18 +106,22 @@ class SessionAuthorization(AuthSession):
         state, entity = self.state, use.entity
         auth = strip_trailing_zeros(entity.auth_value)
         if state.is_policy:
+            if state.policy.password_needed or state.policy.auth_value_needed:
+                check_lockout(ctx.engine, entity)
             self._check_policy(use, ctx)
             if state.policy.password_needed:
                 if not auth_equal(use.hmac, entity.auth_value):
-                    raise _bad_auth(entity, f"wrong password for 0x{entity.handle:08x}")
+                    raise _bad_auth(ctx, entity, f"wrong password for 0x{entity.handle:08x}")
                 return
             include_auth = state.policy.auth_value_needed
         else:
-            require_auth_value_usable(entity)
             self._bound_request = bool(state.bound_to) and hmac.compare_digest(
                 state.bound_to, bind_value(state.auth_hash, entity)
             )
             include_auth = not self._bound_request
+            if include_auth:
+                check_lockout(ctx.engine, entity)
+            require_auth_value_usable(entity)
         self._check_hmac(use, ctx, state.session_key + (auth if include_auth else b""))
 
     def _check_policy(self, use: SessionUse, ctx: CommandContext) -> None:
@@ -141,7 +146,7 @@ class SessionAuthorization(AuthSession):
         if not key and not use.hmac:
             return
         if not hmac.compare_digest(use.hmac, self._command_hmac(use, ctx, key)):
-            raise _bad_auth(use.entity, f"wrong HMAC in session 0x{self.handle:08x}")
+            raise _bad_auth(ctx, use.entity, f"wrong HMAC in session 0x{self.handle:08x}")
 
     def _command_hmac(self, use: SessionUse, ctx: CommandContext, key: bytes) -> bytes:
         state = self.state

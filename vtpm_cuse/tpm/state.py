@@ -28,8 +28,9 @@ import typing
 from typing import Any
 
 from .algorithms import hash_alg
-from .constants import TPM_ALG
-from .objects import ObjectStore
+from .constants import DA_DEFAULT_LOCKOUT_RECOVERY, DA_DEFAULT_MAX_TRIES, DA_DEFAULT_RECOVERY_TIME, TPM_ALG
+from .nv_index import NvIndex
+from .objects import LoadedObject, ObjectStore
 from .sessions import SessionTable
 
 BLOB_MAGIC = b"VTPM"
@@ -87,6 +88,23 @@ class PermanentState:
     saved: SavedState | None = None
     audit_commands: list[int] = dataclasses.field(default_factory=list)
     audit_hash_alg: int = TPM_ALG.NULL
+    # --- NV indices (nv_index.py, commands/nv.py) ---
+    #: Defined NV indices by handle; an ORDERLY index's data here is its last saved copy.
+    nv_indices: dict[int, NvIndex] = dataclasses.field(default_factory=dict)
+    #: The largest value any (since undefined) counter index reached: a new counter starts there.
+    nv_max_counter: int = 0
+    # --- persistent objects (persistent.py, EvictControl in commands/context.py) ---
+    #: Persistent objects (TPM2_EvictControl) by persistent handle.
+    persistent: dict[int, LoadedObject] = dataclasses.field(default_factory=dict)
+    # --- dictionary-attack protection (dictionary_attack.py, commands/dictionary_attack.py) ---
+    #: failedTries: failed authorizations of DA-protected entities not yet forgiven.
+    da_failed_tries: int = 0
+    da_max_tries: int = DA_DEFAULT_MAX_TRIES
+    #: Seconds of Time per forgiven failure; 0 turns DA protection off.
+    da_recovery_time: int = DA_DEFAULT_RECOVERY_TIME
+    #: Seconds lockoutAuth stays unusable after a wrong lockoutAuth; 0: until the next Startup.
+    da_lockout_recovery: int = DA_DEFAULT_LOCKOUT_RECOVERY
+    da_lockout_auth_enabled: bool = True
 
 
 #: A sequence keeps its input (to survive a volatile-state snapshot) up to this size;
@@ -161,6 +179,13 @@ class VolatileState:
     objects: ObjectStore = dataclasses.field(default_factory=ObjectStore)
     #: HMAC, policy and trial sessions, loaded and context-saved.
     sessions: SessionTable = dataclasses.field(default_factory=SessionTable)
+    # --- dictionary-attack protection: timers in ms of Time, restarting at _TPM_Init ---
+    #: Time from which the next forgiven failure is counted (self-healing).
+    da_self_heal_ms: int = 0
+    #: Time of the last failed lockoutAuth.
+    da_lockout_ms: int = 0
+    # --- NV indices: the RAM copies of ORDERLY indices, saved to NV at orderly Shutdown ---
+    nv_orderly: dict[int, NvIndex] = dataclasses.field(default_factory=dict)
 
 
 # --- serialisation -----------------------------------------------------------

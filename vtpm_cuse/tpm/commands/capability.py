@@ -27,10 +27,13 @@ from ..constants import (
     TPM_RH,
 )
 from ..errors import TPM_RC, TpmError, errors_at
+from ..hierarchy import AUTH_SLOTS, hierarchy_policy
 from ..marshal import UINT32
+from ..nv_index import handles as nv_handles
 from ..objects import transient_handles
 from ..parms import check_public_parms
 from ..pcrs import pcr_properties
+from ..persistent import persistent_handles
 from ..properties import fixed_properties, variable_properties
 from ..types import (
     MAX_CAP_ALGS,
@@ -73,6 +76,8 @@ def _handles(engine, start: int) -> list[tuple[int, int]]:
         found = list(PERMANENT_HANDLES)
     elif kind == TPM_HT.TRANSIENT:
         found = transient_handles(engine.volatile)  # objects and sequences
+    elif kind == TPM_HT.PERSISTENT:
+        found = persistent_handles(engine)
     elif kind == TPM_HT.HMAC_SESSION:
         # TPM_HT_LOADED_SESSION: every loaded session, HMAC or policy, in slot order.
         return sorted((HR_HMAC_SESSION | s.index, s.handle) for s in engine.volatile.sessions.loaded.values())
@@ -81,8 +86,8 @@ def _handles(engine, start: int) -> list[tuple[int, int]]:
         # with the HMAC-range handle of their slot.
         slots = sorted(h & HR_HANDLE_MASK for h in engine.volatile.sessions.saved)
         return [(HR_POLICY_SESSION | i, HR_HMAC_SESSION | i) for i in slots]
-    elif kind in (TPM_HT.NV_INDEX, TPM_HT.PERSISTENT):
-        found = []  # none defined
+    elif kind == TPM_HT.NV_INDEX:
+        found = nv_handles(engine)
     else:
         raise TpmError(TPM_RC.VALUE, f"handle type 0x{kind:02x}", at="property")
     return [(h, h) for h in sorted(found) if h >> HR_SHIFT == kind]
@@ -123,13 +128,7 @@ def _curves(engine, start: int):
 
 
 def _auth_policies(engine, start: int):
-    perm, vol = engine.permanent, engine.volatile
-    policies = {
-        TPM_RH.OWNER: perm.owner_policy,
-        TPM_RH.LOCKOUT: perm.lockout_policy,
-        TPM_RH.ENDORSEMENT: perm.endorsement_policy,
-        TPM_RH.PLATFORM: vol.platform_policy,
-    }
+    policies = {h: hierarchy_policy(engine, h) for h in AUTH_SLOTS}
     return [
         (
             h,

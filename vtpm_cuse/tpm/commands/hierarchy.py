@@ -1,4 +1,6 @@
-"""Hierarchy commands (Part 3, clause 24): TPM2_CreatePrimary.
+"""Hierarchy commands (Part 3, clause 24): TPM2_CreatePrimary, TPM2_HierarchyControl,
+TPM2_SetPrimaryPolicy, TPM2_ChangePPS, TPM2_ChangeEPS, TPM2_Clear, TPM2_ClearControl and
+TPM2_HierarchyChangeAuth.
 
 A primary object is a function of its hierarchy's seed, the template and
 inSensitive.data: every octet its generation draws comes from
@@ -13,16 +15,21 @@ from one template -- gives an unrelated one.
 
 from __future__ import annotations
 
+from .. import dictionary_attack, nv_index, persistent
+from ..algorithms import hash_alg
+from ..auth import strip_trailing_zeros
 from ..command import AuthRole, H, command
 from ..constants import TPM_ALG, TPM_CC, TPM_RH, TPMA_OBJECT
 from ..creation import creation_outputs
 from ..crypto.kdf import KdfStream
-from ..errors import errors_at
-from ..hierarchy import primary_seed
+from ..errors import TPM_RC, TpmError, errors_at
+from ..hierarchy import NO_POLICY, SEED_BITS, primary_seed, set_hierarchy_auth, set_hierarchy_policy
 from ..keys import cancel_checkpoint, create_object
 from ..object_rules import adjust_auth, create_checks
 from ..objects import LoadedObject, hierarchy_name, load, object_name, qualified_name, require_free_slot
+from ..protection import CONTEXT_HASH
 from ..types import (
+    TPM2B_AUTH,
     TPM2B_CREATION_DATA,
     TPM2B_DATA,
     TPM2B_DIGEST,
@@ -30,7 +37,14 @@ from ..types import (
     TPM2B_PUBLIC,
     TPM2B_SENSITIVE_CREATE,
     TPM_HANDLE,
+    TPMI_ALG_HASH,
+    TPMI_RH_CLEAR,
+    TPMI_RH_ENABLES,
     TPMI_RH_HIERARCHY,
+    TPMI_RH_HIERARCHY_AUTH,
+    TPMI_RH_HIERARCHY_POLICY,
+    TPMI_RH_PLATFORM,
+    TPMI_YES_NO,
     TPML_PCR_SELECTION,
     TPMT_PUBLIC,
     TPMT_TK_CREATION,
@@ -105,3 +119,149 @@ def create_primary(ctx, primaryHandle: int, inSensitive, inPublic, outsideInfo: 
             ctx.engine, ctx.locality, obj.name_alg, obj.name, primaryHandle, creationPCR, outsideInfo, TPM_ALG.NULL
         ),
     )
+
+
+# --- hierarchy state ----------------------------------------------------------------------------
+
+SEED_SIZE = SEED_BITS // 8
+#: A hierarchy authValue may be as long as a digest of the context integrity hash (Part 3, 24.8).
+MAX_HIERARCHY_AUTH = hash_alg(CONTEXT_HASH).digest_size
+
+
+def flush_hierarchy(engine, hierarchy: int) -> None:
+    """Flush the transient objects of ``hierarchy`` (disabled, or its seed or proof replaced)."""
+    loaded = engine.volatile.objects.loaded
+    for handle in [h for h, obj in loaded.items() if obj.hierarchy == hierarchy]:
+        del loaded[handle]
+
+
+def evict_hierarchy(engine, hierarchy: int) -> None:
+    """Remove the persistent objects of ``hierarchy`` (their seed is gone)."""
+    for handle in persistent.persistent_handles(engine):
+        obj = persistent.stored_object(engine, handle)
+        if obj is not None and obj.hierarchy == hierarchy:
+            persistent.evict(engine, handle)
+
+
+def _enable_flag(enable: int) -> str:
+    """The TPMA_STARTUP_CLEAR field of VolatileState that TPM2_HierarchyControl(enable) sets."""
+    return {
+        TPM_RH.OWNER: "sh_enable",
+        TPM_RH.ENDORSEMENT: "eh_enable",
+        TPM_RH.PLATFORM: "ph_enable",
+        TPM_RH.PLATFORM_NV: "ph_enable_nv",
+    }[enable]
+
+
+def _require_may_control(authHandle: int, enable: int, state: bool, enabled_now: bool) -> None:
+    """Who may change what (Part 3, 24.2): the platform everything; the owner and endorsement
+    hierarchies only themselves, and only downwards -- a disabled one is re-enabled by the
+    platform alone, so the owner cannot undo the platform's decision."""
+    re_enabling = state and not enabled_now
+    allowed = authHandle == TPM_RH.PLATFORM or (
+        authHandle == enable and enable not in (TPM_RH.PLATFORM, TPM_RH.PLATFORM_NV) and not re_enabling
+    )
+    if not allowed:
+        # A format-zero code: it carries no parameter number.
+        raise TpmError(TPM_RC.AUTH_TYPE, f"0x{authHandle:08x} may not set enable 0x{enable:08x} to {int(state)}")
+
+
+@command(
+    TPM_CC.HierarchyControl,
+    handles=[H("authHandle", TPMI_RH_HIERARCHY, AuthRole.USER)],
+    params=[("enable", TPMI_RH_ENABLES), ("state", TPMI_YES_NO)],
+    nv=True,
+    extensive=True,
+)
+def hierarchy_control(ctx, authHandle: int, enable: int, state: int):
+    vol = ctx.engine.volatile
+    flag = _enable_flag(enable)
+    _require_may_control(authHandle, enable, bool(state), getattr(vol, flag))
+    setattr(vol, flag, bool(state))
+    if not state and enable != TPM_RH.PLATFORM_NV:
+        flush_hierarchy(ctx.engine, enable)
+
+
+@command(
+    TPM_CC.SetPrimaryPolicy,
+    handles=[H("authHandle", TPMI_RH_HIERARCHY_POLICY, AuthRole.USER)],
+    params=[("authPolicy", TPM2B_DIGEST), ("hashAlg", TPMI_ALG_HASH.plus())],
+    nv=True,
+)
+def set_primary_policy(ctx, authHandle: int, authPolicy: bytes, hashAlg: int):
+    size = 0 if hashAlg == TPM_ALG.NULL else hash_alg(hashAlg).digest_size
+    if len(authPolicy) != size:
+        raise TpmError(
+            TPM_RC.SIZE, f"authPolicy of {len(authPolicy)} octets for hashAlg 0x{hashAlg:04x}", at="authPolicy"
+        )
+    set_hierarchy_policy(ctx.engine, authHandle, (hashAlg, bytes(authPolicy)))
+
+
+@command(TPM_CC.ChangePPS, handles=[H("authHandle", TPMI_RH_PLATFORM, AuthRole.USER)], nv=True, extensive=True)
+def change_pps(ctx, authHandle: int):
+    engine = ctx.engine
+    engine.permanent.pps = engine.random(SEED_SIZE)
+    set_hierarchy_policy(engine, TPM_RH.PLATFORM, NO_POLICY)
+    flush_hierarchy(engine, TPM_RH.PLATFORM)
+    evict_hierarchy(engine, TPM_RH.PLATFORM)
+
+
+@command(TPM_CC.ChangeEPS, handles=[H("authHandle", TPMI_RH_PLATFORM, AuthRole.USER)], nv=True, extensive=True)
+def change_eps(ctx, authHandle: int):
+    engine = ctx.engine
+    perm = engine.permanent
+    perm.eps = engine.random(SEED_SIZE)
+    set_hierarchy_auth(engine, TPM_RH.ENDORSEMENT, b"")
+    set_hierarchy_policy(engine, TPM_RH.ENDORSEMENT, NO_POLICY)
+    engine.volatile.eh_enable = True
+    flush_hierarchy(engine, TPM_RH.ENDORSEMENT)
+    evict_hierarchy(engine, TPM_RH.ENDORSEMENT)
+
+
+@command(TPM_CC.Clear, handles=[H("authHandle", TPMI_RH_CLEAR, AuthRole.USER)], nv=True, extensive=True)
+def clear(ctx, authHandle: int):
+    engine = ctx.engine
+    perm, vol = engine.permanent, engine.volatile
+    if perm.disable_clear:
+        raise TpmError(TPM_RC.DISABLED, "TPM2_Clear is disabled (disableClear is SET)")
+    perm.sps = engine.random(SEED_SIZE)
+    vol.sh_enable = vol.eh_enable = True
+    for hierarchy in (TPM_RH.OWNER, TPM_RH.ENDORSEMENT, TPM_RH.LOCKOUT):
+        set_hierarchy_auth(engine, hierarchy, b"")
+        set_hierarchy_policy(engine, hierarchy, NO_POLICY)
+    for hierarchy in persistent.CLEARED_HIERARCHIES:
+        flush_hierarchy(engine, hierarchy)
+    persistent.clear_owner_objects(engine)
+    nv_index.clear_owner_indices(engine)
+    dictionary_attack.restore_defaults(engine)
+    # A new owner starts with a new Clock and counters (Part 3, 24.6).
+    engine.set_clock(0)
+    vol.clock_safe = True
+    perm.reset_count = perm.restart_count = 0
+    vol.pcr_counter += 1
+
+
+@command(
+    TPM_CC.ClearControl,
+    handles=[H("auth", TPMI_RH_CLEAR, AuthRole.USER)],
+    params=[("disable", TPMI_YES_NO)],
+    nv=True,
+)
+def clear_control(ctx, auth: int, disable: int):
+    if auth == TPM_RH.LOCKOUT and not disable:
+        # lockoutAuth may only forbid TPM2_Clear; allowing it again takes the platform.
+        raise TpmError(TPM_RC.AUTH_FAIL, "lockoutAuth cannot CLEAR disableClear")
+    ctx.engine.permanent.disable_clear = bool(disable)
+
+
+@command(
+    TPM_CC.HierarchyChangeAuth,
+    handles=[H("authHandle", TPMI_RH_HIERARCHY_AUTH, AuthRole.USER)],
+    params=[("newAuth", TPM2B_AUTH)],
+    nv=True,
+)
+def hierarchy_change_auth(ctx, authHandle: int, newAuth: bytes):
+    auth = strip_trailing_zeros(newAuth)
+    if len(auth) > MAX_HIERARCHY_AUTH:
+        raise TpmError(TPM_RC.SIZE, f"newAuth of {len(auth)} octets", at="newAuth")
+    set_hierarchy_auth(ctx.engine, authHandle, auth)

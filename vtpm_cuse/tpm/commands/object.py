@@ -19,6 +19,7 @@ from ..keys import cancel_checkpoint, check_binding, create_object
 from ..marshal import Reader
 from ..object_rules import adjust_auth, create_checks, public_checks
 from ..objects import LoadedObject, load, object_name, qualified_name, require_free_slot
+from ..persistent import find_object
 from ..protection import unwrap_sensitive, wrap_sensitive
 from ..types import (
     TPM2B_AUTH,
@@ -42,16 +43,16 @@ from .hierarchy import make_primary
 
 
 def loaded_object(ctx, handle: int, at: str) -> LoadedObject:
-    """The object at ``handle`` (the handle named ``at``); a sequence there is TPM_RC_TYPE
-    (it has no public area)."""
-    obj = ctx.engine.volatile.objects.loaded.get(handle)
+    """The object at the transient or persistent ``handle`` (the handle named ``at``); a
+    sequence there is TPM_RC_TYPE (it has no public area)."""
+    obj = find_object(ctx.engine, handle)
     if obj is None:
         raise TpmError(TPM_RC.TYPE, f"0x{handle:08x} is a sequence, not an object", at=at)
     return obj
 
 
 def storage_parent(ctx, handle: int, at: str) -> LoadedObject:
-    parent = ctx.engine.volatile.objects.loaded.get(handle)
+    parent = find_object(ctx.engine, handle)
     if parent is None or not parent.is_storage_parent:
         raise TpmError(TPM_RC.TYPE, f"0x{handle:08x} is not a storage parent", at=at)
     return parent
@@ -175,7 +176,7 @@ def load_(ctx, parentHandle: int, inPrivate: bytes, inPublic):
     response=[("outPublic", TPM2B_PUBLIC), ("name", TPM2B_NAME), ("qualifiedName", TPM2B_NAME)],
 )
 def read_public(ctx, objectHandle: int):
-    obj = ctx.engine.volatile.objects.loaded.get(objectHandle)
+    obj = find_object(ctx.engine, objectHandle)
     if obj is None:  # the handle resolved, so it is a sequence
         raise TpmError(TPM_RC.SEQUENCE, "a sequence object has no public area")
     return ctx.response(outPublic=obj.area, name=obj.name, qualifiedName=obj.qualified_name)
@@ -191,7 +192,7 @@ def object_change_auth(ctx, objectHandle: int, parentHandle: int, newAuth: bytes
     obj = loaded_object(ctx, objectHandle, at="objectHandle")
     with errors_at("newAuth"):
         auth = adjust_auth(newAuth, obj.name_alg)
-    parent = ctx.engine.volatile.objects.loaded.get(parentHandle)
+    parent = find_object(ctx.engine, parentHandle)
     if parent is None or qualified_name(obj.name_alg, parent.qualified_name, obj.name) != obj.qualified_name:
         raise TpmError(TPM_RC.TYPE, "parentHandle is not the object's parent", at="parentHandle")
     # The loaded object keeps its old authValue; the caller loads the new blob to use the new one.

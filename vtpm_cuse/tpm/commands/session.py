@@ -13,6 +13,7 @@ from ..constants import TPM_ALG, TPM_CC, TPM_RH, TPM_SE
 from ..entities import Entity
 from ..errors import TPM_RC, TpmError
 from ..objects import TPMA_OBJECT
+from ..persistent import find_object
 from ..secret_exchange import decrypt_secret
 from ..sessions import Session, bind_value, create_session, session_key
 from ..types import (
@@ -33,12 +34,12 @@ MIN_NONCE_SIZE = 16
 def decrypt_salt(ctx, tpm_key: int, encrypted_salt: bytes) -> bytes:
     """Recover a salted session's salt with tpmKey's private key (label "SECRET").
 
-    tpmKey must be a loaded asymmetric decryption key with its private part:
+    tpmKey must be a loaded or persistent asymmetric decryption key with its private part:
     a hash sequence is TPM_RC_KEY, a public-only object TPM_RC_HANDLE, a key
     without the decrypt attribute TPM_RC_ATTRIBUTES; a salt that does not
     decrypt is TPM_RC_VALUE on encryptedSalt.
     """
-    key = ctx.engine.volatile.objects.loaded.get(tpm_key)
+    key = find_object(ctx.engine, tpm_key)
     if key is None or key.type not in (TPM_ALG.RSA, TPM_ALG.ECC):
         raise TpmError(TPM_RC.KEY, f"0x{tpm_key:08x} is not an asymmetric key", at="tpmKey")
     if not key.sensitive:

@@ -11,9 +11,11 @@ startup type and the last orderly shutdown recorded in NV:
 
 from __future__ import annotations
 
+from .. import dictionary_attack, nv_index
 from ..command import command
-from ..constants import IMPLEMENTATION_PCR, TPM_ALG, TPM_CC, TPM_SU
+from ..constants import IMPLEMENTATION_PCR, TPM_CC, TPM_RH, TPM_SU
 from ..errors import TPM_RC, TpmError
+from ..hierarchy import NO_POLICY, set_hierarchy_auth, set_hierarchy_policy
 from ..pcrs import HCRTM_PCR, PCR_ATTRIBUTES, startup_value
 from ..state import SavedState
 from ..types import TPM_SU_T
@@ -61,12 +63,14 @@ def startup(ctx, startupType: int):
         if not (resume and PCR_ATTRIBUTES[pcr].state_save):
             engine.pcr_changed(pcr)
     if not resume:
-        vol.platform_auth = b""
-        vol.platform_policy = (TPM_ALG.NULL, b"")
+        set_hierarchy_auth(engine, TPM_RH.PLATFORM, b"")
+        set_hierarchy_policy(engine, TPM_RH.PLATFORM, NO_POLICY)
         vol.ph_enable = vol.sh_enable = vol.eh_enable = vol.ph_enable_nv = True
     vol.startup_locality = locality
     vol.pcr_reconfigured = False
     vol.started = True
+    nv_index.startup(engine, resume=resume, tpm_reset=not (resume or restart), disorderly=perm.orderly_state is None)
+    dictionary_attack.startup(engine)
     # Until the next orderly Shutdown, losing power is disorderly.
     perm.orderly_state = None
     perm.saved = None
@@ -91,5 +95,6 @@ def shutdown(ctx, shutdownType: int):
         )
     else:
         perm.saved = None
+    nv_index.shutdown(engine)
     perm.orderly_state = shutdownType
     perm.clock = engine.clock()

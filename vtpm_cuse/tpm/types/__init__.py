@@ -7,7 +7,7 @@ TPML_PCR_SELECTION``; the marshalling primitives (UINT32, Sized, ...) are
 not re-exported: they live in :mod:`vtpm_cuse.tpm.marshal`.
 """
 
-from . import buffers, capability, interfaces, misc, objects, pcr, public, session
+from . import buffers, capability, interfaces, misc, nv, objects, pcr, public, session
 from .buffers import (
     MAX_ECC_KEY_BYTES,
     MAX_RSA_KEY_BYTES,
@@ -107,6 +107,7 @@ from .interfaces import (
     TPMI_RH_ENDORSEMENT,
     TPMI_RH_HIERARCHY,
     TPMI_RH_HIERARCHY_AUTH,
+    TPMI_RH_HIERARCHY_POLICY,
     TPMI_RH_LOCKOUT,
     TPMI_RH_NV_AUTH,
     TPMI_RH_NV_INDEX,
@@ -128,6 +129,7 @@ from .misc import (
     TPMT_TK_HASHCHECK,
     TPMT_TK_VERIFIED,
 )
+from .nv import TPM2B_NV_PUBLIC, TPMA_NV_T, TPMS_NV_PUBLIC
 from .objects import (
     MAX_PRIVATE_SIZE,
     MAX_PUBLIC_SIZE,
@@ -193,6 +195,7 @@ __all__ = [
     *capability.__all__,
     *interfaces.__all__,
     *misc.__all__,
+    *nv.__all__,
     *objects.__all__,
     *pcr.__all__,
     *public.__all__,
