@@ -39,7 +39,7 @@ from support.object_templates import (
     rsa_template,
     symcipher_template,
 )
-from support.tpm_client import Response, command, u16, u32
+from support.tpm_client import Response, command, tpm2b, u16, u32
 from support.tpm_strategies import values
 from vtpm_cuse.tpm import types as T
 from vtpm_cuse.tpm.command import AuthRole
@@ -76,8 +76,36 @@ def deterministic_random(seed: bytes = b"fuzz"):
 # --- the prepared engine ---------------------------------------------------------------------------
 
 
+#: libtpms' transient slot count: the prepared engine keeps slot exhaustion one command away.
+SLOTS = 3
+#: NV indices of each kind the prepared engine defines (handle, TPM_NT, attributes, size), and a
+#: persistent copy of the ECC primary.
+NV_AUTH_RW = (1 << 2) | (1 << 18) | (1 << 1) | (1 << 17)  # AUTHWRITE | AUTHREAD | OWNERWRITE | OWNERREAD
+NV_INDICES = (
+    (0x01500100, 0x0, NV_AUTH_RW, 32),  # ordinary
+    (0x01500101, 0x1, NV_AUTH_RW, 8),  # counter
+    (0x01500102, 0x2, NV_AUTH_RW, 8),  # bits
+    (0x01500103, 0x4, NV_AUTH_RW, 32),  # extend (sha256)
+    (0x01500104, 0x9, (1 << 1) | (1 << 17) | (1 << 18), 8),  # PIN pass: OWNERWRITE | OWNERREAD | AUTHREAD
+)
+PERSISTENT = 0x81000100
+
+
+def _define_nv(ok, names: dict[int, bytes]) -> None:
+    for handle, nt, attrs, size in NV_INDICES:
+        public = u32(handle) + u16(TPM_ALG.SHA256) + u32(attrs | nt << 4) + u16(0) + u16(size)
+        define = command(TPM_CC.NV_DefineSpace, tpm2b(b"") + tpm2b(public), u32(TPM_RH.OWNER), b"")
+        assert ok(define).rc == 0
+        resp = ok(command(TPM_CC.NV_ReadPublic, handles=u32(handle)))
+        r = Reader(resp.params())
+        T.TPM2B_NV_PUBLIC.unmarshal(r)
+        names[handle] = T.TPM2B_NAME.unmarshal(r)
+    pin = u32(0) + u32(5)  # pinCount 0, pinLimit 5
+    assert ok(command(TPM_CC.NV_Write, tpm2b(pin) + u16(0), u32(TPM_RH.OWNER) + u32(0x01500104), b"")).rc == 0
+
+
 def _prepare():
-    engine = EngineOracle(Engine(random=deterministic_random(b"prepare")))
+    engine = EngineOracle(Engine(random=deterministic_random(b"prepare"), max_objects=SLOTS))
     ok = lambda cmd: Response(engine.execute(cmd))  # noqa: E731
     assert ok(STARTUP_CLEAR).rc == 0
     names: dict[int, bytes] = {}
@@ -87,6 +115,9 @@ def _prepare():
         return int.from_bytes(resp.raw[10:14], "big")
 
     ecc = created(ok(create_primary_cmd(ecc_template())))
+    evict = command(TPM_CC.EvictControl, u32(PERSISTENT), u32(TPM_RH.OWNER) + u32(ecc), b"")
+    assert ok(evict).rc == 0
+    _define_nv(ok, names)
     # Three object slots: the ECC primary and a hash sequence stay loaded, one slot stays free; an
     # RSA primary and a keyed-hash child are context-saved (their contexts feed ContextLoad).
     contexts = []
@@ -106,7 +137,7 @@ def _prepare():
     event_seq = created(ok(command(TPM_CC.HashSequenceStart, u16(0) + u16(TPM_ALG.NULL))))
     assert ok(command(TPM_CC.FlushContext, u32(event_seq))).rc == 0  # (a sequence of commands may start one)
     # Names of the objects, for the HMAC sessions' cpHash.
-    for handle in (ecc,):
+    for handle in (ecc, PERSISTENT):
         resp = ok(command(TPM_CC.ReadPublic, handles=u32(handle)))
         r = Reader(resp.params())
         T.TPM2B_PUBLIC.unmarshal(r)
@@ -159,10 +190,18 @@ CREATE_LOADED_PARAMS = [
 COMMANDS = Engine.from_blobs(PERMANENT, VOLATILE).table  # the engine's own command table
 SESSION_HANDLES = [s.handle for s in SESSIONS.values()]
 PERMANENT_HANDLES = [TPM_RH.OWNER, TPM_RH.NULL, TPM_RH.ENDORSEMENT, TPM_RH.PLATFORM, TPM_RH.LOCKOUT, TPM_RH.PW]
-HANDLE_POOL = [int(h) for h in PERMANENT_HANDLES] + list(range(24)) + OBJECTS + SESSION_HANDLES
+NV_HANDLES = [handle for handle, *_ in NV_INDICES]
+HANDLE_POOL = [int(h) for h in PERMANENT_HANDLES] + list(range(24)) + OBJECTS + SESSION_HANDLES + NV_HANDLES
 #: Handles that resolve in the prepared engine: hierarchies, PCRs, the ECC primary and hash
-#: sequence, the loaded HMAC and policy sessions.
-LIVE_HANDLES = [int(h) for h in PERMANENT_HANDLES] + list(range(24)) + OBJECTS[:2] + SESSION_HANDLES[1:]
+#: sequence, the loaded HMAC and policy sessions, the NV indices and the persistent primary.
+LIVE_HANDLES = (
+    [int(h) for h in PERMANENT_HANDLES]
+    + list(range(24))
+    + OBJECTS[:2]
+    + SESSION_HANDLES[1:]
+    + NV_HANDLES
+    + [PERSISTENT]
+)
 CODES = [c.code for c in COMMANDS]
 
 
@@ -170,8 +209,10 @@ def fresh(cmd=None) -> EngineOracle:
     """A copy of the prepared engine, wrapped in the oracle (for Startup: the prepared TPM
     after Shutdown(STATE) and _TPM_Init)."""
     if cmd is not None and cmd.code == TPM_CC.Startup:
-        return EngineOracle(Engine.from_blobs(PERMANENT_SHUT_DOWN, None, random=deterministic_random()))
-    return EngineOracle(Engine.from_blobs(PERMANENT, VOLATILE, random=deterministic_random()))
+        return EngineOracle(
+            Engine.from_blobs(PERMANENT_SHUT_DOWN, None, random=deterministic_random(), max_objects=SLOTS)
+        )
+    return EngineOracle(Engine.from_blobs(PERMANENT, VOLATILE, random=deterministic_random(), max_objects=SLOTS))
 
 
 def name_of(handle: int) -> bytes:

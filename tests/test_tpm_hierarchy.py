@@ -8,6 +8,9 @@ error fails the test.  Response codes carry their handle/parameter/session numbe
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 
 from support.engine_oracle import EngineOracle
@@ -22,11 +25,13 @@ from support.object_templates import (
     rsa_template,
 )
 from support.tpm_client import Response, command, tpm2b, u16, u32
+from vtpm_cuse.tpm import state
 from vtpm_cuse.tpm import types as T
 from vtpm_cuse.tpm.constants import TPM_ALG, TPM_CAP, TPM_CC, TPM_PT, TPM_RH, TPMA_PERMANENT, TPMA_STARTUP_CLEAR
 from vtpm_cuse.tpm.engine import Engine
 from vtpm_cuse.tpm.entities import permanent_entity
 from vtpm_cuse.tpm.errors import RC_P, RC_S, TPM_RC, rc_name
+from vtpm_cuse.tpm.hierarchy import null_seed, seed_derived_proof
 from vtpm_cuse.tpm.marshal import Reader, Struct
 
 STARTUP_CLEAR = bytes.fromhex("80010000000c000001440000")
@@ -414,3 +419,158 @@ def test_no_da_key_unaffected_by_hierarchy_commands(tpm):
     ok(tpm, change_auth(TPM_RH.OWNER, b"o"))
     handle = handle_of(ok(tpm, load_cmd(srk, key.outPrivate, key.outPublic)))
     assert loaded(tpm, handle)
+
+
+# --- hierarchy proofs (phProof, shProof, ehProof) --------------------------------------------------
+
+CREATE_PRIMARY_OUT = Struct(
+    "CreatePrimary_Out",
+    [
+        ("outPublic", T.TPM2B_PUBLIC),
+        ("creationData", T.TPM2B_CREATION_DATA),
+        ("creationHash", T.TPM2B_DIGEST),
+        ("creationTicket", T.TPMT_TK_CREATION),
+        ("name", T.TPM2B_NAME),
+    ],
+)
+HASH_OUT = Struct("Hash_Out", [("outHash", T.TPM2B_DIGEST), ("validation", T.TPMT_TK_HASHCHECK)])
+HIERARCHIES = (TPM_RH.PLATFORM, TPM_RH.OWNER, TPM_RH.ENDORSEMENT)
+
+
+def hash_ticket(tpm, hierarchy: int, data: bytes = b"ticketed data") -> bytes:
+    """The digest of the TPMT_TK_HASHCHECK TPM2_Hash gives ``data`` under ``hierarchy``: the value a
+    command checking the ticket recomputes, so a ticket is valid exactly while this stays the same."""
+    resp = ok(tpm, command(TPM_CC.Hash, tpm2b(data) + u16(TPM_ALG.SHA256) + u32(hierarchy)))
+    validation = HASH_OUT.unmarshal(Reader(resp.params())).validation
+    assert validation.hierarchy == hierarchy
+    return validation.digest
+
+
+def creation_ticket(tpm, hierarchy: int):
+    """(handle, CreatePrimary's outputs) of an ECC primary: same seed and template, same Name and
+    creationHash -- so a different creationTicket can only come from a different proof."""
+    resp = ok(tpm, create_primary_cmd(ecc_template(), hierarchy))
+    return handle_of(resp), CREATE_PRIMARY_OUT.unmarshal(Reader(resp.params(1)))
+
+
+def proofs(tpm) -> tuple[bytes, bytes, bytes]:
+    perm = tpm.engine.permanent
+    return perm.ph_proof, perm.sh_proof, perm.eh_proof
+
+
+def saved_contexts(tpm) -> dict[int, object]:
+    """A saved context of a primary of every hierarchy (the objects stay loaded)."""
+    return {h: context_save(tpm, creation_ticket(tpm, h)[0]) for h in HIERARCHIES}
+
+
+def test_manufacture_gives_random_proofs_apart_from_the_seeds():
+    a, b = new_engine(), new_engine()
+    assert len({*proofs(a), *proofs(b)}) == 6
+    assert all(len(p) == 64 for p in proofs(a))
+    perm = a.engine.permanent
+    assert not {perm.pps, perm.sps, perm.eps} & set(proofs(a))
+    # The proofs are NV state: they survive a power cycle.
+    again = EngineOracle(Engine.from_blobs(a.permanent_blob()))
+    assert proofs(again) == proofs(a)
+
+
+def test_clear_replaces_sh_proof_and_eh_proof(tpm):
+    contexts = saved_contexts(tpm)
+    null_context = context_save(tpm, creation_ticket(tpm, TPM_RH.NULL)[0])
+    hash_tickets = {h: hash_ticket(tpm, h) for h in HIERARCHIES}
+    primaries = {h: creation_ticket(tpm, h)[1] for h in HIERARCHIES}
+    assert all(hash_ticket(tpm, h) == hash_tickets[h] for h in HIERARCHIES)  # tickets are reproducible
+    ph, sh, eh = proofs(tpm)
+
+    ok(tpm, clear(TPM_RH.LOCKOUT))
+
+    new_ph, new_sh, new_eh = proofs(tpm)
+    assert new_ph == ph and new_sh != sh and new_eh != eh
+    # Part 3 TPM2_Clear: ehProof and shProof are replaced, so saved contexts of the owner and
+    # endorsement hierarchies fail their integrity check; the platform's still load.
+    assert context_load(tpm, contexts[TPM_RH.OWNER]) == TPM_RC.INTEGRITY | RC_P | N1
+    assert context_load(tpm, contexts[TPM_RH.ENDORSEMENT]) == TPM_RC.INTEGRITY | RC_P | N1
+    assert context_load(tpm, contexts[TPM_RH.PLATFORM]) == 0
+    assert context_load(tpm, null_context) == 0  # nullProof, like libtpms, changes at TPM Reset only
+    # Old hash-check tickets of both no longer match what the TPM computes.
+    assert hash_ticket(tpm, TPM_RH.OWNER) != hash_tickets[TPM_RH.OWNER]
+    assert hash_ticket(tpm, TPM_RH.ENDORSEMENT) != hash_tickets[TPM_RH.ENDORSEMENT]
+    assert hash_ticket(tpm, TPM_RH.PLATFORM) == hash_tickets[TPM_RH.PLATFORM]
+    # The EPS is kept: the endorsement primary has the same Name and creationHash, but its old
+    # creation ticket is not the one the TPM would issue (and accept) now.
+    _, ek = creation_ticket(tpm, TPM_RH.ENDORSEMENT)
+    old = primaries[TPM_RH.ENDORSEMENT]
+    assert (ek.name, ek.creationHash) == (old.name, old.creationHash)
+    assert ek.creationTicket.digest != old.creationTicket.digest
+    assert creation_ticket(tpm, TPM_RH.PLATFORM)[1].creationTicket == primaries[TPM_RH.PLATFORM].creationTicket
+
+
+def test_change_eps_replaces_eh_proof_only(tpm):
+    contexts = saved_contexts(tpm)
+    hash_tickets = {h: hash_ticket(tpm, h) for h in HIERARCHIES}
+    ph, sh, eh = proofs(tpm)
+    ok(tpm, change_eps())
+    assert proofs(tpm)[:2] == (ph, sh) and proofs(tpm)[2] != eh
+    assert context_load(tpm, contexts[TPM_RH.ENDORSEMENT]) == TPM_RC.INTEGRITY | RC_P | N1
+    assert context_load(tpm, contexts[TPM_RH.OWNER]) == 0
+    assert context_load(tpm, contexts[TPM_RH.PLATFORM]) == 0
+    assert hash_ticket(tpm, TPM_RH.ENDORSEMENT) != hash_tickets[TPM_RH.ENDORSEMENT]
+    assert hash_ticket(tpm, TPM_RH.OWNER) == hash_tickets[TPM_RH.OWNER]
+    assert hash_ticket(tpm, TPM_RH.PLATFORM) == hash_tickets[TPM_RH.PLATFORM]
+
+
+def test_change_pps_replaces_ph_proof_only(tpm):
+    contexts = saved_contexts(tpm)
+    hash_tickets = {h: hash_ticket(tpm, h) for h in HIERARCHIES}
+    ph, sh, eh = proofs(tpm)
+    ok(tpm, change_pps())
+    assert proofs(tpm)[0] != ph and proofs(tpm)[1:] == (sh, eh)
+    assert context_load(tpm, contexts[TPM_RH.PLATFORM]) == TPM_RC.INTEGRITY | RC_P | N1
+    assert context_load(tpm, contexts[TPM_RH.OWNER]) == 0
+    assert context_load(tpm, contexts[TPM_RH.ENDORSEMENT]) == 0
+    assert hash_ticket(tpm, TPM_RH.PLATFORM) != hash_tickets[TPM_RH.PLATFORM]
+    assert hash_ticket(tpm, TPM_RH.OWNER) == hash_tickets[TPM_RH.OWNER]
+    assert hash_ticket(tpm, TPM_RH.ENDORSEMENT) == hash_tickets[TPM_RH.ENDORSEMENT]
+
+
+def without_proofs(blob: bytes) -> bytes:
+    """A permanent-state blob as written before the proofs were stored: the same state without them."""
+    payload = json.loads(blob[state._HEADER.size :])
+    for field in ("ph_proof", "sh_proof", "eh_proof", "null_proof", "total_reset_count"):
+        del payload[field]
+    raw = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+    header = state._HEADER.pack(
+        state.BLOB_MAGIC, state.BLOB_VERSION, state.BlobKind.PERMANENT, hashlib.sha256(raw).digest()
+    )
+    return header + raw
+
+
+def test_state_from_before_the_proofs_loads_and_keeps_its_contexts_and_tickets(tpm):
+    # What the TPM did before: every proof derived from its hierarchy's seed.
+    perm = tpm.engine.permanent
+    perm.ph_proof, perm.sh_proof, perm.eh_proof = (seed_derived_proof(s) for s in (perm.pps, perm.sps, perm.eps))
+    perm.null_proof = seed_derived_proof(null_seed(tpm.engine))
+    contexts = saved_contexts(tpm)
+    contexts[TPM_RH.NULL] = context_save(tpm, creation_ticket(tpm, TPM_RH.NULL)[0])
+    hash_tickets = {h: hash_ticket(tpm, h) for h in HIERARCHIES}
+    ok(tpm, command(TPM_CC.Shutdown, u16(1)))  # Shutdown(STATE): saved contexts survive the power cycle
+    old_blob = without_proofs(tpm.permanent_blob())
+    assert b"_proof" not in old_blob and b"total_reset_count" not in old_blob
+
+    upgraded = EngineOracle(Engine.from_blobs(old_blob))
+    ok(upgraded, command(TPM_CC.Startup, u16(1)))
+
+    # The proofs are what they were; contexts and tickets from before the upgrade stay valid ...
+    assert proofs(upgraded) == proofs(tpm)
+    assert upgraded.engine.permanent.null_proof == perm.null_proof
+    for h in HIERARCHIES:
+        assert hash_ticket(upgraded, h) == hash_tickets[h]
+    for saved in contexts.values():
+        assert context_load(upgraded, saved) == 0
+    # ... the values are written with the state from now on ...
+    assert proofs(EngineOracle(Engine.from_blobs(upgraded.permanent_blob()))) == proofs(tpm)
+    # ... and are the state's own: TPM2_Clear replaces them even though the EPS stays.
+    ok(upgraded, clear(TPM_RH.LOCKOUT))
+    assert context_load(upgraded, contexts[TPM_RH.ENDORSEMENT]) == TPM_RC.INTEGRITY | RC_P | N1
+    assert hash_ticket(upgraded, TPM_RH.ENDORSEMENT) != hash_tickets[TPM_RH.ENDORSEMENT]
+    assert context_load(upgraded, contexts[TPM_RH.PLATFORM]) == 0

@@ -37,6 +37,7 @@ RC_AUTH_FAIL_S1 = 0x98E
 RC_BAD_AUTH_S1 = 0x9A2
 RC_POLICY_FAIL_S1 = 0x99D
 RC_LOCKOUT = 0x921
+RC_AUTH_TYPE = 0x124
 
 TPM_RH_OWNER = 0x40000001
 TPM_RH_LOCKOUT = 0x4000000A
@@ -48,6 +49,7 @@ TPM_CC_CLEAR_CONTROL = 0x127
 TPM_CC_CREATE_PRIMARY = 0x131
 TPM_CC_POLICY_COMMAND_CODE = 0x16C
 TPM_CC_GET_CAPABILITY = 0x17A
+TPM_CC_NV_CHANGE_AUTH = 0x13B
 TPM_CAP_AUTH_POLICIES = 0x9
 TPM_ALG_SHA256 = 0x000B
 TPM_ALG_NULL = 0x0010
@@ -545,3 +547,57 @@ def test_dictionary_attack_lockout_and_reset(tpm2: Tpm2, tmp_path: Path) -> None
     assert props["TPM2_PT_LOCKOUT_COUNTER"] == 0
     assert props["inLockout"] == 0
     assert create_under(key, "keypass").returncode == 0
+
+
+# --- tpm2_changeauth of an NV index ---------------------------------------------------------------
+
+NV_CHANGEAUTH = "0x1500020"
+
+
+def test_changeauth_nv_index(tpm2: Tpm2, tmp_path: Path) -> None:
+    """TPM2_NV_ChangeAuth needs the ADMIN role, which for an NV index takes a policy session: the
+    index's authPolicy here is PolicyCommandCode(TPM2_CC_NV_ChangeAuth) (computed in a trial session)."""
+    trial, policy, session = tmp_path / "trial.ctx", tmp_path / "nvchangeauth.policy", tmp_path / "session.ctx"
+    tpm2("startauthsession", "-S", str(trial))
+    try:
+        tpm2("policycommandcode", "-S", str(trial), "-L", str(policy), "TPM2_CC_NV_ChangeAuth")
+    finally:
+        tpm2("flushcontext", str(trial))
+    expected = hashlib.sha256(bytes(32) + struct.pack(">II", TPM_CC_POLICY_COMMAND_CODE, TPM_CC_NV_CHANGE_AUTH))
+    assert policy.read_bytes() == expected.digest()
+    tpm2(
+        "nvdefine",
+        "-C",
+        "o",
+        "-s",
+        "8",
+        "-a",
+        "authread|authwrite|no_da",
+        "-p",
+        "oldpass",
+        "-L",
+        str(policy),
+        NV_CHANGEAUTH,
+    )
+    data = tmp_path / "data"
+    data.write_bytes(b"12345678")
+    tpm2("nvwrite", "-C", NV_CHANGEAUTH, "-P", "oldpass", "-i", str(data), NV_CHANGEAUTH)
+
+    # The password alone is not enough: the ADMIN role takes a policy session (TPM_RC_AUTH_TYPE).
+    assert fails(tpm2, "changeauth", "-c", NV_CHANGEAUTH, "-p", "oldpass", "newpass") == RC_AUTH_TYPE
+    tpm2("startauthsession", "--policy-session", "-S", str(session))
+    try:
+        tpm2("policycommandcode", "-S", str(session), "TPM2_CC_NV_ChangeAuth")
+        tpm2("changeauth", "-c", NV_CHANGEAUTH, "-p", f"session:{session}", "newpass")
+    finally:
+        tpm2("flushcontext", str(session))
+
+    assert tpm2("nvread", "-C", NV_CHANGEAUTH, "-P", "newpass", "-s", "8", NV_CHANGEAUTH).stdout == b"12345678"
+    data.write_bytes(b"87654321")
+    tpm2("nvwrite", "-C", NV_CHANGEAUTH, "-P", "newpass", "-i", str(data), NV_CHANGEAUTH)
+    assert tpm2("nvread", "-C", NV_CHANGEAUTH, "-P", "newpass", "-s", "8", NV_CHANGEAUTH).stdout == b"87654321"
+    # The old password is refused (noDA: TPM_RC_BAD_AUTH, nothing counted) for reading and writing.
+    assert fails(tpm2, "nvread", "-C", NV_CHANGEAUTH, "-P", "oldpass", "-s", "8", NV_CHANGEAUTH) == RC_BAD_AUTH_S1
+    refused = tpm2("nvwrite", "-C", NV_CHANGEAUTH, "-P", "oldpass", "-i", str(data), NV_CHANGEAUTH, check=False)
+    assert refused.returncode != 0 and b"ErrorCode (0x%08x)" % RC_BAD_AUTH_S1 in refused.stderr  # its own format
+    assert properties(tpm2)["TPM2_PT_LOCKOUT_COUNTER"] == 0

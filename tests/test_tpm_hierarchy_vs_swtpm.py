@@ -26,6 +26,8 @@ from vtpm_cuse.tpm.engine import Engine
 
 pytestmark = pytest.mark.swtpm
 
+SUCCESS = bytes.fromhex("80010000000a00000000")
+
 MY_COMMANDS = [
     TPM_CC.HierarchyControl,
     TPM_CC.SetPrimaryPolicy,
@@ -109,3 +111,94 @@ def test_same_command_attributes(pair, code):
     oracle, ours = pair
     cmd = command(TPM_CC.GetCapability, u32(TPM_CAP.COMMANDS) + u32(code) + u32(1))
     assert ours.execute(cmd).hex() == oracle.execute(cmd).hex()
+
+
+# --- TPMA_STARTUP_CLEAR.orderly -------------------------------------------------------------------
+
+STARTUP_CLEAR_PROPERTY = command(TPM_CC.GetCapability, u32(TPM_CAP.TPM_PROPERTIES) + u32(TPM_PT.STARTUP_CLEAR) + u32(1))
+
+
+def test_startup_clear_orderly_bit(pair):
+    """TPMA_STARTUP_CLEAR.orderly (bit 31) is SET when the shutdown before this Startup was orderly
+    -- Shutdown(CLEAR) or Shutdown(STATE), then Startup of either fitting type -- and CLEAR after a
+    power cycle without one.  (A freshly manufactured TPM differs on purpose: libtpms reports its
+    first Startup orderly, this engine, as Part 2 says, not -- no TPM2_Shutdown preceded it.)"""
+    oracle, ours = pair
+    steps = [
+        ("Shutdown(CLEAR), Startup(CLEAR)", 0, 0),
+        ("no Shutdown, Startup(CLEAR)", None, 0),
+        ("Shutdown(STATE), Startup(STATE)", 1, 1),
+        ("Shutdown(STATE), Startup(CLEAR)", 1, 0),
+        ("again no Shutdown", None, 0),
+        ("Shutdown(CLEAR) twice", 0, 0),
+    ]
+    results = []
+    for name, shutdown, startup in steps:
+        responses = []
+        for side in ("libtpms", "ours"):
+            if shutdown is not None:
+                cmd = command(TPM_CC.Shutdown, shutdown.to_bytes(2, "big"))
+                tpm = oracle if side == "libtpms" else ours
+                assert tpm.execute(cmd) == SUCCESS
+                if name.endswith("twice"):
+                    assert tpm.execute(cmd) == SUCCESS
+            if side == "libtpms":
+                oracle.init()
+                tpm = oracle
+            else:
+                ours = EngineOracle(Engine.from_blobs(ours.permanent_blob()))
+                tpm = ours
+            assert tpm.execute(command(TPM_CC.Startup, startup.to_bytes(2, "big"))) == SUCCESS
+            responses.append(tpm.execute(STARTUP_CLEAR_PROPERTY))
+        results.append((name, *responses))
+    differences = [f"{name}: libtpms {a.hex()} ours {b.hex()}" for name, a, b in results if a != b]
+    assert not differences, "\n".join(differences)
+    orderly = {name: bool(int.from_bytes(a[-4:], "big") & (1 << 31)) for name, a, _ in results}
+    assert orderly == {
+        "Shutdown(CLEAR), Startup(CLEAR)": True,
+        "no Shutdown, Startup(CLEAR)": False,
+        "Shutdown(STATE), Startup(STATE)": True,
+        "Shutdown(STATE), Startup(CLEAR)": True,
+        "again no Shutdown": False,
+        "Shutdown(CLEAR) twice": True,
+    }
+
+
+# --- proofs: what TPM2_Clear and TPM2_ChangePPS leave loadable ------------------------------------
+
+
+def test_saved_contexts_after_clear_and_change_pps(pair):
+    """ContextLoad of a saved primary of every hierarchy after TPM2_Clear (shProof and ehProof
+    replaced) and then TPM2_ChangePPS (phProof): the same response codes as libtpms -- the owner's
+    and endorsement's refused with TPM_RC_INTEGRITY (parameter 1), the platform's after ChangePPS,
+    the NULL hierarchy's never."""
+    from support.object_templates import create_primary_cmd, ecc_template
+
+    hierarchies = (TPM_RH.PLATFORM, TPM_RH.OWNER, TPM_RH.ENDORSEMENT, TPM_RH.NULL)
+    saved = {}
+    for side, tpm in zip(("libtpms", "ours"), pair, strict=True):
+        for h in hierarchies:
+            resp = tpm.execute(create_primary_cmd(ecc_template(), h))
+            assert resp[6:10] == bytes(4)
+            handle = resp[10:14]
+            context = tpm.execute(command(TPM_CC.ContextSave, handles=handle))
+            assert context[6:10] == bytes(4)
+            saved[side, h] = context[10:]
+            assert tpm.execute(command(TPM_CC.FlushContext, handle)) == SUCCESS
+
+    def load_codes(tpm, side):
+        codes = []
+        for h in hierarchies:
+            resp = tpm.execute(command(TPM_CC.ContextLoad, saved[side, h]))
+            codes.append(resp[6:10].hex())
+            if resp[6:10] == bytes(4):
+                assert tpm.execute(command(TPM_CC.FlushContext, resp[10:14])) == SUCCESS
+        return codes
+
+    for change in (clear(TPM_RH.LOCKOUT), change_pps()):
+        codes = {}
+        for side, tpm in zip(("libtpms", "ours"), pair, strict=True):
+            assert tpm.execute(change)[6:10] == bytes(4)
+            codes[side] = load_codes(tpm, side)
+        assert codes["ours"] == codes["libtpms"]
+    assert codes["ours"] == ["000001df", "000001df", "000001df", "00000000"]

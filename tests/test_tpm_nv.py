@@ -12,12 +12,17 @@ import hashlib
 import pytest
 
 from support.engine_oracle import EngineOracle
-from support.session_client import SE_POLICY, Use, run, start_session
+from support.session_client import SE_HMAC, SE_POLICY, Use, run, start_session
 from support.tpm_client import Response, command, tpm2b, u16, u32
 from vtpm_cuse.tpm import nv_index
+from vtpm_cuse.tpm.command import AuthRole, CommandTable
+from vtpm_cuse.tpm.command import H as HandleSpec
+from vtpm_cuse.tpm.command import command as declare_command
+from vtpm_cuse.tpm.commands import COMMANDS
 from vtpm_cuse.tpm.constants import TPM_ALG, TPM_CAP, TPM_CC, TPM_HT, TPM_NT, TPM_PT, TPM_RH, TPMA_NV
 from vtpm_cuse.tpm.engine import Engine
 from vtpm_cuse.tpm.errors import RC_P, RC_S, TPM_RC
+from vtpm_cuse.tpm.types import TPMI_DH_ENTITY
 
 STARTUP_CLEAR = bytes.fromhex("80010000000c000001440000")
 STARTUP_STATE = bytes.fromhex("80010000000c000001440001")
@@ -289,8 +294,9 @@ def test_pin_pass(tpm):
     # Not usable before it is written.
     assert read(tpm, by=INDEX, pw=b"pin") == (TPM_RC.AUTH_UNAVAILABLE, None)
     assert write(tpm, u32(0) + u32(2)) == 0  # pinCount 0, pinLimit 2
-    assert read(tpm, by=INDEX, pw=b"pin") == (0, u32(0) + u32(2))
+    # The use is counted when the session is checked, before the command reads the data.
     assert read(tpm, by=INDEX, pw=b"pin") == (0, u32(1) + u32(2))
+    assert read(tpm, by=INDEX, pw=b"pin") == (0, u32(2) + u32(2))
     assert read(tpm, by=INDEX, pw=b"pin") == (TPM_RC.AUTH_UNAVAILABLE, None)
     assert read(tpm) == (0, u32(2) + u32(2))
 
@@ -483,3 +489,282 @@ def test_state_survives_permanent_blob(tpm):
     assert read_public(tpm)[1:] == (pub, name)
     assert read(tpm, 4, by=INDEX, pw=b"pw") == (0, b"data")
     assert read(tpm, 8, index=INDEX + 1) == (0, (1).to_bytes(8, "big"))
+
+
+# --- the index's own authorization, decided by the sessions -------------------------------------------
+
+
+def name_of(tpm, index=INDEX) -> bytes:
+    return read_public(tpm, index)[2]
+
+
+def via_session(tpm, session, cc, params: bytes, auth: bytes = b"", index=INDEX, **use) -> int:
+    """``cc`` with ``index`` authorizing itself through ``session`` (HMAC or policy)."""
+    name = name_of(tpm, index)
+    handles = [(index, name), (index, name)]
+    code = run(tpm.execute, cc, handles, params, [Use(session, 0, name, auth, **use)], check=False).rc
+    if code:  # a failed command leaves the session loaded
+        assert rc(tpm, command(TPM_CC.FlushContext, u32(session.handle))) == 0
+    return code
+
+
+def hmac_read(tpm, auth: bytes, index=INDEX) -> int:
+    return via_session(tpm, start_session(tpm.execute, SE_HMAC), TPM_CC.NV_Read, u16(8) + u16(0), auth, index)
+
+
+def hmac_write(tpm, data: bytes, auth: bytes, index=INDEX) -> int:
+    session = start_session(tpm.execute, SE_HMAC)
+    return via_session(tpm, session, TPM_CC.NV_Write, tpm2b(data) + u16(0), auth, index)
+
+
+def pin_count(tpm, index=INDEX) -> int:
+    """pinCount of a PIN index with OWNERREAD."""
+    code, data = read(tpm, 8, index=index)
+    assert code == 0
+    return int.from_bytes(data[:4], "big")
+
+
+def test_authread_clear_refuses_value_before_checking_it(tpm):
+    # DA-protected: a wrong password would be TPM_RC_AUTH_FAIL and counted, if it were looked at.
+    assert define(tpm, attrs=TPMA_NV.AUTHWRITE | TPMA_NV.OWNERREAD, auth=b"pw") == 0
+    assert write(tpm, b"12345678", by=INDEX, pw=b"pw") == 0
+    assert read(tpm, by=INDEX, pw=b"wrong") == (TPM_RC.AUTH_UNAVAILABLE, None)
+    assert read(tpm, by=INDEX, pw=b"pw") == (TPM_RC.AUTH_UNAVAILABLE, None)
+    assert hmac_read(tpm, b"wrong") == TPM_RC.AUTH_UNAVAILABLE
+    assert hmac_read(tpm, b"pw") == TPM_RC.AUTH_UNAVAILABLE
+    assert tpm.permanent.da_failed_tries == 0
+    # A write operation needs AUTHWRITE, which is SET: there the value is checked and counted.
+    assert write(tpm, b"x", by=INDEX, pw=b"wrong") == TPM_RC.AUTH_FAIL | S(1)
+    assert hmac_write(tpm, b"x", b"wrong") == TPM_RC.AUTH_FAIL | S(1)
+    assert hmac_write(tpm, b"x", b"pw") == 0
+    assert tpm.permanent.da_failed_tries == 2
+    assert read(tpm) == (0, b"x2345678")
+
+
+def test_authwrite_clear_refuses_every_write_operation(tpm):
+    base = TPMA_NV.AUTHREAD | TPMA_NV.OWNERWRITE | TPMA_NV.NO_DA
+    for i, (kind, code, body) in enumerate(
+        [
+            (TPM_NT.ORDINARY, TPM_CC.NV_Write, tpm2b(b"x") + u16(0)),
+            (TPM_NT.COUNTER, TPM_CC.NV_Increment, b""),
+            (TPM_NT.BITS, TPM_CC.NV_SetBits, bytes(8)),
+            (TPM_NT.ORDINARY | 0, TPM_CC.NV_WriteLock, b""),
+        ]
+    ):
+        attrs = base | nt(kind) | (TPMA_NV.WRITE_STCLEAR if code == TPM_CC.NV_WriteLock else 0)
+        assert define(tpm, index=INDEX + i, attrs=attrs, auth=b"pw") == 0
+        for pw in (b"pw", b"wrong"):
+            assert simple(tpm, code, INDEX + i, by=INDEX + i, body=body, pw=pw) == TPM_RC.AUTH_UNAVAILABLE
+    assert define(tpm, index=INDEX + 9, attrs=base | nt(TPM_NT.EXTEND), size=32, auth=b"pw") == 0
+    assert simple(tpm, TPM_CC.NV_Extend, INDEX + 9, by=INDEX + 9, body=tpm2b(b"x"), pw=b"pw") == TPM_RC.AUTH_UNAVAILABLE
+    assert hmac_write(tpm, b"x", b"wrong") == TPM_RC.AUTH_UNAVAILABLE
+    # NV_ReadLock is a read operation: AUTHREAD is enough.
+    assert define(tpm, index=INDEX + 10, attrs=base | TPMA_NV.READ_STCLEAR, auth=b"pw") == 0
+    assert simple(tpm, TPM_CC.NV_ReadLock, INDEX + 10, by=INDEX + 10, pw=b"pw") == 0
+
+
+def test_policy_bits(tpm):
+    # The empty policy (a fresh session's digest) as authPolicy.
+    assert define(tpm, attrs=TPMA_NV.POLICYWRITE | TPMA_NV.OWNERREAD | TPMA_NV.NO_DA, policy=bytes(32)) == 0
+    policy_write = tpm2b(b"x") + u16(0)
+    assert via_session(tpm, start_session(tpm.execute, SE_POLICY), TPM_CC.NV_Write, policy_write) == 0
+    assert via_session(tpm, start_session(tpm.execute, SE_POLICY), TPM_CC.NV_Read, u16(1) + u16(0)) == (
+        TPM_RC.AUTH_UNAVAILABLE
+    )
+    # POLICYREAD SET: the policy is checked (and here does not match).
+    other = bytes([1]) * 32
+    assert define(tpm, index=INDEX + 1, attrs=TPMA_NV.POLICYREAD | TPMA_NV.OWNERWRITE, policy=other) == 0
+    assert write(tpm, b"x", index=INDEX + 1) == 0
+    session = start_session(tpm.execute, SE_POLICY)
+    assert via_session(tpm, session, TPM_CC.NV_Read, u16(1) + u16(0), index=INDEX + 1) == TPM_RC.POLICY_FAIL | S(1)
+    # POLICYREAD CLEAR is answered before the digest is compared.
+    assert define(tpm, index=INDEX + 2, attrs=TPMA_NV.POLICYWRITE | TPMA_NV.OWNERREAD, policy=other) == 0
+    session = start_session(tpm.execute, SE_POLICY)
+    assert via_session(tpm, session, TPM_CC.NV_Read, u16(1) + u16(0), index=INDEX + 2) == TPM_RC.AUTH_UNAVAILABLE
+    # POLICYREAD SET but no authPolicy: nothing to satisfy.
+    assert define(tpm, index=INDEX + 3, attrs=TPMA_NV.POLICYREAD | TPMA_NV.OWNERWRITE) == 0
+    assert write(tpm, b"x", index=INDEX + 3) == 0
+    session = start_session(tpm.execute, SE_POLICY)
+    assert via_session(tpm, session, TPM_CC.NV_Read, u16(1) + u16(0), index=INDEX + 3) == TPM_RC.AUTH_UNAVAILABLE
+
+
+@pytest.mark.parametrize("bits", [0, TPMA_NV.POLICYREAD, TPMA_NV.POLICYWRITE])
+def test_admin_role_ignores_policy_bits(tpm, bits):
+    """NV_ChangeAuth (ADMIN) is authorized by the authPolicy whatever POLICYREAD/POLICYWRITE say."""
+    policy = hashlib.sha256(bytes(32) + u32(TPM_CC.PolicyCommandCode) + u32(TPM_CC.NV_ChangeAuth)).digest()
+    assert define(tpm, attrs=OWNER_RW | TPMA_NV.AUTHREAD | TPMA_NV.NO_DA | bits, auth=b"old", policy=policy) == 0
+    session = start_session(tpm.execute, SE_POLICY)
+    resp = tpm.execute(command(TPM_CC.PolicyCommandCode, u32(TPM_CC.NV_ChangeAuth), u32(session.handle)))
+    assert Response(resp).rc == 0
+    name = name_of(tpm)
+    assert run(tpm.execute, TPM_CC.NV_ChangeAuth, [(INDEX, name)], tpm2b(b"new"), [Use(session, 0, name)]).rc == 0
+
+
+#: A command of another area that authorizes with any entity (as TPM2_PolicySecret does).
+OTHER_CC = 0x20000300
+
+
+@declare_command(OTHER_CC, handles=[HandleSpec("authHandle", TPMI_DH_ENTITY, AuthRole.USER)])
+def _other_command(ctx, authHandle: int):
+    pass
+
+
+def test_index_rules_hold_for_other_commands():
+    tpm = EngineOracle(Engine(table=CommandTable([*COMMANDS, _other_command])))
+    assert rc(tpm, STARTUP_CLEAR) == 0
+    assert define(tpm, attrs=TPMA_NV.AUTHWRITE | TPMA_NV.OWNERREAD, auth=b"pw") == 0
+    other = command(OTHER_CC, handles=u32(INDEX), auth=b"wrong")
+    assert rc(tpm, other) == TPM_RC.AUTH_UNAVAILABLE  # not a write operation: AUTHREAD is needed
+    assert define(tpm, index=INDEX + 1, attrs=TPMA_NV.AUTHREAD | TPMA_NV.OWNERWRITE | TPMA_NV.NO_DA, auth=b"pw") == 0
+    assert rc(tpm, command(OTHER_CC, handles=u32(INDEX + 1), auth=b"pw")) == 0
+    assert rc(tpm, command(OTHER_CC, handles=u32(INDEX + 1), auth=b"wrong")) == TPM_RC.BAD_AUTH | S(1)
+    # A PIN Pass index counts its use by any command.
+    attrs = OWNER_RW | TPMA_NV.NO_DA | nt(TPM_NT.PIN_PASS)
+    assert define(tpm, index=INDEX + 2, attrs=attrs, auth=b"pin") == 0
+    assert write(tpm, u32(0) + u32(1), index=INDEX + 2) == 0
+    assert rc(tpm, command(OTHER_CC, handles=u32(INDEX + 2), auth=b"pin")) == 0
+    assert pin_count(tpm, INDEX + 2) == 1
+    assert rc(tpm, command(OTHER_CC, handles=u32(INDEX + 2), auth=b"pin")) == TPM_RC.AUTH_UNAVAILABLE
+
+
+PIN_FAIL = OWNER_RW | TPMA_NV.NO_DA | nt(TPM_NT.PIN_FAIL)
+PIN_PASS = OWNER_RW | TPMA_NV.NO_DA | nt(TPM_NT.PIN_PASS)
+
+
+def test_pin_fail_counts_failures_and_resets_on_success(tpm):
+    assert define(tpm, attrs=PIN_FAIL, auth=b"pin") == 0
+    # Not written: the authValue is unusable, right or wrong, and nothing is counted.
+    assert read(tpm, by=INDEX, pw=b"pin") == (TPM_RC.AUTH_UNAVAILABLE, None)
+    assert read(tpm, by=INDEX, pw=b"bad") == (TPM_RC.AUTH_UNAVAILABLE, None)
+    assert write(tpm, u32(0) + u32(3)) == 0  # pinCount 0, pinLimit 3
+    for count in (1, 2):
+        assert read(tpm, by=INDEX, pw=b"bad") == (TPM_RC.BAD_AUTH | S(1), None)
+        assert pin_count(tpm) == count
+    # A right authValue sets pinCount back to 0 before the command reads the data (libtpms).
+    assert read(tpm, by=INDEX, pw=b"pin") == (0, u32(0) + u32(3))
+    assert hmac_read(tpm, b"bad") == TPM_RC.BAD_AUTH | S(1)
+    assert pin_count(tpm) == 1
+    assert hmac_read(tpm, b"pin") == 0
+    assert pin_count(tpm) == 0
+    for _ in range(3):
+        assert read(tpm, by=INDEX, pw=b"bad") == (TPM_RC.BAD_AUTH | S(1), None)
+    # pinCount reached pinLimit: refused before the value is looked at, and no more counting.
+    assert read(tpm, by=INDEX, pw=b"bad") == (TPM_RC.AUTH_UNAVAILABLE, None)
+    assert read(tpm, by=INDEX, pw=b"pin") == (TPM_RC.AUTH_UNAVAILABLE, None)
+    assert hmac_read(tpm, b"pin") == TPM_RC.AUTH_UNAVAILABLE
+    assert pin_count(tpm) == 3
+    assert tpm.permanent.da_failed_tries == 0  # NO_DA: the DA counter never moves
+    # The owner resets it by writing.
+    assert write(tpm, u32(0) + u32(3)) == 0
+    assert read(tpm, by=INDEX, pw=b"pin") == (0, u32(0) + u32(3))
+
+
+def test_pin_fail_limit_zero_is_never_usable(tpm):
+    assert define(tpm, attrs=PIN_FAIL, auth=b"pin") == 0
+    assert write(tpm, u32(0) + u32(0)) == 0
+    assert read(tpm, by=INDEX, pw=b"pin") == (TPM_RC.AUTH_UNAVAILABLE, None)
+    assert write(tpm, u32(5) + u32(2)) == 0
+    assert read(tpm, by=INDEX, pw=b"pin") == (TPM_RC.AUTH_UNAVAILABLE, None)
+
+
+def test_pin_pass_counts_uses_in_both_session_kinds(tpm):
+    assert define(tpm, attrs=PIN_PASS, auth=b"pin") == 0
+    assert write(tpm, u32(0) + u32(3)) == 0
+    assert read(tpm, by=INDEX, pw=b"bad") == (TPM_RC.BAD_AUTH | S(1), None)
+    assert hmac_read(tpm, b"bad") == TPM_RC.BAD_AUTH | S(1)
+    assert pin_count(tpm) == 0  # failures do not count
+    assert hmac_read(tpm, b"pin") == 0
+    assert read(tpm, by=INDEX, pw=b"pin") == (0, u32(2) + u32(3))
+    # Counted when the authorization succeeds, even if the command then fails.
+    assert rc(tpm, command(TPM_CC.NV_Read, u16(9) + u16(0), u32(INDEX) + u32(INDEX), auth=b"pin")) == (TPM_RC.NV_RANGE)
+    assert pin_count(tpm) == 3
+    assert read(tpm, by=INDEX, pw=b"pin") == (TPM_RC.AUTH_UNAVAILABLE, None)
+    assert hmac_read(tpm, b"pin") == TPM_RC.AUTH_UNAVAILABLE
+    assert pin_count(tpm) == 3
+
+
+def test_pin_pass_with_da_protection(tpm):
+    assert define(tpm, attrs=OWNER_RW | nt(TPM_NT.PIN_PASS), auth=b"pin") == 0
+    assert write(tpm, u32(0) + u32(1)) == 0
+    assert read(tpm, by=INDEX, pw=b"bad") == (TPM_RC.AUTH_FAIL | S(1), None)
+    assert tpm.permanent.da_failed_tries == 1
+    assert read(tpm, by=INDEX, pw=b"pin") == (0, u32(1) + u32(1))
+    tpm.permanent.da_failed_tries = tpm.permanent.da_max_tries
+    # Lockout is answered first, even for an index whose authValue is used up.
+    assert read(tpm, by=INDEX, pw=b"pin") == (TPM_RC.LOCKOUT, None)
+
+
+def test_pin_index_cannot_authorize_writes(tpm):
+    assert define(tpm, attrs=PIN_PASS, auth=b"pin") == 0
+    assert write(tpm, u32(0) + u32(5)) == 0
+    assert write(tpm, u32(0) + u32(9), by=INDEX, pw=b"pin") == TPM_RC.AUTH_UNAVAILABLE
+    assert pin_count(tpm) == 0
+
+
+def test_pin_with_policy_auth_value(tpm):
+    """PolicyAuthValue / PolicyPassword prove the authValue: counted as a password would be,
+    but (as in libtpms) the policy is not held to pinCount < pinLimit."""
+    policy = hashlib.sha256(bytes(32) + u32(TPM_CC.PolicyAuthValue)).digest()
+    assert define(tpm, attrs=PIN_FAIL | TPMA_NV.POLICYREAD, auth=b"pin", policy=policy) == 0
+    assert write(tpm, u32(0) + u32(1)) == 0
+
+    def policy_read(auth: bytes, password: bool) -> int:
+        session = start_session(tpm.execute, SE_POLICY)
+        cc = TPM_CC.PolicyPassword if password else TPM_CC.PolicyAuthValue
+        assert Response(tpm.execute(command(cc, handles=u32(session.handle)))).rc == 0
+        return via_session(tpm, session, TPM_CC.NV_Read, u16(8) + u16(0), auth, include_auth=True, password=password)
+
+    assert policy_read(b"bad", False) == TPM_RC.BAD_AUTH | S(1)
+    assert pin_count(tpm) == 1
+    assert policy_read(b"bad", True) == TPM_RC.BAD_AUTH | S(1)
+    assert pin_count(tpm) == 2
+    assert read(tpm, by=INDEX, pw=b"pin") == (TPM_RC.AUTH_UNAVAILABLE, None)
+    assert policy_read(b"pin", True) == 0
+    assert pin_count(tpm) == 0
+    # A policy without PolicyAuthValue does not use the authValue: nothing counted.
+    assert define(tpm, index=INDEX + 1, attrs=PIN_PASS | TPMA_NV.POLICYREAD, auth=b"pin", policy=bytes(32)) == 0
+    assert write(tpm, u32(0) + u32(1), index=INDEX + 1) == 0
+    for _ in range(2):
+        session = start_session(tpm.execute, SE_POLICY)
+        assert via_session(tpm, session, TPM_CC.NV_Read, u16(8) + u16(0), index=INDEX + 1) == 0
+    assert pin_count(tpm, INDEX + 1) == 0
+
+
+def test_pin_count_saturates(tpm):
+    policy = hashlib.sha256(bytes(32) + u32(TPM_CC.PolicyAuthValue)).digest()
+    assert define(tpm, attrs=PIN_PASS | TPMA_NV.POLICYREAD, auth=b"pin", policy=policy) == 0
+    assert write(tpm, u32(0xFFFFFFFF) + u32(1)) == 0
+    session = start_session(tpm.execute, SE_POLICY)
+    assert Response(tpm.execute(command(TPM_CC.PolicyAuthValue, handles=u32(session.handle)))).rc == 0
+    assert via_session(tpm, session, TPM_CC.NV_Read, u16(8) + u16(0), b"pin", include_auth=True) == 0
+    assert read(tpm) == (0, u32(0xFFFFFFFF) + u32(1))
+
+
+def saved_pin_count(tpm) -> int:
+    """pinCount as the permanent state saved now holds it (what survives a power loss)."""
+    return Engine.from_blobs(tpm.permanent_blob()).permanent.nv_indices[INDEX].pin[0]
+
+
+@pytest.mark.parametrize("orderly", [False, True])
+def test_pin_count_is_persisted_before_the_response(tpm, orderly):
+    attrs = PIN_FAIL | (TPMA_NV.ORDERLY if orderly else 0)
+    assert define(tpm, attrs=attrs, auth=b"pin") == 0
+    assert write(tpm, u32(0) + u32(5)) == 0
+    if orderly:
+        assert rc(tpm, SHUTDOWN_STATE) == 0  # the written data reaches NV
+        tpm.volatile.started = False
+        assert rc(tpm, STARTUP_STATE) == 0
+    tpm.engine.take_permanent_dirty()
+    assert read(tpm, by=INDEX, pw=b"bad") == (TPM_RC.BAD_AUTH | S(1), None)
+    assert tpm.engine.take_permanent_dirty()  # the transport saves it with the failing response
+    # Power lost right after the failing response: the count is in the saved NV, ORDERLY or not.
+    assert saved_pin_count(tpm) == 1
+    # A success that resets the count is saved as well.
+    tpm.engine.take_permanent_dirty()
+    assert read(tpm, by=INDEX, pw=b"pin")[0] == 0
+    assert tpm.engine.take_permanent_dirty()
+    assert saved_pin_count(tpm) == 0
+    if not orderly:
+        restored = power_cycle(tpm)
+        assert read(restored, by=INDEX, pw=b"bad") == (TPM_RC.BAD_AUTH | S(1), None)
+        assert pin_count(restored) == 1

@@ -1,7 +1,12 @@
 """NV commands against Debian's swtpm (libtpms): the same command bytes, byte-identical
 responses where the result is deterministic -- NV_ReadPublic and Names, data of a
-partly written index, counter / bits / extend values, locks, and the response codes
-(with handle and parameter numbers) of bad input."""
+partly written index, counter / bits / extend values, locks, the response codes
+(with handle and parameter numbers) of bad input, and an index's own authorization:
+AUTHREAD/AUTHWRITE checked before the password, PIN Fail and PIN Pass counting.
+
+The indices that authorize themselves here are NO_DA: libtpms answers the first
+authorization of a DA-protected entity after Startup with TPM_RC_RETRY (it records
+in NV that DA state is in use), which this engine does not do."""
 
 from __future__ import annotations
 
@@ -42,6 +47,22 @@ def nt(kind: int) -> int:
 
 
 COUNTER, BITS, EXTEND = (OWNER_RW | nt(k) for k in (TPM_NT.COUNTER, TPM_NT.BITS, TPM_NT.EXTEND))
+PIN_FAIL, PIN_PASS = (OWNER_RW | TPMA_NV.NO_DA | nt(k) for k in (TPM_NT.PIN_FAIL, TPM_NT.PIN_PASS))
+
+
+def read8(index, by=TPM_RH.OWNER, pw=b""):
+    return on(TPM_CC.NV_Read, index, by=by, body=u16(8) + u16(0), pw=pw)
+
+
+def pin(count: int, limit: int):
+    return u32(count) + u32(limit)
+
+
+def pin_write(index, count: int, limit: int):
+    return on(TPM_CC.NV_Write, index, body=tpm2b(pin(count, limit)) + u16(0))
+
+
+AUTH_CLEAR, FAIL, PASS = BASE + 10, BASE + 11, BASE + 12
 
 SEQUENCE = [
     # ordinary index: partial write, reads, Name before and after WRITTEN
@@ -128,6 +149,43 @@ SEQUENCE = [
     ("auth_self_read", on(TPM_CC.NV_Read, BASE + 7, by=BASE + 7, body=u16(1) + u16(0), pw=b"pw")),
     ("auth_self_wrong", on(TPM_CC.NV_Read, BASE + 7, by=BASE + 7, body=u16(1) + u16(0), pw=b"no")),
     ("changeauth_password", command(TPM_CC.NV_ChangeAuth, tpm2b(b"new"), u32(BASE + 7), b"pw")),
+    # the index's own authorization: AUTHREAD CLEAR refuses even a wrong password first
+    ("authread_clear_define", define(AUTH_CLEAR, TPMA_NV.AUTHWRITE | TPMA_NV.OWNERREAD | TPMA_NV.NO_DA, auth=b"pw")),
+    ("authread_clear_write_self", on(TPM_CC.NV_Write, AUTH_CLEAR, by=AUTH_CLEAR, body=tpm2b(b"a") + u16(0), pw=b"pw")),
+    ("authread_clear_read_wrong", read8(AUTH_CLEAR, by=AUTH_CLEAR, pw=b"wrong")),
+    ("authread_clear_read_right", read8(AUTH_CLEAR, by=AUTH_CLEAR, pw=b"pw")),
+    ("authwrite_clear_write_wrong", on(TPM_CC.NV_Write, BASE + 7, by=BASE + 7, body=tpm2b(b"a") + u16(0), pw=b"no")),
+    ("authwrite_clear_writelock", on(TPM_CC.NV_WriteLock, BASE + 7, by=BASE + 7, pw=b"pw")),
+    # PIN Fail: wrong passwords count, the right one resets, pinLimit ends it
+    ("pin_fail_define", define(FAIL, PIN_FAIL, auth=b"pin")),
+    ("pin_fail_unwritten", read8(FAIL, by=FAIL, pw=b"pin")),
+    ("pin_fail_unwritten_wrong", read8(FAIL, by=FAIL, pw=b"bad")),
+    ("pin_fail_write", pin_write(FAIL, 0, 3)),
+    ("pin_fail_wrong_1", read8(FAIL, by=FAIL, pw=b"bad")),
+    ("pin_fail_wrong_2", read8(FAIL, by=FAIL, pw=b"bad")),
+    ("pin_fail_count_2", read8(FAIL)),
+    ("pin_fail_right", read8(FAIL, by=FAIL, pw=b"pin")),
+    ("pin_fail_count_0", read8(FAIL)),
+    *[(f"pin_fail_wrong_{n}_of_3", read8(FAIL, by=FAIL, pw=b"bad")) for n in (1, 2, 3)],
+    ("pin_fail_count_3", read8(FAIL)),
+    ("pin_fail_wrong_at_limit", read8(FAIL, by=FAIL, pw=b"bad")),
+    ("pin_fail_right_at_limit", read8(FAIL, by=FAIL, pw=b"pin")),
+    ("pin_fail_count_still_3", read8(FAIL)),
+    ("pin_fail_as_writer", on(TPM_CC.NV_Write, FAIL, by=FAIL, body=tpm2b(pin(0, 3)) + u16(0), pw=b"pin")),
+    ("pin_fail_reset_by_owner", pin_write(FAIL, 0, 3)),
+    ("pin_fail_right_again", read8(FAIL, by=FAIL, pw=b"pin")),
+    # PIN Pass: each right password counts, until pinLimit
+    ("pin_pass_define", define(PASS, PIN_PASS, auth=b"pin")),
+    ("pin_pass_unwritten", read8(PASS, by=PASS, pw=b"pin")),
+    ("pin_pass_write", pin_write(PASS, 0, 2)),
+    ("pin_pass_wrong", read8(PASS, by=PASS, pw=b"bad")),
+    ("pin_pass_read_1", read8(PASS, by=PASS, pw=b"pin")),
+    ("pin_pass_read_2", read8(PASS, by=PASS, pw=b"pin")),
+    ("pin_pass_read_3", read8(PASS, by=PASS, pw=b"pin")),
+    ("pin_pass_wrong_at_limit", read8(PASS, by=PASS, pw=b"bad")),
+    ("pin_pass_count", read8(PASS)),
+    ("pin_pass_limit_zero", pin_write(PASS, 0, 0)),
+    ("pin_pass_read_limit_zero", read8(PASS, by=PASS, pw=b"pin")),
     # platform indices and undefine rules
     ("pp_define", define(BASE + 8, PLATFORM_RW, by=TPM_RH.PLATFORM)),
     ("pp_owner_undefine", on(TPM_CC.NV_UndefineSpace, BASE + 8)),

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from .constants import TPM_RS_PW, TPMA_SESSION
 from .dictionary_attack import authorization_failed, check_lockout
-from .entities import require_auth_value_usable
+from .entities import require_auth_value_usable, value_checked
 from .errors import TPM_RC, TpmError
 
 if TYPE_CHECKING:
@@ -93,8 +93,10 @@ class PasswordSession(AuthSession):
         if entity is None:
             raise TpmError(TPM_RC.AUTH_CONTEXT, "password session without an authorization handle")
         check_lockout(ctx.engine, entity)
-        require_auth_value_usable(entity)
-        if not auth_equal(use.hmac, entity.auth_value):
+        require_auth_value_usable(entity, ctx.command)
+        ok = auth_equal(use.hmac, entity.auth_value)
+        value_checked(ctx.engine, entity, ok)
+        if not ok:
             raise authorization_failed(ctx.engine, entity, f"wrong password for 0x{entity.handle:08x}")
 
     def response(

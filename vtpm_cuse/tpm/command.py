@@ -79,6 +79,10 @@ class Command:
     nv: bool = False
     extensive: bool = False
     flushed: bool = False
+    #: An NV write operation (Part 3: NV_Write, NV_Increment, NV_Extend, NV_SetBits,
+    #: NV_WriteLock): an NV index authorizing it needs TPMA_NV_AUTHWRITE for its authValue and
+    #: TPMA_NV_POLICYWRITE for a policy; every other command needs AUTHREAD / POLICYREAD.
+    nv_write: bool = False
     #: May run while the TPM is in failure mode.
     in_failure_mode: bool = False
     #: swtpm runs these on its worker thread and they can be cancelled.

@@ -77,11 +77,15 @@ class Engine:
     # --- life cycle ----------------------------------------------------------------
     @staticmethod
     def manufacture(random: Callable[[int], bytes] = os.urandom) -> PermanentState:
-        """The NV contents of a brand-new TPM: fresh seeds, every bank fully allocated."""
+        """The NV contents of a brand-new TPM: fresh seeds and proofs, every bank fully allocated."""
+        from .hierarchy import new_proofs
+
         return PermanentState(
             eps=random(SEED_SIZE),
             sps=random(SEED_SIZE),
             pps=random(SEED_SIZE),
+            **new_proofs(random),
+            total_reset_count=0,
             pcr_allocation={alg: list(range(IMPLEMENTATION_PCR)) for alg in HASHES},
         )
 

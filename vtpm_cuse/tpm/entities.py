@@ -8,6 +8,12 @@ sequences.  Which resolver serves which handle type is the table in
 :mod:`.handle_types`; the dispatcher looks up every handle of the handle area
 there, so "handle not loaded" and "hierarchy disabled" are checked in one
 place.
+
+An entity kind whose authorization depends on the command (an NV index: its
+AUTHREAD/AUTHWRITE, POLICYREAD/POLICYWRITE and PIN rules) gives its Entity
+:class:`AuthRules`; the password, HMAC and policy paths of every session
+consult them for whatever command the entity authorizes, before the value or
+policy is looked at.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from .command import AuthRole
+from .command import AuthRole, Command
 from .constants import TPM_ALG, TPM_RH, TPMA_OBJECT
 from .errors import TPM_RC, TpmError
 from .hierarchy import AUTH_SLOTS, hierarchy_auth, hierarchy_enabled, hierarchy_policy
@@ -24,6 +30,27 @@ from .objects import require_slot_handle
 if TYPE_CHECKING:
     from .engine import Engine
     from .objects import LoadedObject
+
+
+class AuthRules:
+    """What an entity kind adds to the role rules: whether this command may use the entity's
+    authValue or authPolicy, and what a checked authValue does to the entity (PIN counts).
+
+    The defaults allow everything and change nothing; the sessions call these for every
+    authorization of an entity that has rules, whatever the command.
+    """
+
+    def value_usable(self, command: Command, role: AuthRole) -> bool:
+        """May a password or HMAC session (the authValue) authorize ``command`` in ``role``?"""
+        return True
+
+    def policy_usable(self, command: Command, role: AuthRole) -> bool:
+        """May a policy session (the authPolicy) authorize ``command`` in ``role``?"""
+        return True
+
+    def on_value_checked(self, engine: Engine, ok: bool) -> None:
+        """The authValue was checked, right (``ok``) or wrong, before the error (if any) is
+        answered.  A change must be NV state marked dirty, so it is saved before the response."""
 
 
 @dataclasses.dataclass
@@ -41,19 +68,38 @@ class Entity:
     #: authValue for USER and need a policy for ADMIN (Part 1, "Authorization Roles").
     user_with_auth: bool = True
     admin_with_policy: bool = True
+    #: The entity kind's own rules for using its authValue and authPolicy (NV indices).
+    auth_rules: AuthRules | None = None
 
 
-def require_auth_value_usable(entity: Entity) -> None:
-    """Raise unless a password or HMAC session may authorize ``entity`` in its role.
+def require_auth_value_usable(entity: Entity, command: Command) -> None:
+    """Raise unless a password or HMAC session may authorize ``entity`` in its role for ``command``.
 
     DUP, and ADMIN of an entity with adminWithPolicy, need a policy session
     (TPM_RC_AUTH_TYPE); USER of an object without userWithAuth accepts only a
-    policy (TPM_RC_AUTH_UNAVAILABLE).
+    policy, and the entity's own rules may refuse the authValue for this command
+    (TPM_RC_AUTH_UNAVAILABLE).
     """
     if entity.role is AuthRole.DUP or (entity.role is AuthRole.ADMIN and entity.admin_with_policy):
         raise TpmError(TPM_RC.AUTH_TYPE, f"0x{entity.handle:08x} needs a policy session for {entity.role.value}")
     if entity.role is AuthRole.USER and not entity.user_with_auth:
         raise TpmError(TPM_RC.AUTH_UNAVAILABLE, f"0x{entity.handle:08x} has userWithAuth CLEAR")
+    rules = entity.auth_rules
+    if rules is not None and not rules.value_usable(command, entity.role):
+        raise TpmError(
+            TPM_RC.AUTH_UNAVAILABLE, f"the authValue of 0x{entity.handle:08x} is unusable for {command.name}"
+        )
+
+
+def policy_usable(entity: Entity, command: Command) -> bool:
+    """The entity's own rules allow a policy session for ``command`` (no rules: allowed)."""
+    return entity.auth_rules is None or entity.auth_rules.policy_usable(command, entity.role)
+
+
+def value_checked(engine: Engine, entity: Entity, ok: bool) -> None:
+    """Tell the entity's rules its authValue was checked (right or wrong)."""
+    if entity.auth_rules is not None:
+        entity.auth_rules.on_value_checked(engine, ok)
 
 
 def handle_name(handle: int) -> bytes:

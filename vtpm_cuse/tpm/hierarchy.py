@@ -6,12 +6,32 @@ TPM Restart/Resume; instead of storing another secret it is derived from the
 storage seed and the reset counter, which together never repeat: TPM Reset
 increments resetCount, and TPM2_Clear, the only thing that sets it back to
 zero, also replaces the storage seed.
+
+Each of them also has a proof value (Part 1, "Hierarchy Proofs"): the secret
+that keys its tickets and the protection of its saved contexts.  The proofs
+of the platform, owner and endorsement hierarchies (phProof, shProof,
+ehProof) are random values of their own in NV, apart from the seeds, and are
+replaced exactly where Part 3 says: TPM2_Clear replaces shProof and ehProof
+(but not the EPS), TPM2_ChangePPS phProof, TPM2_ChangeEPS ehProof.  The NULL
+hierarchy's proof (nullProof) is stored too and replaced at every TPM Reset
+only, so TPM2_Clear and TPM2_ChangePPS leave saved NULL-hierarchy contexts
+usable, as libtpms does.
+
+State written before the proofs were stored has no proof fields.  Loading it
+(:func:`fill_missing_proofs`) derives each missing proof from its seed the way
+the proofs were derived then (nullProof from the NULL seed), so saved
+contexts and tickets the host keeps
+from before an upgrade still work; the value is stored with the next write of
+the state and is independent of the seed from then on.  A random value would
+be as good for security -- the seed is just as secret and in the same file --
+but would silently invalidate every context file and ticket of the TPM.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -20,12 +40,18 @@ from .crypto.kdf import kdfa
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .state import PermanentState
 
 SEED_BITS = 512
+#: Octets of phProof, shProof and ehProof: a digest of the context integrity hash (SHA-512).
+PROOF_SIZE = 64
 
 
 def null_seed(engine: Engine) -> bytes:
-    perm = engine.permanent
+    return _null_seed(engine.permanent)
+
+
+def _null_seed(perm: PermanentState) -> bytes:
     return kdfa(TPM_ALG.SHA512, perm.sps, "NULL SEED", perm.reset_count.to_bytes(8, "big"), b"", SEED_BITS)
 
 
@@ -103,3 +129,58 @@ def primary_seed(engine: Engine, hierarchy: int) -> bytes:
     if hierarchy == TPM_RH.NULL:
         return null_seed(engine)
     raise ValueError(f"0x{hierarchy:08x} is not a hierarchy")
+
+
+# --- proof values -------------------------------------------------------------------------------
+
+#: The PermanentState field holding each stored proof, and the seed an old state's proof came from.
+PROOF_FIELDS: Mapping[int, tuple[str, str]] = MappingProxyType(
+    {
+        TPM_RH.PLATFORM: ("ph_proof", "pps"),
+        TPM_RH.OWNER: ("sh_proof", "sps"),
+        TPM_RH.ENDORSEMENT: ("eh_proof", "eps"),
+    }
+)
+
+
+def seed_derived_proof(seed: bytes) -> bytes:
+    """A proof derived from ``seed``: the NULL hierarchy's, and every hierarchy's before the
+    proofs were stored (kept for state written then)."""
+    return hashlib.sha512(b"vtpm-cuse hierarchy proof\0" + seed).digest()
+
+
+def hierarchy_proof(engine: Engine, hierarchy: int) -> bytes:
+    """The secret proof value of ``hierarchy`` (platform, owner, endorsement or null)."""
+    if hierarchy == TPM_RH.NULL:
+        return engine.permanent.null_proof
+    try:
+        field, _ = PROOF_FIELDS[hierarchy]
+    except KeyError:
+        raise ValueError(f"0x{hierarchy:08x} is not a hierarchy") from None
+    return getattr(engine.permanent, field)
+
+
+def new_proofs(random: Callable[[int], bytes]) -> dict[str, bytes]:
+    """Fresh phProof, shProof, ehProof and nullProof as PermanentState keyword arguments (manufacture)."""
+    fields = [field for field, _ in PROOF_FIELDS.values()] + ["null_proof"]
+    return {field: random(PROOF_SIZE) for field in fields}
+
+
+def tpm_reset(engine: Engine) -> None:
+    """What a TPM Reset does to the proofs: a new nullProof (the NULL seed follows resetCount)."""
+    engine.permanent.null_proof = engine.random(PROOF_SIZE)
+
+
+def replace_proof(engine: Engine, hierarchy: int) -> None:
+    """A new random proof for ``hierarchy``: its saved contexts and tickets stop verifying."""
+    field, _ = PROOF_FIELDS[hierarchy]
+    setattr(engine.permanent, field, engine.random(PROOF_SIZE))
+
+
+def fill_missing_proofs(perm: PermanentState) -> None:
+    """Give state written before the proofs were stored the proofs it used then (see above)."""
+    for field, seed in PROOF_FIELDS.values():
+        if not getattr(perm, field) and getattr(perm, seed):
+            setattr(perm, field, seed_derived_proof(getattr(perm, seed)))
+    if not perm.null_proof and perm.sps:
+        perm.null_proof = seed_derived_proof(_null_seed(perm))

@@ -8,6 +8,20 @@ saved.  An ORDERLY counter is written through whenever its low bits
 (MAX_ORDERLY_COUNT) roll over, and a disorderly start sets those bits, so the
 count never goes below a value already reported (Part 1, "NV Counters").
 
+An index authorizing a command (as its own authHandle, or for any other
+command that takes an NV index with an authorization role) follows
+:class:`NvAuthRules`, which the sessions consult for every such command (Part
+1, "NV Index authorization"): an NV write operation (``Command.nv_write``)
+needs AUTHWRITE for the authValue and POLICYWRITE for a policy, every other
+command AUTHREAD / POLICYREAD.  The ADMIN role (NV_ChangeAuth,
+NV_UndefineSpaceSpecial) is its authPolicy's alone, whatever the POLICY* bits
+say.  A PIN index's authValue works for reading while it is written and
+pinCount < pinLimit, AUTHREAD or not; a PIN Pass index counts each right
+authValue, a PIN Fail index each wrong one, and a right one sets its pinCount
+back to 0 (as libtpms does).  A policy session that proves the authValue
+(PolicyAuthValue, PolicyPassword) is counted the same way but, as in libtpms,
+is not held to pinCount < pinLimit: the authPolicy allowed it.
+
 The commands are in :mod:`.commands.nv`; this module is what other areas
 call too (TPM2_Clear, Startup, Shutdown, GetCapability).
 """
@@ -19,8 +33,9 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from .algorithms import hash_alg
+from .command import AuthRole, Command
 from .constants import HR_SHIFT, TPM_HT, TPM_NT, TPM_RH, TPMA_NV, TPMA_NV_TPM_NT_MASK, TPMA_NV_TPM_NT_SHIFT
-from .entities import Entity
+from .entities import AuthRules, Entity
 from .errors import TPM_RC, TpmError
 from .types.nv import TPMS_NV_PUBLIC
 
@@ -38,6 +53,9 @@ NV_UINT64_SIZE = 8
 
 #: PIN indices: their authValue is usable while pinCount < pinLimit.
 PIN_TYPES = (TPM_NT.PIN_FAIL, TPM_NT.PIN_PASS)
+#: pinCount and pinLimit are the two UINT32 halves of a PIN index's data.
+PIN_FIELD_BITS = 32
+PIN_COUNT_MAX = (1 << PIN_FIELD_BITS) - 1
 
 
 @dataclasses.dataclass
@@ -86,6 +104,12 @@ class NvIndex:
     def counter(self) -> int:
         """The UINT64 value of a counter, bits or PIN index (zero before any write)."""
         return int.from_bytes(self.data, "big") if len(self.data) == NV_UINT64_SIZE else 0
+
+    @property
+    def pin(self) -> tuple[int, int]:
+        """(pinCount, pinLimit) of a PIN index (TPMS_NV_PIN_COUNTER_PARAMETERS)."""
+        count, limit = divmod(self.counter, 1 << PIN_FIELD_BITS)
+        return count, limit
 
     def storage_size(self) -> int:
         return NV_INDEX_OVERHEAD + self.data_size
@@ -230,8 +254,56 @@ def check_accessible(engine: Engine, nv: NvIndex) -> None:
         raise TpmError(TPM_RC.HANDLE, f"owner index 0x{nv.index:08x} while shEnable is CLEAR")
 
 
+class NvAuthRules(AuthRules):
+    """Who may use an index's authValue and authPolicy, per command (see the module docstring)."""
+
+    def __init__(self, nv: NvIndex) -> None:
+        #: The index as resolved for this command.
+        self.nv = nv
+
+    def value_usable(self, command: Command, role: AuthRole) -> bool:
+        nv = self.nv
+        if role is not AuthRole.USER:
+            return True  # ADMIN needs a policy session anyway (TPM_RC_AUTH_TYPE first)
+        if command.nv_write:
+            return nv.has(TPMA_NV.AUTHWRITE)
+        if nv.nt in PIN_TYPES:
+            count, limit = nv.pin
+            return nv.has(TPMA_NV.WRITTEN) and count < limit
+        return nv.has(TPMA_NV.AUTHREAD)
+
+    def policy_usable(self, command: Command, role: AuthRole) -> bool:
+        if role is not AuthRole.USER:
+            return True
+        return self.nv.has(TPMA_NV.POLICYWRITE if command.nv_write else TPMA_NV.POLICYREAD)
+
+    def on_value_checked(self, engine: Engine, ok: bool) -> None:
+        """PIN Pass: a right authValue counts; PIN Fail: a wrong one counts, a right one resets."""
+        nv = get(engine, self.nv.index)
+        if nv is None or nv.nt not in PIN_TYPES or not nv.has(TPMA_NV.WRITTEN):
+            return
+        count, limit = nv.pin
+        if nv.nt == TPM_NT.PIN_PASS:
+            new_count = min(count + 1, PIN_COUNT_MAX) if ok else count
+        else:
+            new_count = 0 if ok else min(count + 1, PIN_COUNT_MAX)
+        if new_count != count:
+            set_pin_count(engine, nv.index, new_count)
+
+
+def set_pin_count(engine: Engine, handle: int, count: int) -> None:
+    """Store a PIN index's pinCount now.  It is written to NV even for an ORDERLY index (whose
+    data otherwise lives in RAM until an orderly Shutdown), so a power loss never forgets a
+    counted failure or use."""
+    live = modify(engine, handle)
+    _, limit = live.pin
+    live.data = ((count << PIN_FIELD_BITS) | limit).to_bytes(NV_UINT64_SIZE, "big")
+    if live.has(TPMA_NV.ORDERLY):
+        write_through(engine, live)
+
+
 def nv_entity(engine: Engine, handle: int) -> Entity:
-    """An NV index as an entity: its Name, authValue, authPolicy and noDA."""
+    """An NV index as an entity: its Name, authValue, authPolicy, noDA and authorization rules."""
     nv = get(engine, handle)
     if nv is None:
         raise TpmError(TPM_RC.HANDLE, f"NV index 0x{handle:08x} is not defined")
@@ -243,9 +315,7 @@ def nv_entity(engine: Engine, handle: int) -> Entity:
         nv.name_alg,
         nv.auth_policy,
         da_exempt=nv.has(TPMA_NV.NO_DA),
-        # Whether AUTHREAD or AUTHWRITE is the one this command needs is checked by the NV
-        # commands; an index with neither never accepts its authValue.
-        user_with_auth=nv.has(TPMA_NV.AUTHREAD) or nv.has(TPMA_NV.AUTHWRITE) or nv.nt in PIN_TYPES,
+        auth_rules=NvAuthRules(nv),
     )
 
 

@@ -112,7 +112,7 @@ def variable_properties(engine) -> list[tuple[int, int]]:
         (TPMA_STARTUP_CLEAR.shEnable, vol.sh_enable),
         (TPMA_STARTUP_CLEAR.ehEnable, vol.eh_enable),
         (TPMA_STARTUP_CLEAR.phEnableNV, vol.ph_enable_nv),
-        (TPMA_STARTUP_CLEAR.orderly, perm.orderly_state is not None),
+        (TPMA_STARTUP_CLEAR.orderly, vol.orderly_startup),
     ):
         startup |= flag if on else 0
     loaded = slots_in_use(vol)  # objects and sequences share the transient slots

@@ -18,11 +18,12 @@ hierarchy's proof value, with AES-256 and HMAC-SHA-512 (TPM_PT_CONTEXT_HASH /
 _SYM / _SYM_SIZE report exactly that):
 
     key || iv = KDFa(SHA512, proof, "CONTEXT", sequence, savedHandle, 256 + 128)
-    blob      = TPM2B_DIGEST(HMAC(proof, resetCount || [restartCount] || sequence ||
+    blob      = TPM2B_DIGEST(HMAC(proof, totalResetCount || [restartCount] || sequence ||
                                   savedHandle || enc)) || enc
     enc       = CFB(key, iv, sequence || payload)
 
-resetCount makes every saved object unusable after a TPM Reset; restartCount
+totalResetCount (resetCount, but never set back by TPM2_Clear) makes every
+saved object unusable after a TPM Reset for good; restartCount
 is added for stClear objects (savedHandle 0x80000002), which a TPM Restart
 also ends.
 """
@@ -113,7 +114,7 @@ def _context_keys(engine: Engine, hierarchy: int, sequence: int, saved_handle: i
 
 def _context_integrity(engine: Engine, proof: bytes, sequence: int, saved_handle: int, enc: bytes) -> bytes:
     perm = engine.permanent
-    mac = hmac.new(proof, perm.reset_count.to_bytes(8, "big"), hash_alg(CONTEXT_HASH).hashlib_name)
+    mac = hmac.new(proof, perm.total_reset_count.to_bytes(8, "big"), hash_alg(CONTEXT_HASH).hashlib_name)
     if saved_handle == SAVED_ST_CLEAR:
         mac.update(perm.restart_count.to_bytes(4, "big"))
     mac.update(sequence.to_bytes(8, "big") + saved_handle.to_bytes(4, "big") + enc)

@@ -16,6 +16,10 @@ command starts over, because a policy is satisfied for one command only.
 
 An authorization that uses the authValue of a DA-protected entity is
 refused in lockout, and a wrong one is counted (:mod:`.dictionary_attack`).
+An entity's own rules (:class:`~.entities.AuthRules`: an NV index's
+AUTH*/POLICY* bits and PIN counts) decide, for the command, whether its
+authValue or authPolicy may be used at all, and hear about every check of the
+authValue, right or wrong.
 
 Not implemented: audit sessions (the audit attribute is TPM_RC_ATTRIBUTES).
 """
@@ -28,10 +32,10 @@ from typing import TYPE_CHECKING
 
 from .algorithms import hash_alg
 from .auth import AuthSession, SessionUse, auth_equal, strip_trailing_zeros
-from .command import AuthRole
+from .command import AuthRole, Command
 from .constants import EXTENDED_LOCALITY_MIN, HR_SHIFT, MAX_LOCALITY, TPM_ALG, TPM_HT, TPMA_SESSION
 from .dictionary_attack import authorization_failed, check_lockout
-from .entities import Entity, require_auth_value_usable
+from .entities import Entity, policy_usable, require_auth_value_usable, value_checked
 from .errors import TPM_RC, TpmError
 from .parameter_encryption import crypt_first_buffer
 from .sessions import Session, bind_value
@@ -47,11 +51,13 @@ def _bad_auth(ctx: CommandContext, entity: Entity | None, what: str) -> TpmError
     return authorization_failed(ctx.engine, entity, what)
 
 
-def _policy_available(entity: Entity) -> bool:
+def _policy_available(entity: Entity, command: Command) -> bool:
     """An object (it has a Name) always has an authPolicy, if only an empty one that no
-    policy matches; a hierarchy or a sequence object has one only when it was set."""
+    policy matches; a hierarchy, a sequence object or an NV index has one only when it
+    was set -- and the entity's own rules may refuse a policy for this command."""
     is_object = entity.handle >> HR_SHIFT in (TPM_HT.TRANSIENT, TPM_HT.PERSISTENT) and bool(entity.name)
-    return is_object or (entity.policy_alg != TPM_ALG.NULL and bool(entity.policy))
+    has_policy = is_object or (entity.policy_alg != TPM_ALG.NULL and bool(entity.policy))
+    return has_policy and policy_usable(entity, command)
 
 
 def _current_auth(ctx: CommandContext, entity: Entity) -> bytes:
@@ -110,10 +116,14 @@ class SessionAuthorization(AuthSession):
                 check_lockout(ctx.engine, entity)
             self._check_policy(use, ctx)
             if state.policy.password_needed:
-                if not auth_equal(use.hmac, entity.auth_value):
+                ok = auth_equal(use.hmac, entity.auth_value)
+                value_checked(ctx.engine, entity, ok)
+                if not ok:
                     raise _bad_auth(ctx, entity, f"wrong password for 0x{entity.handle:08x}")
                 return
             include_auth = state.policy.auth_value_needed
+            # With PolicyAuthValue the HMAC proves the authValue; a policy alone uses none.
+            uses_value = include_auth
         else:
             self._bound_request = bool(state.bound_to) and hmac.compare_digest(
                 state.bound_to, bind_value(state.auth_hash, entity)
@@ -121,14 +131,20 @@ class SessionAuthorization(AuthSession):
             include_auth = not self._bound_request
             if include_auth:
                 check_lockout(ctx.engine, entity)
-            require_auth_value_usable(entity)
-        self._check_hmac(use, ctx, state.session_key + (auth if include_auth else b""))
+            require_auth_value_usable(entity, ctx.command)
+            # Bound or not, the HMAC proves the authValue (a bound session's key holds it).
+            uses_value = True
+        ok = self._hmac_ok(use, ctx, state.session_key + (auth if include_auth else b""))
+        if uses_value:
+            value_checked(ctx.engine, entity, ok)
+        if not ok:
+            raise _bad_auth(ctx, entity, f"wrong HMAC in session 0x{self.handle:08x}")
 
     def _check_policy(self, use: SessionUse, ctx: CommandContext) -> None:
         """The policy conditions the session recorded, checked against this command."""
         state, entity, policy = self.state, use.entity, self.state.policy
-        if not _policy_available(entity):
-            raise TpmError(TPM_RC.AUTH_UNAVAILABLE, f"0x{entity.handle:08x} has no authPolicy")
+        if not _policy_available(entity, ctx.command):
+            raise TpmError(TPM_RC.AUTH_UNAVAILABLE, f"0x{entity.handle:08x} has no authPolicy for {ctx.command.name}")
         if policy.pcr_counter is not None and policy.pcr_counter != ctx.engine.volatile.pcr_counter:
             raise TpmError(TPM_RC.PCR_CHANGED, "PCRs changed since TPM2_PolicyPCR")
         if entity.policy_alg != state.auth_hash or not hmac.compare_digest(policy.digest, entity.policy):
@@ -141,11 +157,14 @@ class SessionAuthorization(AuthSession):
         if policy.locality and not locality_allowed(policy.locality, ctx.locality):
             raise TpmError(TPM_RC.LOCALITY, f"policy does not allow locality {ctx.locality}")
 
-    def _check_hmac(self, use: SessionUse, ctx: CommandContext, key: bytes) -> None:
+    def _hmac_ok(self, use: SessionUse, ctx: CommandContext, key: bytes) -> bool:
         # With no key at all (unbound, unsalted, empty authValue) an empty HMAC is accepted.
         if not key and not use.hmac:
-            return
-        if not hmac.compare_digest(use.hmac, self._command_hmac(use, ctx, key)):
+            return True
+        return hmac.compare_digest(use.hmac, self._command_hmac(use, ctx, key))
+
+    def _check_hmac(self, use: SessionUse, ctx: CommandContext, key: bytes) -> None:
+        if not self._hmac_ok(use, ctx, key):
             raise _bad_auth(ctx, use.entity, f"wrong HMAC in session 0x{self.handle:08x}")
 
     def _command_hmac(self, use: SessionUse, ctx: CommandContext, key: bytes) -> bytes:

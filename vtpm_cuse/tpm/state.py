@@ -29,6 +29,7 @@ from typing import Any
 
 from .algorithms import hash_alg
 from .constants import DA_DEFAULT_LOCKOUT_RECOVERY, DA_DEFAULT_MAX_TRIES, DA_DEFAULT_RECOVERY_TIME, TPM_ALG
+from .hierarchy import fill_missing_proofs
 from .nv_index import NvIndex
 from .objects import LoadedObject, ObjectStore
 from .sessions import SessionTable
@@ -71,6 +72,13 @@ class PermanentState:
     owner_policy: tuple[int, bytes] = (TPM_ALG.NULL, b"")
     endorsement_policy: tuple[int, bytes] = (TPM_ALG.NULL, b"")
     lockout_policy: tuple[int, bytes] = (TPM_ALG.NULL, b"")
+    #: phProof, shProof, ehProof (hierarchy.py): key tickets and saved contexts, apart from the
+    #: seeds.  Empty only in state written before they were stored; loading fills them in.
+    ph_proof: bytes = b""
+    sh_proof: bytes = b""
+    eh_proof: bytes = b""
+    #: nullProof: replaced at every TPM Reset (not by TPM2_Clear).
+    null_proof: bytes = b""
     disable_clear: bool = False
     #: TPM-established: set by _TPM_Hash_Start, cleared from locality 3/4 only.
     tpm_established: bool = False
@@ -83,6 +91,10 @@ class PermanentState:
     clock_rate_adjust: int = 0
     reset_count: int = 0
     restart_count: int = 0
+    #: TPM Resets ever: like resetCount, but TPM2_Clear does not set it back, so a saved context
+    #: (whose integrity covers it) of a hierarchy Clear leaves alone cannot become valid again.
+    #: None only in state written before it existed; loading sets it to resetCount.
+    total_reset_count: int | None = None
     #: Shutdown type of the last orderly shutdown, or None when the last power loss was disorderly.
     orderly_state: int | None = None
     saved: SavedState | None = None
@@ -167,6 +179,9 @@ class VolatileState:
     clock_safe: bool = True
     drtm_pre_startup: bool = False
     startup_locality: int = 0
+    #: TPMA_STARTUP_CLEAR.orderly: the last shutdown before this Startup was an orderly one
+    #: (TPM2_Shutdown of either type); CLEAR after a power loss without one.
+    orderly_startup: bool = False
     platform_auth: bytes = b""
     platform_policy: tuple[int, bytes] = (TPM_ALG.NULL, b"")
     ph_enable: bool = True
@@ -263,6 +278,11 @@ def deserialise(kind: BlobKind, blob: bytes) -> Any:
         raise StateBlobError("state blob integrity check failed")
     cls = PermanentState if kind == BlobKind.PERMANENT else VolatileState
     try:
-        return _decode(cls, json.loads(payload))
+        state = _decode(cls, json.loads(payload))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StateBlobError(f"state blob contents are malformed: {exc}") from exc
+    if kind == BlobKind.PERMANENT:
+        fill_missing_proofs(state)
+        if state.total_reset_count is None:
+            state.total_reset_count = state.reset_count
+    return state

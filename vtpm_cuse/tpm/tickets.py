@@ -3,7 +3,6 @@ recognise data it produced or checked itself (Part 1, "Tickets")."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 from .constants import TPM_RH, TPM_ST
@@ -13,11 +12,12 @@ TPM_GENERATED_VALUE = b"\xffTCG"
 
 
 def hierarchy_proof(engine, hierarchy: int) -> bytes:
-    """The secret proof value of a hierarchy, derived from its seed (changes when the seed does;
-    the NULL hierarchy's changes at every TPM Reset)."""
-    from .hierarchy import primary_seed
+    """The secret proof value of a hierarchy: phProof, shProof or ehProof as stored in NV
+    (replaced by TPM2_ChangePPS, TPM2_Clear, TPM2_ChangeEPS -- not with the seeds), or the
+    NULL hierarchy's, which changes at every TPM Reset (hierarchy.py)."""
+    from .hierarchy import hierarchy_proof as stored_proof
 
-    return hashlib.sha512(b"vtpm-cuse hierarchy proof\0" + primary_seed(engine, hierarchy)).digest()
+    return stored_proof(engine, hierarchy)
 
 
 #: Tickets are HMACs with the context-integrity hash, whatever the ticketed digest's algorithm.

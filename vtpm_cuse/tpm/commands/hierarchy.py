@@ -23,7 +23,14 @@ from ..constants import TPM_ALG, TPM_CC, TPM_RH, TPMA_OBJECT
 from ..creation import creation_outputs
 from ..crypto.kdf import KdfStream
 from ..errors import TPM_RC, TpmError, errors_at
-from ..hierarchy import NO_POLICY, SEED_BITS, primary_seed, set_hierarchy_auth, set_hierarchy_policy
+from ..hierarchy import (
+    NO_POLICY,
+    SEED_BITS,
+    primary_seed,
+    replace_proof,
+    set_hierarchy_auth,
+    set_hierarchy_policy,
+)
 from ..keys import cancel_checkpoint, create_object
 from ..object_rules import adjust_auth, create_checks
 from ..objects import LoadedObject, hierarchy_name, load, object_name, qualified_name, require_free_slot
@@ -201,6 +208,8 @@ def set_primary_policy(ctx, authHandle: int, authPolicy: bytes, hashAlg: int):
 def change_pps(ctx, authHandle: int):
     engine = ctx.engine
     engine.permanent.pps = engine.random(SEED_SIZE)
+    # A new phProof: the platform hierarchy's saved contexts and tickets are refused from now on.
+    replace_proof(engine, TPM_RH.PLATFORM)
     set_hierarchy_policy(engine, TPM_RH.PLATFORM, NO_POLICY)
     flush_hierarchy(engine, TPM_RH.PLATFORM)
     evict_hierarchy(engine, TPM_RH.PLATFORM)
@@ -211,6 +220,7 @@ def change_eps(ctx, authHandle: int):
     engine = ctx.engine
     perm = engine.permanent
     perm.eps = engine.random(SEED_SIZE)
+    replace_proof(engine, TPM_RH.ENDORSEMENT)
     set_hierarchy_auth(engine, TPM_RH.ENDORSEMENT, b"")
     set_hierarchy_policy(engine, TPM_RH.ENDORSEMENT, NO_POLICY)
     engine.volatile.eh_enable = True
@@ -225,6 +235,10 @@ def clear(ctx, authHandle: int):
     if perm.disable_clear:
         raise TpmError(TPM_RC.DISABLED, "TPM2_Clear is disabled (disableClear is SET)")
     perm.sps = engine.random(SEED_SIZE)
+    # shProof and ehProof are replaced (the EPS is not): saved contexts and tickets of both
+    # hierarchies are refused from now on (Part 3, 24.6).
+    replace_proof(engine, TPM_RH.OWNER)
+    replace_proof(engine, TPM_RH.ENDORSEMENT)
     vol.sh_enable = vol.eh_enable = True
     for hierarchy in (TPM_RH.OWNER, TPM_RH.ENDORSEMENT, TPM_RH.LOCKOUT):
         set_hierarchy_auth(engine, hierarchy, b"")

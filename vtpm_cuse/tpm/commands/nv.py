@@ -2,10 +2,14 @@
 
 Who may read or write an index is decided by its attributes and by which
 handle authorizes the command (``authHandle``): the owner needs
-OWNERREAD/OWNERWRITE, the platform PPREAD/PPWRITE, and the index itself
-AUTHREAD/AUTHWRITE with its authValue or POLICYREAD/POLICYWRITE with a policy
-session.  The index's state (WRITTEN, locks) is held in its attributes and
-kept by :mod:`..nv_index`, which also decides where an ORDERLY index lives.
+OWNERREAD/OWNERWRITE and the platform PPREAD/PPWRITE (checked here), and the
+index itself AUTHREAD/AUTHWRITE with its authValue or POLICYREAD/POLICYWRITE
+with a policy session, and a PIN index's pinCount below pinLimit -- those are
+checked, and PIN uses counted, by the sessions through the index's
+:class:`~..nv_index.NvAuthRules`, for any command; the write operations are
+declared ``nv_write=True``.  The index's state (WRITTEN, locks) is held in its
+attributes and kept by :mod:`..nv_index`, which also decides where an ORDERLY
+index lives.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from ..nv_index import define as nv_define
 from ..nv_index import defined as nv_defined
 from ..nv_index import get as nv_get
 from ..nv_index import undefine as nv_undefine
-from ..session_auth import SessionAuthorization
 from ..types import (
     TPM2B_AUTH,
     TPM2B_MAX_NV_BUFFER,
@@ -61,36 +64,6 @@ def _index(ctx, handle: int) -> NvIndex:
     return nv
 
 
-def _uses_policy(ctx, handle: int) -> bool:
-    """Whether the session authorizing ``handle`` is a policy session."""
-    for use in ctx.sessions:
-        if use.entity is not None and use.entity.handle == handle:
-            return isinstance(use.session, SessionAuthorization) and use.session.state.is_policy
-    return False
-
-
-def _check_self_auth(ctx, auth_handle: int, nv: NvIndex, write: bool) -> None:
-    """An index authorizing itself needs AUTH*/POLICY* for the kind of access (Part 1, NV auth)."""
-    if auth_handle != nv.index:
-        return
-    if _uses_policy(ctx, auth_handle):
-        flag = TPMA_NV.POLICYWRITE if write else TPMA_NV.POLICYREAD
-    else:
-        flag = TPMA_NV.AUTHWRITE if write else TPMA_NV.AUTHREAD
-        if not write and nv.nt in (TPM_NT.PIN_FAIL, TPM_NT.PIN_PASS):
-            _check_pin_usable(nv)
-            return
-    if not nv.has(flag):
-        raise TpmError(TPM_RC.AUTH_UNAVAILABLE, f"index 0x{nv.index:08x} has {flag.name} CLEAR")
-
-
-def _check_pin_usable(nv: NvIndex) -> None:
-    """A PIN index's authValue works while it is written and pinCount < pinLimit."""
-    pin_count, pin_limit = divmod(nv.counter, 1 << 32)
-    if not nv.has(TPMA_NV.WRITTEN) or pin_count >= pin_limit:
-        raise TpmError(TPM_RC.AUTH_UNAVAILABLE, f"PIN index 0x{nv.index:08x} is not usable")
-
-
 def _check_hierarchy_auth(auth_handle: int, nv: NvIndex, owner_flag: TPMA_NV, platform_flag: TPMA_NV) -> None:
     """Owner or platform authorization needs the index's OWNER*/PP* attribute."""
     if auth_handle == TPM_RH.OWNER:
@@ -103,28 +76,20 @@ def _check_hierarchy_auth(auth_handle: int, nv: NvIndex, owner_flag: TPMA_NV, pl
         raise TpmError(TPM_RC.NV_AUTHORIZATION, f"0x{auth_handle:08x} may not access index 0x{nv.index:08x}")
 
 
-def _write_checks(ctx, auth_handle: int, nv: NvIndex) -> None:
+def _write_checks(auth_handle: int, nv: NvIndex) -> None:
     """NV write access: not write-locked, and authorized as the attributes allow."""
-    _check_self_auth(ctx, auth_handle, nv, write=True)
     if nv.has(TPMA_NV.WRITELOCKED):
         raise TpmError(TPM_RC.NV_LOCKED, f"index 0x{nv.index:08x} is write-locked")
     _check_hierarchy_auth(auth_handle, nv, TPMA_NV.OWNERWRITE, TPMA_NV.PPWRITE)
 
 
-def _read_checks(ctx, auth_handle: int, nv: NvIndex, *, need_written: bool = True) -> None:
+def _read_checks(auth_handle: int, nv: NvIndex, *, need_written: bool = True) -> None:
     """NV read access: not read-locked, authorized, and (for reading data) written."""
-    _check_self_auth(ctx, auth_handle, nv, write=False)
     if nv.has(TPMA_NV.READLOCKED):
         raise TpmError(TPM_RC.NV_LOCKED, f"index 0x{nv.index:08x} is read-locked")
     _check_hierarchy_auth(auth_handle, nv, TPMA_NV.OWNERREAD, TPMA_NV.PPREAD)
     if need_written and not nv.has(TPMA_NV.WRITTEN):
         raise TpmError(TPM_RC.NV_UNINITIALIZED, f"index 0x{nv.index:08x} was never written")
-
-
-def _count_pin_pass(ctx, auth_handle: int, nv: NvIndex) -> None:
-    """A PIN Pass index counts each successful use of its authValue (pinCount += 1)."""
-    if auth_handle == nv.index and nv.nt == TPM_NT.PIN_PASS and not _uses_policy(ctx, auth_handle):
-        _store_data(ctx, nv.index, (nv.counter + (1 << 32)).to_bytes(NV_UINT64_SIZE, "big"), 0)
 
 
 def _store_data(ctx, handle: int, data: bytes, offset: int) -> NvIndex:
@@ -274,18 +239,19 @@ def nv_read_public(ctx, nvIndex: int):
 
 # --- writing ------------------------------------------------------------------------------------
 
-_WRITE_HANDLES = [H("authHandle", TPMI_RH_NV_AUTH, AuthRole.USER), H("nvIndex", TPMI_RH_NV_INDEX)]
+_ACCESS_HANDLES = [H("authHandle", TPMI_RH_NV_AUTH, AuthRole.USER), H("nvIndex", TPMI_RH_NV_INDEX)]
 
 
 @command(
     TPM_CC.NV_Write,
-    handles=_WRITE_HANDLES,
+    handles=_ACCESS_HANDLES,
     params=[("data", TPM2B_MAX_NV_BUFFER), ("offset", UINT16)],
     nv=True,
+    nv_write=True,
 )
 def nv_write(ctx, authHandle: int, nvIndex: int, data: bytes, offset: int):
     nv = _index(ctx, nvIndex)
-    _write_checks(ctx, authHandle, nv)
+    _write_checks(authHandle, nv)
     if nv.nt in _NO_PLAIN_WRITE:
         raise TpmError(TPM_RC.ATTRIBUTES, f"{TPM_NT(nv.nt).name} index cannot be written with NV_Write")
     if offset > nv.data_size:
@@ -297,10 +263,10 @@ def nv_write(ctx, authHandle: int, nvIndex: int, data: bytes, offset: int):
     _store_data(ctx, nvIndex, data, offset)
 
 
-@command(TPM_CC.NV_Increment, handles=_WRITE_HANDLES, nv=True)
+@command(TPM_CC.NV_Increment, handles=_ACCESS_HANDLES, nv=True, nv_write=True)
 def nv_increment(ctx, authHandle: int, nvIndex: int):
     nv = _index(ctx, nvIndex)
-    _write_checks(ctx, authHandle, nv)
+    _write_checks(authHandle, nv)
     if nv.nt != TPM_NT.COUNTER:
         raise TpmError(TPM_RC.ATTRIBUTES, f"{TPM_NT(nv.nt).name} index is not a counter", at="nvIndex")
     value = (nv.counter if nv.has(TPMA_NV.WRITTEN) else initial_counter(ctx.engine)) + 1
@@ -310,31 +276,31 @@ def nv_increment(ctx, authHandle: int, nvIndex: int):
         write_through(ctx.engine, live)
 
 
-@command(TPM_CC.NV_Extend, handles=_WRITE_HANDLES, params=[("data", TPM2B_MAX_NV_BUFFER)], nv=True)
+@command(TPM_CC.NV_Extend, handles=_ACCESS_HANDLES, params=[("data", TPM2B_MAX_NV_BUFFER)], nv=True, nv_write=True)
 def nv_extend(ctx, authHandle: int, nvIndex: int, data: bytes):
     nv = _index(ctx, nvIndex)
-    _write_checks(ctx, authHandle, nv)
+    _write_checks(authHandle, nv)
     if nv.nt != TPM_NT.EXTEND:
         raise TpmError(TPM_RC.ATTRIBUTES, f"{TPM_NT(nv.nt).name} index is not an extend index", at="nvIndex")
     old = nv.data if nv.has(TPMA_NV.WRITTEN) else bytes(nv.data_size)
     _store_data(ctx, nvIndex, hash_alg(nv.name_alg).new(old + data).digest(), 0)
 
 
-@command(TPM_CC.NV_SetBits, handles=_WRITE_HANDLES, params=[("bits", UINT64)], nv=True)
+@command(TPM_CC.NV_SetBits, handles=_ACCESS_HANDLES, params=[("bits", UINT64)], nv=True, nv_write=True)
 def nv_set_bits(ctx, authHandle: int, nvIndex: int, bits: int):
     nv = _index(ctx, nvIndex)
-    _write_checks(ctx, authHandle, nv)
+    _write_checks(authHandle, nv)
     if nv.nt != TPM_NT.BITS:
         raise TpmError(TPM_RC.ATTRIBUTES, f"{TPM_NT(nv.nt).name} index is not a bit field", at="nvIndex")
     old = nv.counter if nv.has(TPMA_NV.WRITTEN) else 0
     _store_uint64(ctx, nvIndex, old | bits)
 
 
-@command(TPM_CC.NV_WriteLock, handles=_WRITE_HANDLES, nv=True)
+@command(TPM_CC.NV_WriteLock, handles=_ACCESS_HANDLES, nv=True, nv_write=True)
 def nv_write_lock(ctx, authHandle: int, nvIndex: int):
     nv = _index(ctx, nvIndex)
     try:
-        _write_checks(ctx, authHandle, nv)
+        _write_checks(authHandle, nv)
     except TpmError as err:
         if err.rc != TPM_RC.NV_LOCKED:
             raise
@@ -356,29 +322,27 @@ def nv_global_write_lock(ctx, authHandle: int):
 
 @command(
     TPM_CC.NV_Read,
-    handles=_WRITE_HANDLES,
+    handles=_ACCESS_HANDLES,
     params=[("size", UINT16), ("offset", UINT16)],
     response=[("data", TPM2B_MAX_NV_BUFFER)],
 )
 def nv_read(ctx, authHandle: int, nvIndex: int, size: int, offset: int):
     nv = _index(ctx, nvIndex)
-    _read_checks(ctx, authHandle, nv)
+    _read_checks(authHandle, nv)
     if size > MAX_NV_BUFFER_SIZE:
         raise TpmError(TPM_RC.VALUE, f"size {size} exceeds MAX_NV_BUFFER_SIZE", at="size")
     if offset > nv.data_size:
         raise TpmError(TPM_RC.VALUE, f"offset {offset} beyond dataSize {nv.data_size}", at="offset")
     if size > nv.data_size - offset:
         raise TpmError(TPM_RC.NV_RANGE, f"{size} bytes at {offset} exceed dataSize {nv.data_size}")
-    data = nv.data[offset : offset + size]
-    _count_pin_pass(ctx, authHandle, nv)
-    return ctx.response(data=data)
+    return ctx.response(data=nv.data[offset : offset + size])
 
 
-@command(TPM_CC.NV_ReadLock, handles=_WRITE_HANDLES, nv=True)
+@command(TPM_CC.NV_ReadLock, handles=_ACCESS_HANDLES, nv=True)
 def nv_read_lock(ctx, authHandle: int, nvIndex: int):
     nv = _index(ctx, nvIndex)
     try:
-        _read_checks(ctx, authHandle, nv, need_written=False)
+        _read_checks(authHandle, nv, need_written=False)
     except TpmError as err:
         if err.rc != TPM_RC.NV_LOCKED:
             raise

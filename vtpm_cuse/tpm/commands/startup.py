@@ -11,7 +11,7 @@ startup type and the last orderly shutdown recorded in NV:
 
 from __future__ import annotations
 
-from .. import dictionary_attack, nv_index
+from .. import dictionary_attack, hierarchy, nv_index
 from ..command import command
 from ..constants import IMPLEMENTATION_PCR, TPM_CC, TPM_RH, TPM_SU
 from ..errors import TPM_RC, TpmError
@@ -40,12 +40,16 @@ def startup(ctx, startupType: int):
         vol.pcr_counter = saved.pcr_counter
     else:  # TPM Reset
         perm.reset_count += 1
+        perm.total_reset_count += 1
         perm.restart_count = 0
+        hierarchy.tpm_reset(engine)
         vol.pcr_counter = 0
         if perm.pending_pcr_allocation is not None:
             perm.pcr_allocation = perm.pending_pcr_allocation
             perm.pending_pcr_allocation = None
     vol.clock_safe = perm.orderly_state is not None
+    # TPMA_STARTUP_CLEAR.orderly: whether the shutdown before this Startup was orderly.
+    vol.orderly_startup = perm.orderly_state is not None
 
     previous = vol.pcrs
 
