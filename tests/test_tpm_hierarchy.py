@@ -327,6 +327,22 @@ def test_clear_with_platform_auth_and_the_null_hierarchy(tpm):
     ok(tpm, change_auth(TPM_RH.PLATFORM, b"", b"p"))  # platformAuth is not reset by Clear
 
 
+def test_null_primaries_survive_clear_and_change_at_a_tpm_reset(tpm):
+    """The NULL seed is replaced by every TPM Reset and by nothing else (libtpms keeps NULL
+    primaries across TPM2_Clear; a TPM Restart keeps them too)."""
+    _, before = primary(tpm, TPM_RH.NULL, area=ecc_template())
+    ok(tpm, clear(TPM_RH.LOCKOUT))
+    assert primary(tpm, TPM_RH.NULL, area=ecc_template())[1] == before
+    ok(tpm, command(TPM_CC.Shutdown, u16(1)))  # Shutdown(STATE) then Startup(CLEAR): a TPM Restart
+    restarted = EngineOracle(Engine.from_blobs(tpm.permanent_blob()))
+    ok(restarted, STARTUP_CLEAR)
+    assert primary(restarted, TPM_RH.NULL, area=ecc_template())[1] == before
+    ok(restarted, command(TPM_CC.Shutdown, u16(0)))  # Shutdown(CLEAR) then Startup(CLEAR): a TPM Reset
+    reset = EngineOracle(Engine.from_blobs(restarted.permanent_blob()))
+    ok(reset, STARTUP_CLEAR)
+    assert primary(reset, TPM_RH.NULL, area=ecc_template())[1] != before
+
+
 def test_clear_errors(tpm):
     assert rc(tpm, clear(TPM_RH.OWNER)) == TPM_RC.VALUE | N1
     assert rc(tpm, clear(TPM_RH.LOCKOUT, b"wrong")) == TPM_RC.AUTH_FAIL | RC_S | N1
@@ -534,9 +550,9 @@ def test_change_pps_replaces_ph_proof_only(tpm):
 
 
 def without_proofs(blob: bytes) -> bytes:
-    """A permanent-state blob as written before the proofs were stored: the same state without them."""
+    """A permanent-state blob as written before the proofs and the NULL seed were stored."""
     payload = json.loads(blob[state._HEADER.size :])
-    for field in ("ph_proof", "sh_proof", "eh_proof", "null_proof", "total_reset_count"):
+    for field in ("ph_proof", "sh_proof", "eh_proof", "null_proof", "null_seed", "total_reset_count"):
         del payload[field]
     raw = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
     header = state._HEADER.pack(
@@ -549,6 +565,7 @@ def test_state_from_before_the_proofs_loads_and_keeps_its_contexts_and_tickets(t
     # What the TPM did before: every proof derived from its hierarchy's seed.
     perm = tpm.engine.permanent
     perm.ph_proof, perm.sh_proof, perm.eh_proof = (seed_derived_proof(s) for s in (perm.pps, perm.sps, perm.eps))
+    perm.null_seed = b""  # derived from the storage seed and resetCount, as it was then
     perm.null_proof = seed_derived_proof(null_seed(tpm.engine))
     contexts = saved_contexts(tpm)
     contexts[TPM_RH.NULL] = context_save(tpm, creation_ticket(tpm, TPM_RH.NULL)[0])

@@ -186,6 +186,15 @@ SEQUENCE = [
     ("pin_pass_count", read8(PASS)),
     ("pin_pass_limit_zero", pin_write(PASS, 0, 0)),
     ("pin_pass_read_limit_zero", read8(PASS, by=PASS, pw=b"pin")),
+    # a session bound to a PIN Fail index would bypass its failure count: refused (TPM_RC_HANDLE, handle 2)
+    (
+        "bind_pin_fail",
+        command(
+            TPM_CC.StartAuthSession,
+            tpm2b(bytes(16)) + tpm2b(b"") + b"\x00" + u16(TPM_ALG.NULL) + u16(TPM_ALG.SHA256),
+            u32(TPM_RH.NULL) + u32(FAIL),
+        ),
+    ),
     # platform indices and undefine rules
     ("pp_define", define(BASE + 8, PLATFORM_RW, by=TPM_RH.PLATFORM)),
     ("pp_owner_undefine", on(TPM_CC.NV_UndefineSpace, BASE + 8)),

@@ -84,6 +84,7 @@ class Engine:
             eps=random(SEED_SIZE),
             sps=random(SEED_SIZE),
             pps=random(SEED_SIZE),
+            null_seed=random(SEED_SIZE),
             **new_proofs(random),
             total_reset_count=0,
             pcr_allocation={alg: list(range(IMPLEMENTATION_PCR)) for alg in HASHES},

@@ -2,10 +2,10 @@
 
 Owner, endorsement and platform seeds live in NV (PermanentState).  The
 NULL hierarchy's seed must change at every TPM Reset and be the same across
-TPM Restart/Resume; instead of storing another secret it is derived from the
-storage seed and the reset counter, which together never repeat: TPM Reset
-increments resetCount, and TPM2_Clear, the only thing that sets it back to
-zero, also replaces the storage seed.
+TPM Restart/Resume, whatever TPM2_Clear does (libtpms keeps NULL primaries
+across a Clear): it is a random value in NV too, replaced by every TPM Reset.
+State written before it was stored derived it from the storage seed and the
+reset counter; loading such state freezes that value (:func:`fill_missing_proofs`).
 
 Each of them also has a proof value (Part 1, "Hierarchy Proofs"): the secret
 that keys its tickets and the protection of its saved contexts.  The proofs
@@ -48,7 +48,8 @@ PROOF_SIZE = 64
 
 
 def null_seed(engine: Engine) -> bytes:
-    return _null_seed(engine.permanent)
+    perm = engine.permanent
+    return perm.null_seed or _null_seed(perm)
 
 
 def _null_seed(perm: PermanentState) -> bytes:
@@ -167,7 +168,8 @@ def new_proofs(random: Callable[[int], bytes]) -> dict[str, bytes]:
 
 
 def tpm_reset(engine: Engine) -> None:
-    """What a TPM Reset does to the proofs: a new nullProof (the NULL seed follows resetCount)."""
+    """What a TPM Reset does to the NULL hierarchy: a new seed and a new nullProof."""
+    engine.permanent.null_seed = engine.random(SEED_BITS // 8)
     engine.permanent.null_proof = engine.random(PROOF_SIZE)
 
 
@@ -184,3 +186,5 @@ def fill_missing_proofs(perm: PermanentState) -> None:
             setattr(perm, field, seed_derived_proof(getattr(perm, seed)))
     if not perm.null_proof and perm.sps:
         perm.null_proof = seed_derived_proof(_null_seed(perm))
+    if not perm.null_seed and perm.sps:
+        perm.null_seed = _null_seed(perm)  # stays the same until the next TPM Reset, Clear or not

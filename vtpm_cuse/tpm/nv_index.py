@@ -118,6 +118,11 @@ class NvIndex:
 # --- lookup and update -------------------------------------------------------------
 
 
+def is_pin_fail_index(engine: Engine, handle: int) -> bool:
+    nv = get(engine, handle) if is_nv_handle(handle) else None
+    return nv is not None and nv.nt == TPM_NT.PIN_FAIL
+
+
 def get(engine: Engine, handle: int) -> NvIndex | None:
     """The live copy of the index at ``handle`` (the RAM copy of an ORDERLY index)."""
     live = engine.volatile.nv_orderly.get(handle)

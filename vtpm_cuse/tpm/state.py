@@ -79,6 +79,8 @@ class PermanentState:
     eh_proof: bytes = b""
     #: nullProof: replaced at every TPM Reset (not by TPM2_Clear).
     null_proof: bytes = b""
+    #: The NULL hierarchy's seed: replaced at every TPM Reset (not by TPM2_Clear).
+    null_seed: bytes = b""
     disable_clear: bool = False
     #: TPM-established: set by _TPM_Hash_Start, cleared from locality 3/4 only.
     tpm_established: bool = False

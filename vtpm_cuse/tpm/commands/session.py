@@ -12,6 +12,7 @@ from ..command import H, command
 from ..constants import TPM_ALG, TPM_CC, TPM_RH, TPM_SE
 from ..entities import Entity
 from ..errors import TPM_RC, TpmError
+from ..nv_index import is_pin_fail_index
 from ..objects import TPMA_OBJECT
 from ..persistent import find_object
 from ..secret_exchange import decrypt_secret
@@ -94,6 +95,9 @@ def start_auth_session(
         salt = b""
     if symmetric.algorithm == TPM_ALG.AES and symmetric.mode != TPM_ALG.CFB:
         raise TpmError(TPM_RC.MODE, "session encryption is CFB only", at="symmetric")
+    if is_pin_fail_index(ctx.engine, bind):
+        # A session bound to a PIN Fail index would authorize it without counting failures.
+        raise TpmError(TPM_RC.HANDLE, f"bind 0x{bind:08x} is a PIN Fail index", at="bind")
     bind_entity = ctx.entity("bind") if bind != TPM_RH.NULL else None
     session = start_session(ctx, sessionType, authHash, nonceCaller, symmetric, bind_entity, salt)
     return ctx.response(sessionHandle=session.handle, nonceTPM=session.nonce_tpm)
