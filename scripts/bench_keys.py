@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Key generation time, in process: TPM2_CreatePrimary and TPM2_Create per key type.
 
-Prime search is pure Python (so CANCEL_TPM_CMD can stop it), which makes RSA
-the slow case; its time varies a lot from key to key because the distance to
-the next prime does.  Each round uses a different template ``unique`` so every
-primary key is a new one.  ``--swtpm`` adds Debian's swtpm (libtpms, C) for
-scale, measured over its socket.
+The prime search runs in Python (so CANCEL_TPM_CMD can stop it between
+candidates) with GMP's arithmetic (gmpy2); RSA time varies a lot from key to
+key because the distance to the next prime does.  Each round uses a different
+template ``unique`` so every primary key is a new derivation; "CreatePrimary
+RSA-2048 repeated" asks for the same key every time, which vtpm-cuse answers
+from its cache of derived primaries (libtpms derives it again).  ``--swtpm``
+adds Debian's swtpm (libtpms, C), measured over its socket, and the ratio of
+the medians (ours / libtpms; below 1 is faster).
 Usage: python scripts/bench_keys.py [--rounds N] [--swtpm]
 """
 
@@ -64,6 +67,12 @@ def bench(tpm, rounds: int) -> dict[str, list[float]]:
             elapsed, resp = timed(tpm, create_primary_cmd(template))
             times.setdefault(label, []).append(elapsed)
             tpm.execute(command(TPM_CC.FlushContext, resp[10:14]))
+    repeated = rsa_template(unique=b"repeated")
+    tpm.execute(command(TPM_CC.FlushContext, timed(tpm, create_primary_cmd(repeated))[1][10:14]))
+    for _ in range(rounds):
+        elapsed, resp = timed(tpm, create_primary_cmd(repeated))
+        times.setdefault("CreatePrimary RSA-2048 repeated", []).append(elapsed)
+        tpm.execute(command(TPM_CC.FlushContext, resp[10:14]))
     _, resp = timed(tpm, create_primary_cmd(rsa_template()))
     srk = int.from_bytes(resp[10:14], "big")
     for _ in range(rounds):
@@ -77,9 +86,16 @@ def report(title: str, times: dict[str, list[float]]) -> None:
     print(f"\n{title}  (seconds: median / mean / min / max over {len(next(iter(times.values())))} keys)")
     for label, values in times.items():
         print(
-            f"  {label:26s} {statistics.median(values):7.3f} {statistics.mean(values):7.3f} "
+            f"  {label:34s} {statistics.median(values):7.3f} {statistics.mean(values):7.3f} "
             f"{min(values):7.3f} {max(values):7.3f}"
         )
+
+
+def compare(ours: dict[str, list[float]], theirs: dict[str, list[float]]) -> None:
+    print("\nratio of medians, vtpm-cuse / libtpms (below 1: vtpm-cuse is faster)")
+    for label, values in ours.items():
+        mine, ref = statistics.median(values), statistics.median(theirs[label])
+        print(f"  {label:34s} {mine:7.4f} / {ref:7.4f} = {mine / ref:7.3f}x")
 
 
 def main() -> None:
@@ -89,16 +105,19 @@ def main() -> None:
     args = parser.parse_args()
     engine = Engine()
     engine.execute(STARTUP)
-    report("vtpm-cuse engine, in process", bench(engine, args.rounds))
+    ours = bench(engine, args.rounds)
+    report("vtpm-cuse engine, in process", ours)
     if args.swtpm:
         from support.swtpm_oracle import SwtpmOracle
 
         oracle = SwtpmOracle()
         try:
             oracle.execute(STARTUP)
-            report("swtpm (libtpms), over its socket", bench(oracle, args.rounds))
+            theirs = bench(oracle, args.rounds)
         finally:
             oracle.close()
+        report("swtpm (libtpms), over its socket", theirs)
+        compare(ours, theirs)
 
 
 if __name__ == "__main__":

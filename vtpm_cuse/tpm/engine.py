@@ -21,6 +21,7 @@ from .commands import COMMANDS
 from .constants import DEFAULT_OBJECT_SLOTS, IMPLEMENTATION_PCR, MAX_COMMAND_SIZE, MAX_LOADED_OBJECTS, MAX_RESPONSE_SIZE
 from .dispatcher import Dispatcher
 from .errors import TPM_RC
+from .keys import PrimaryCache
 from .nv_index import NV_SIZE_DEFAULT
 from .pcrs import DRTM_PCR, HCRTM_PCR, NO_INCREMENT, PcrBanks, resets_to_ones
 from .persistent import DEFAULT_MAX_PERSISTENT
@@ -65,6 +66,8 @@ class Engine:
         self.max_command_size = MAX_COMMAND_SIZE
         self.max_response_size = MAX_RESPONSE_SIZE
         self.cancel_requested = threading.Event()
+        #: Derived primary objects, in RAM only (keys.PrimaryCache): a repeated CreatePrimary is instant.
+        self.primary_cache = PrimaryCache()
         self._permanent_dirty = permanent is None
         self._drtm_hashers: dict[int, object] | None = None
         self._dispatcher = Dispatcher(self, table)

@@ -129,6 +129,16 @@ def permanent_entity(engine: Engine, handle: int) -> Entity:
     raise TpmError(TPM_RC.HANDLE, f"permanent handle 0x{handle:08x} not implemented")
 
 
+class _PublicOnlyRules(AuthRules):
+    """A public-only object has no authValue to prove (TPM_RC_AUTH_UNAVAILABLE)."""
+
+    def value_usable(self, command: Command, role: AuthRole) -> bool:
+        return False
+
+
+PUBLIC_ONLY_RULES = _PublicOnlyRules()
+
+
 def object_entity(handle: int, obj: LoadedObject) -> Entity:
     """The Entity of an object, transient or persistent: its authorization follows its attributes."""
     attrs = obj.attributes
@@ -141,6 +151,7 @@ def object_entity(handle: int, obj: LoadedObject) -> Entity:
         da_exempt=bool(attrs & TPMA_OBJECT.noDA),
         user_with_auth=bool(attrs & TPMA_OBJECT.userWithAuth),
         admin_with_policy=bool(attrs & TPMA_OBJECT.adminWithPolicy),
+        auth_rules=PUBLIC_ONLY_RULES if obj.public_only else None,
     )
 
 

@@ -13,12 +13,16 @@ key when a command needs one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .algorithms import hash_alg
 from .constants import TPM_ALG, TPM_ECC_CURVE, TPMA_OBJECT
+from .crypto.kdf import KdfStream
 from .crypto.primes import Checkpoint, RandomSource, rsa_primes
 from .errors import TPM_RC, TpmError
 from .parms import is_probable_prime
@@ -67,6 +71,61 @@ class CreatedObject:
     sensitive: bytes = dataclasses.field(repr=False)
 
 
+def seed_digest(seed: bytes) -> bytes:
+    """What the primary-key cache knows of a seed: a new seed is a new digest, so it misses."""
+    return hashlib.sha256(b"vtpm-cuse primary cache\0" + bytes(seed)).digest()
+
+
+class PrimaryCache:
+    """Recently derived primary objects, so that a repeated TPM2_CreatePrimary is instant.
+
+    A primary object is a function of its hierarchy's seed, the template and
+    inSensitive.data (commands/hierarchy.py); tpm2-tools recreates the same
+    ones over and over.  Entries are keyed by (:func:`seed_digest`, template
+    octets, inSensitive.data) and hold the derived parts without the
+    authValue, which the command supplies each time and does not enter the
+    derivation.  The cache lives in RAM only (it is no part of the state blobs)
+    and holds no more than ``size`` objects.  TPM2_Clear, TPM2_ChangeEPS,
+    TPM2_ChangePPS and a TPM Reset (the NULL seed) replace a seed, so its old
+    entries can never match again; :meth:`lookup` also drops every entry whose
+    seed is no longer one of ``live_seeds``, so key material of a retired seed
+    does not stay in memory.
+    """
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[bytes, bytes, bytes], CreatedObject] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def drop_retired(self, live_seeds: Iterable[bytes]) -> None:
+        live = {seed_digest(seed) for seed in live_seeds}
+        for key in [key for key in self._entries if key[0] not in live]:
+            del self._entries[key]
+
+    def get_or_create(
+        self, seed: bytes, template: bytes, data: bytes, auth_value: bytes, create: Callable[[], CreatedObject]
+    ) -> CreatedObject:
+        """The cached object for (seed, template, data) with ``auth_value``, or ``create()`` it.
+
+        A ``create`` that raises (TPM_RC_CANCELED included) leaves the cache as it was.
+        """
+        key = (seed_digest(seed), bytes(template), bytes(data))
+        cached = self._entries.get(key)
+        if cached is None:
+            cached = dataclasses.replace(create(), auth_value=b"")
+            self._entries[key] = cached
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(key)
+        return dataclasses.replace(cached, auth_value=auth_value)
+
+
 def cancel_checkpoint(ctx: CommandContext) -> Checkpoint:
     """A checkpoint that ends a cancelable command with TPM_RC_CANCELED once the platform asks."""
     if not ctx.command.cancelable:
@@ -88,6 +147,32 @@ def keyed_hash_alg(area) -> int:
     """The hash that limits a keyed-hash object: its scheme's, or nameAlg for a data object."""
     scheme = area.parameters.scheme
     return area.nameAlg if scheme.scheme == TPM_ALG.NULL else scheme.details.hashAlg
+
+
+class _BlockReader:
+    """Octets of the TPM's RNG read a block at a time, for an ordinary key's prime search.
+
+    The search asks for a Miller-Rabin base every millisecond or so, and each
+    read of the RNG (os.urandom) drops and retakes the GIL.  A thread that
+    releases the GIL that often starves the others, since CPython only forces a
+    hand-over when a waiting thread saw no switch for 5 ms -- and the thread
+    that must set the cancel flag (the control channel) is one of them.  Read
+    in blocks, the search holds the GIL between bytecodes only and is
+    preempted as usual.  The octets are the RNG's, in order; only a
+    :class:`KdfStream` (a primary key) must keep its request boundaries, which
+    are part of the derivation, so it is never wrapped.
+    """
+
+    __slots__ = ("_random", "_buffer", "_block")
+
+    def __init__(self, random: RandomSource, block: int = 8192) -> None:
+        self._random, self._buffer, self._block = random, b"", block
+
+    def __call__(self, size: int) -> bytes:
+        if len(self._buffer) < size:
+            self._buffer += self._random(max(size, self._block))
+        out, self._buffer = self._buffer[:size], self._buffer[size:]
+        return out
 
 
 def _ecc_scalar(curve: Curve, random: RandomSource) -> int:
@@ -114,7 +199,10 @@ def create_object(area, auth_value: bytes, data: bytes, random: RandomSource, ch
         if exponent < DEFAULT_RSA_EXPONENT or not is_probable_prime(exponent):
             # Small exponents are refused, as by the reference TPM (only 2**16 + 1 is required).
             raise TpmError(TPM_RC.RANGE, f"RSA exponent {exponent} is not supported")
-        p, q = rsa_primes(bits, exponent, random, checkpoint)
+        # Ordinary keys search on the TPM's RNG read in blocks (see _BlockReader); the octets
+        # left in the block are dropped, so seedValue below is a fresh read of the RNG.
+        source = random if isinstance(random, KdfStream) else _BlockReader(random)
+        p, q = rsa_primes(bits, exponent, source, checkpoint)
         unique: Any = (p * q).to_bytes(bits // 8, "big")
         sensitive = p.to_bytes(bits // 16, "big")
     elif kind == TPM_ALG.ECC:

@@ -32,7 +32,8 @@ OBJECT_CONTEXT = Struct(
         ("sensitive", TPM2B_SENSITIVE),
     ],
 )
-_PRIMARY, _ST_CLEAR = 1, 2
+#: ObjectContext.flags bits: what the object record holds besides its public and sensitive areas.
+_PRIMARY, _ST_CLEAR, _PUBLIC_ONLY = 1, 2, 4
 
 
 def save_object(ctx, handle: int) -> tuple[int, int, int, bytes]:
@@ -43,6 +44,7 @@ def save_object(ctx, handle: int) -> tuple[int, int, int, bytes]:
         raise TpmError(TPM_RC.TYPE, "saving a sequence context is not implemented", at="saveHandle")
     store.context_sequence += 1
     flags = (_PRIMARY if obj.primary else 0) | (_ST_CLEAR if obj.st_clear else 0)
+    flags |= _PUBLIC_ONLY if obj.public_only else 0
     payload = OBJECT_CONTEXT.pack(
         OBJECT_CONTEXT(
             hierarchy=obj.hierarchy,
@@ -74,5 +76,6 @@ def load_object(ctx, context, payload: bytes) -> int:
             sensitive=sensitive.sensitive,
             st_clear=bool(saved.flags & _ST_CLEAR),
             primary=bool(saved.flags & _PRIMARY),
+            public_only=bool(saved.flags & _PUBLIC_ONLY),
         ),
     )

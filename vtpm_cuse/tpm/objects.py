@@ -61,6 +61,10 @@ class LoadedObject:
     #: stClear set on the object or inherited from its parent: gone at TPM Restart.
     st_clear: bool = False
     primary: bool = False
+    #: Loaded by TPM2_LoadExternal without a private part (Part 1, "publicOnly"): there is no
+    #: key to use and no authValue (a keyed-hash object's sensitive data may legitimately be
+    #: empty, so the flag is explicit rather than read off empty fields).
+    public_only: bool = False
     _area: Any = dataclasses.field(default=None, repr=False, compare=False, metadata={"transient": True})
 
     @property

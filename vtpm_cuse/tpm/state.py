@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
+import hmac
 import json
 import struct
 import types
@@ -119,6 +120,18 @@ class PermanentState:
     #: Seconds lockoutAuth stays unusable after a wrong lockoutAuth; 0: until the next Startup.
     da_lockout_recovery: int = DA_DEFAULT_LOCKOUT_RECOVERY
     da_lockout_auth_enabled: bool = True
+    # --- the commit state (asymmetric.py; EC_Ephemeral, ZGen_2Phase in commands/asymmetric.py) ---
+    # The reference TPM's STATE_RESET_DATA commitNonce, commitCounter and commitArray: kept across
+    # TPM Restart and Resume, given their defaults at TPM Reset (recognised on first use by
+    # commit_reset_count).  Empty / None in state written before they existed: made on first use.
+    #: The secret the one-time commit scalars are derived from (with the count).
+    commit_nonce: bytes = dataclasses.field(default=b"", repr=False)
+    #: Commitments made in this TPM Reset cycle; the next one gets this count.
+    commit_counter: int = 0
+    #: commitArray as a number: bit (count mod 128) SET while that commitment is unused.
+    commit_array: int = 0
+    #: total_reset_count when the commit state was made: another value means a TPM Reset since.
+    commit_reset_count: int | None = None
 
 
 #: A sequence keeps its input (to survive a volatile-state snapshot) up to this size;
@@ -128,7 +141,7 @@ SEQUENCE_SNAPSHOT_LIMIT = 1 << 20
 
 @dataclasses.dataclass
 class SequenceObject:
-    """A hash or event sequence started by HashSequenceStart.
+    """A hash or event sequence started by HashSequenceStart, or an HMAC sequence (HMAC_Start).
 
     hashlib objects cannot be serialised, so the live hashers are transient
     and rebuilt from ``data`` after a restore.
@@ -142,11 +155,22 @@ class SequenceObject:
     length: int = 0
     #: False once the input started with TPM_GENERATED_VALUE (no ticket for such data).
     ticket_ok: bool = True
+    #: An HMAC sequence (TPM2_HMAC_Start): the key, whose HMAC of the input SequenceComplete
+    #: returns (without a ticket).  None for hash and event sequences (an HMAC key may be empty).
+    hmac_key: bytes | None = dataclasses.field(default=None, repr=False)
     hashers: dict | None = dataclasses.field(default=None, compare=False, metadata={"transient": True})
+
+    @property
+    def is_hmac(self) -> bool:
+        return self.hmac_key is not None
 
     def _live_hashers(self) -> dict:
         if self.hashers is None:
-            self.hashers = {alg: hash_alg(alg).new(self.data) for alg in self.algs}
+            if self.is_hmac:
+                name = hash_alg(self.hash_alg).hashlib_name
+                self.hashers = {self.hash_alg: hmac.new(self.hmac_key, self.data, name)}
+            else:
+                self.hashers = {alg: hash_alg(alg).new(self.data) for alg in self.algs}
         return self.hashers
 
     def update(self, chunk: bytes) -> None:

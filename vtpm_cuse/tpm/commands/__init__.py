@@ -13,10 +13,12 @@ __all__ = ["AREAS", "COMMANDS"]
 
 #: The command modules, by Part 3 area.
 AREAS = (
+    "asymmetric",  # 14
     "capability",  # 30
     "clock",  # 29
     "context",  # 28
     "dictionary_attack",  # 25
+    "duplication",  # 13
     "hierarchy",  # 24
     "nv",  # 31
     "object",  # 12
@@ -25,6 +27,8 @@ AREAS = (
     "random",  # 16
     "sequences",  # 15.4, 17
     "session",  # 11
+    "signing",  # 20
+    "symmetric",  # 15
     "startup",  # 9
     "testing",  # 10
 )

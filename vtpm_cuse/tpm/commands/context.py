@@ -13,7 +13,7 @@ TPM2_EvictControl moves objects between a transient slot and NV
 from __future__ import annotations
 
 from ..command import AuthRole, H, command
-from ..constants import HR_SHIFT, TPM_ALG, TPM_CC, TPM_HT, TPM_RH
+from ..constants import HR_SHIFT, TPM_CC, TPM_HT, TPM_RH
 from ..errors import TPM_RC, TpmError, errors_at
 from ..handle_types import HANDLE_TYPES, handle_type
 from ..object_context import SAVED_OBJECT, SAVED_SEQUENCE, SAVED_ST_CLEAR
@@ -62,11 +62,6 @@ def context_load(ctx, context):
     return ctx.response(loadedHandle=kind.context.load(ctx, context, payload))
 
 
-#: Object types whose public area alone is a usable key, so that a loaded copy without its
-#: sensitive part is a public-only object (Part 1, "publicOnly").
-_KEY_TYPES = (TPM_ALG.RSA, TPM_ALG.ECC, TPM_ALG.SYMCIPHER)
-
-
 def _check_persistable(obj: LoadedObject) -> None:
     """Only an object that can be reloaded at any later time may go to NV: not a temporary
     (TPM_RH_NULL) object, nothing lost at TPM Restart (stClear, set or inherited), and not a
@@ -75,7 +70,7 @@ def _check_persistable(obj: LoadedObject) -> None:
         raise TpmError(TPM_RC.ATTRIBUTES, "a temporary object (NULL hierarchy) cannot be made persistent")
     if obj.st_clear:
         raise TpmError(TPM_RC.ATTRIBUTES, "an stClear object cannot be made persistent")
-    if obj.type in _KEY_TYPES and not obj.sensitive:
+    if obj.public_only:
         raise TpmError(TPM_RC.ATTRIBUTES, "a public-only object cannot be made persistent")
 
 

@@ -58,6 +58,7 @@ from ..types import (
 )
 
 PRIMARY_OBJECT_CREATION = b"Primary Object Creation"
+PRIMARY_HIERARCHIES = (TPM_RH.OWNER, TPM_RH.ENDORSEMENT, TPM_RH.PLATFORM, TPM_RH.NULL)
 
 
 def make_primary(ctx, hierarchy: int, in_sensitive, in_public):
@@ -73,15 +74,21 @@ def make_primary(ctx, hierarchy: int, in_sensitive, in_public):
     with errors_at("inSensitive"):
         auth = adjust_auth(in_sensitive.userAuth, in_public.nameAlg)
     template = TPMT_PUBLIC.pack(in_public)
+    seed = primary_seed(ctx.engine, hierarchy)
     stream = KdfStream(
-        in_public.nameAlg,
-        primary_seed(ctx.engine, hierarchy),
-        PRIMARY_OBJECT_CREATION,
-        object_name(in_public.nameAlg, template),
-        in_sensitive.data,
+        in_public.nameAlg, seed, PRIMARY_OBJECT_CREATION, object_name(in_public.nameAlg, template), in_sensitive.data
     )
     data = b"" if in_public.objectAttributes & TPMA_OBJECT.sensitiveDataOrigin else in_sensitive.data
-    created = create_object(in_public, auth, data, stream, cancel_checkpoint(ctx))
+    # The same (seed, template, data) always derives the same object: a repeat comes from the cache.
+    cache = ctx.engine.primary_cache
+    cache.drop_retired(primary_seed(ctx.engine, h) for h in PRIMARY_HIERARCHIES)
+    created = cache.get_or_create(
+        seed,
+        template,
+        in_sensitive.data,
+        auth,
+        lambda: create_object(in_public, auth, data, stream, cancel_checkpoint(ctx)),
+    )
     public = TPMT_PUBLIC.pack(created.area)
     name = object_name(in_public.nameAlg, public)
     obj = LoadedObject(

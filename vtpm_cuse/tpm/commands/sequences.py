@@ -1,4 +1,4 @@
-"""Hash and event sequences (Part 3, clauses 15.4 and 17): Hash,
+"""Hash, HMAC and event sequences (Part 3, clauses 15.4 and 17): Hash, HMAC_Start,
 HashSequenceStart, SequenceUpdate, SequenceComplete, EventSequenceComplete."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ..types import (
     TPMT_HA,
     TPMT_TK_HASHCHECK,
 )
+from .symmetric import hmac_key
 
 
 def _check_hierarchy(ctx, hierarchy: int) -> None:
@@ -61,6 +62,22 @@ def hash_sequence_start(ctx, auth: bytes, hashAlg: int):
     return ctx.response(sequenceHandle=handle)
 
 
+@command(
+    TPM_CC.HMAC_Start,
+    handles=[H("handle", TPMI_DH_OBJECT, AuthRole.USER)],
+    params=[("auth", TPM2B_AUTH), ("hashAlg", TPMI_ALG_HASH.plus())],
+    response_handles=[H("sequenceHandle", TPMI_DH_OBJECT)],
+)
+def hmac_start(ctx, handle: int, auth: bytes, hashAlg: int):
+    """An HMAC sequence: SequenceUpdate feeds it, SequenceComplete returns the HMAC (no ticket)."""
+    key, alg = hmac_key(ctx, handle, hashAlg)
+    seq_handle = _free_transient_handle(ctx)
+    ctx.engine.volatile.sequences[seq_handle] = SequenceObject(
+        hash_alg=alg, auth=auth, algs=[alg], hmac_key=key.sensitive
+    )
+    return ctx.response(sequenceHandle=seq_handle)
+
+
 def _sequence(ctx, handle: int, *, event: bool | None = None) -> SequenceObject:
     """The sequence at ``handle`` (every sequence command names it sequenceHandle)."""
     seq = ctx.engine.volatile.sequences.get(handle)
@@ -95,12 +112,14 @@ def sequence_update(ctx, sequenceHandle: int, buffer: bytes):
 )
 def sequence_complete(ctx, sequenceHandle: int, buffer: bytes, hierarchy: int):
     seq = _sequence(ctx, sequenceHandle, event=False)
-    _check_hierarchy(ctx, hierarchy)
+    if not seq.is_hmac:  # an HMAC gets no ticket, so its hierarchy does not matter
+        _check_hierarchy(ctx, hierarchy)
     _append(seq, buffer)
     digest = seq.digests()[seq.hash_alg]
     del ctx.engine.volatile.sequences[sequenceHandle]
+    ticket_ok = seq.ticket_ok and not seq.is_hmac
     return ctx.response(
-        result=digest, validation=hashcheck_ticket(ctx.engine, hierarchy, seq.hash_alg, digest, seq.ticket_ok)
+        result=digest, validation=hashcheck_ticket(ctx.engine, hierarchy, seq.hash_alg, digest, ticket_ok)
     )
 
 

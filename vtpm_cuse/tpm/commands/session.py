@@ -43,7 +43,7 @@ def decrypt_salt(ctx, tpm_key: int, encrypted_salt: bytes) -> bytes:
     key = find_object(ctx.engine, tpm_key)
     if key is None or key.type not in (TPM_ALG.RSA, TPM_ALG.ECC):
         raise TpmError(TPM_RC.KEY, f"0x{tpm_key:08x} is not an asymmetric key", at="tpmKey")
-    if not key.sensitive:
+    if key.public_only:
         raise TpmError(TPM_RC.HANDLE, "tpmKey has only its public part loaded", at="tpmKey")
     if not key.attributes & TPMA_OBJECT.decrypt:
         raise TpmError(TPM_RC.ATTRIBUTES, "tpmKey is not a decryption key", at="tpmKey")

@@ -8,12 +8,27 @@ are sieved by every prime below 2**16 and tested with Miller-Rabin, and a
 ``checkpoint`` callback runs between candidates -- it raises to abandon the
 search.  The same source and the same checkpoints give the same primes, which
 primary keys rely on.
+
+The search itself is fixed: which candidates are tried, in which order, and
+which Miller-Rabin bases are drawn from the source for each are what a
+primary key *is* (tests/test_key_derivation_vectors.py pins them).  Only the
+arithmetic may change.  With gmpy2 (GMP) installed the modular
+exponentiations, which are nearly all of the time, run about seven times
+faster; without it Python's own integers compute the same values.  Either way
+each candidate is a few milliseconds at most, so a cancel is answered promptly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from math import gcd, lcm
+
+try:
+    from gmpy2 import mpz as _mpz
+    from gmpy2 import powmod as _powmod
+except ImportError:  # pragma: no cover - gmpy2 is a dependency; the fallback gives the same values
+    _mpz = int
+    _powmod = pow
 
 RandomSource = Callable[[int], bytes]
 Checkpoint = Callable[[], None]
@@ -30,6 +45,8 @@ def _small_primes(limit: int) -> tuple[int, ...]:
 
 #: Odd primes below 2**16: dividing by them removes ~90 % of odd candidates cheaply.
 SIEVE_PRIMES = _small_primes(1 << 16)
+#: (p, (p + 1) / 2) -- the inverse of 2 mod p -- for every sieve prime.
+_SIEVE = tuple((p, (p + 1) >> 1) for p in SIEVE_PRIMES)
 
 
 def miller_rabin_rounds(bits: int) -> int:
@@ -48,22 +65,41 @@ def _random_below(n: int, random: RandomSource) -> int:
 
 
 def is_probable_prime(n: int, rounds: int, random: RandomSource) -> bool:
-    """Miller-Rabin with ``rounds`` bases drawn from ``random`` (n already sieved, odd, > 2**16)."""
+    """Miller-Rabin with ``rounds`` bases drawn from ``random`` (n already sieved, odd, > 2**16).
+
+    A base is drawn for a round only when every earlier round passed, so a
+    composite usually takes one draw and a prime ``rounds``.
+    """
     d, s = n - 1, 0
     while not d & 1:
         d >>= 1
         s += 1
+    m, d, minus_one = _mpz(n), _mpz(d), _mpz(n - 1)
     for _ in range(rounds):
-        x = pow(_random_below(n, random), d, n)
-        if x == 1 or x == n - 1:
+        x = _powmod(_mpz(_random_below(n, random)), d, m)
+        if x == 1 or x == minus_one:
             continue
         for _ in range(s - 1):
-            x = x * x % n
-            if x == n - 1:
+            x = x * x % m
+            if x == minus_one:
                 break
         else:
             return False
     return True
+
+
+def _sieve(start: int, window: int) -> bytearray:
+    """alive[i] = 1 when start + 2i has no odd prime factor below 2**16 (start odd)."""
+    alive = bytearray(b"\x01") * window
+    # start + 2i = 0 (mod p)  <=>  i = -start / 2 (mod p): the first multiple of p in the window.
+    # A prime above the window strikes at most that one index, so only the hits are kept.
+    firsts = [(p, f) for p, half in _SIEVE if (f := (p - start % p) * half % p) < window]
+    for p, first in firsts:
+        if p < window:
+            alive[first::p] = bytes(len(range(first, window, p)))
+        else:
+            alive[first] = 0
+    return alive
 
 
 def random_prime(bits: int, exponent: int, random: RandomSource, checkpoint: Checkpoint) -> int:
@@ -81,11 +117,7 @@ def random_prime(bits: int, exponent: int, random: RandomSource, checkpoint: Che
     while True:
         checkpoint()
         start = int.from_bytes(random(bits // 8), "big") | top | 1
-        alive = bytearray(b"\x01") * window
-        for p in SIEVE_PRIMES:
-            # start + 2i = 0 (mod p)  <=>  i = -start / 2 (mod p); (p + 1) / 2 is the inverse of 2
-            first = (-(start % p) * ((p + 1) >> 1)) % p
-            alive[first::p] = bytes(len(range(first, window, p)))
+        alive = _sieve(start, window)
         index = alive.find(1)
         while index >= 0:
             checkpoint()

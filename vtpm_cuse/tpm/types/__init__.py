@@ -7,7 +7,22 @@ TPML_PCR_SELECTION``; the marshalling primitives (UINT32, Sized, ...) are
 not re-exported: they live in :mod:`vtpm_cuse.tpm.marshal`.
 """
 
-from . import buffers, capability, interfaces, misc, nv, objects, pcr, public, session
+from . import (
+    asymmetric,
+    buffers,
+    capability,
+    duplication,
+    interfaces,
+    misc,
+    nv,
+    objects,
+    pcr,
+    public,
+    session,
+    signatures,
+    symmetric,
+)
+from .asymmetric import TPMS_ALGORITHM_DETAIL_ECC, TPMT_RSA_DECRYPT
 from .buffers import (
     MAX_ECC_KEY_BYTES,
     MAX_RSA_KEY_BYTES,
@@ -65,6 +80,7 @@ from .capability import (
     TPMS_TAGGED_PROPERTY,
     TPMU_CAPABILITIES,
 )
+from .duplication import MAX_ID_OBJECT_SIZE, TPM2B_ID_OBJECT
 from .interfaces import (
     RANGE_HMAC_SESSIONS,
     RANGE_NV,
@@ -189,10 +205,27 @@ from .session import (
     TPMS_AUTH_COMMAND,
     TPMS_AUTH_RESPONSE,
 )
+from .signatures import (
+    SIGNING_SCHEMES,
+    TPMS_SIGNATURE_ECC,
+    TPMS_SIGNATURE_ECDSA,
+    TPMS_SIGNATURE_RSA,
+    TPMS_SIGNATURE_RSAPSS,
+    TPMS_SIGNATURE_RSASSA,
+    TPMT_SIG_SCHEME,
+    TPMT_SIG_SCHEME_PLUS,
+    TPMT_SIGNATURE,
+    TPMT_SIGNATURE_PLUS,
+    TPMU_SIG_SCHEME,
+    TPMU_SIGNATURE,
+)
+from .symmetric import TPM2B_SENSITIVE_OR_EMPTY
 
 __all__ = [
+    *asymmetric.__all__,
     *buffers.__all__,
     *capability.__all__,
+    *duplication.__all__,
     *interfaces.__all__,
     *misc.__all__,
     *nv.__all__,
@@ -200,4 +233,6 @@ __all__ = [
     *pcr.__all__,
     *public.__all__,
     *session.__all__,
+    *signatures.__all__,
+    *symmetric.__all__,
 ]
