@@ -13,26 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import Daemon
-from tests.support.tpm2_tools import tpm2_runner
+from tests.support.tpm2_tools import module_tpm2_fixtures
 
 PCR = 16
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory):
-    d = Daemon(tmp_path_factory.mktemp("state"), extra=["--flags", "not-need-init"]).start()
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
-@pytest.fixture(scope="module")
-def tpm2(daemon: Daemon):
-    run = tpm2_runner(daemon.data_port)
-    run("startup", "-c")
-    return run
+daemon, tpm2 = module_tpm2_fixtures()
 
 
 def read_pcr(tpm2, tmp_path: Path, index: int = PCR) -> bytes:

@@ -8,38 +8,21 @@ checks the ECDH secrets the tools report.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
-from tests.support.daemon import Daemon
-from tests.support.tpm2_tools import Tpm2Runner, tpm2_runner
+from tests.support.tpm2_tools import module_tpm2_fixtures
 from vtpm_cuse.tpm import types as T
 from vtpm_cuse.tpm.constants import TPM_ALG, TPM_ECC_CURVE
-
-pytestmark = pytest.mark.skipif(shutil.which("tpm2_rsadecrypt") is None, reason="tpm2-tools are not installed")
 
 DECRYPT_ATTRS = "decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth"
 P256_SIZE = 32
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory):
-    d = Daemon(tmp_path_factory.mktemp("state"), extra=["--flags", "not-need-init"]).start()
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
-@pytest.fixture(scope="module")
-def tpm2(daemon: Daemon) -> Tpm2Runner:
-    run = tpm2_runner(daemon.data_port)
-    run("startup", "-c")
-    return run
+daemon, tpm2 = module_tpm2_fixtures()
 
 
 @pytest.fixture(scope="module")

@@ -29,27 +29,13 @@ try:  # cryptography >= 43 keeps CFB among the "decrepit" modes
 except ImportError:  # pragma: no cover
     from cryptography.hazmat.primitives.ciphers.modes import CFB
 
-from tests.support.daemon import Daemon
-from tests.support.tpm2_tools import tpm2_runner
+from tests.support.tpm2_tools import module_tpm2_fixtures
 
 DUP_ATTRS = "sensitivedataorigin|userwithauth|decrypt|sign"
 PARENT_ATTRS = "restricted|sensitivedataorigin|decrypt|userwithauth"
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory):
-    d = Daemon(tmp_path_factory.mktemp("state"), extra=["--flags", "not-need-init"]).start()
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
-@pytest.fixture(scope="module")
-def tpm2(daemon: Daemon):
-    run = tpm2_runner(daemon.data_port)
-    run("startup", "-c")
-    return run
+daemon, tpm2 = module_tpm2_fixtures()
 
 
 def step(tpm2, *args: str) -> subprocess.CompletedProcess[bytes]:

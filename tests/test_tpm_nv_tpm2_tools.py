@@ -8,30 +8,15 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import pytest
-
 from tests.support.daemon import Daemon
-from tests.support.tpm2_tools import Tpm2Runner, tpm2_runner
+from tests.support.tpm2_tools import Tpm2Runner, module_tpm2_fixtures, tpm2_runner
 
 
 def tools(daemon: Daemon) -> Tpm2Runner:
     return tpm2_runner(daemon.data_port)
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory):
-    d = Daemon(tmp_path_factory.mktemp("state"), extra=["--flags", "not-need-init"]).start()
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
-@pytest.fixture(scope="module")
-def tpm2(daemon: Daemon):
-    run = tools(daemon)
-    run("startup", "-c")
-    return run
+daemon, tpm2 = module_tpm2_fixtures()
 
 
 def nv_read(tpm2, tmp_path: Path, index: str, size: int, *auth: str) -> bytes:

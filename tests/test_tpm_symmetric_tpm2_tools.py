@@ -29,27 +29,14 @@ except ImportError:  # pragma: no cover
     from cryptography.hazmat.primitives.ciphers.modes import CFB, OFB
 
 from tests.support.daemon import Daemon
-from tests.support.tpm2_tools import TOOL_TIMEOUT, tpm2_runner
+from tests.support.tpm2_tools import TOOL_TIMEOUT, module_tpm2_fixtures, tpm2_runner
 
 MODES = ["cfb", "cbc", "ctr", "ofb", "ecb"]
 TPM_RH_OWNER = 0x40000001
 TPM_RH_NULL = 0x40000007
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory):
-    d = Daemon(tmp_path_factory.mktemp("state"), extra=["--flags", "not-need-init"]).start()
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
-@pytest.fixture(scope="module")
-def tpm2(daemon: Daemon):
-    run = tpm2_runner(daemon.data_port)
-    run("startup", "-c")
-    return run
+daemon, tpm2 = module_tpm2_fixtures()
 
 
 @pytest.fixture(scope="module")

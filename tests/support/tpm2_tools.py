@@ -26,3 +26,31 @@ def tpm2_runner(data_port: int) -> Tpm2Runner:
         return result
 
     return run
+
+
+def module_tpm2_fixtures(*extra: str, scope: str = "module"):
+    """The ``daemon`` and ``tpm2`` fixtures of a tpm2-tools test module:
+    ``daemon, tpm2 = module_tpm2_fixtures()`` at module level.
+
+    One ``vtpm-cuse socket`` (``--flags not-need-init`` plus ``extra``) on a fresh state
+    directory for the module, and a runner that has sent ``tpm2_startup -c``.
+    """
+    import pytest
+
+    from .daemon import Daemon
+
+    @pytest.fixture(scope=scope)
+    def daemon(tmp_path_factory: pytest.TempPathFactory):
+        d = Daemon(tmp_path_factory.mktemp("state"), extra=["--flags", "not-need-init", *extra]).start()
+        try:
+            yield d
+        finally:
+            d.stop()
+
+    @pytest.fixture(scope=scope)
+    def tpm2(daemon: Daemon) -> Tpm2Runner:
+        run = tpm2_runner(daemon.data_port)
+        run("startup", "-c")
+        return run
+
+    return daemon, tpm2
