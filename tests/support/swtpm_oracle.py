@@ -17,6 +17,10 @@ from ioctl_defs.constants import PtmCmd
 
 from .net import free_port, recv_exact, tpm_roundtrip
 
+#: TPM_RC_RETRY, TPM_RC_TESTING: the command was not executed.
+NOT_EXECUTED = (0x922, 0x90A)
+MAX_RETRIES = 5
+
 
 class SwtpmOracle:
     def __init__(self) -> None:
@@ -53,7 +57,13 @@ class SwtpmOracle:
                 time.sleep(0.05)
 
     def execute(self, command: bytes) -> bytes:
-        return tpm_roundtrip(self.sock, command)
+        """The response, once libtpms executed the command: TPM_RC_RETRY and TPM_RC_TESTING
+        (it self-tests an algorithm on first use) mean "not executed, send again", as a TSS does."""
+        for _ in range(MAX_RETRIES):
+            response = tpm_roundtrip(self.sock, command)
+            if int.from_bytes(response[6:10], "big") not in NOT_EXECUTED:
+                break
+        return response
 
     def ctrl(self, cmd: int, body: bytes = b"", reply: int = 4) -> bytes:
         with socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=10) as s:
