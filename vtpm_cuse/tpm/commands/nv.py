@@ -83,6 +83,16 @@ def _write_checks(auth_handle: int, nv: NvIndex) -> None:
     _check_hierarchy_auth(auth_handle, nv, TPMA_NV.OWNERWRITE, TPMA_NV.PPWRITE)
 
 
+def _typed_write_target(ctx, auth_handle: int, handle: int, nt: TPM_NT) -> NvIndex:
+    """The index NV_Increment / NV_Extend / NV_SetBits write: write access checked, and of the
+    one type the command works on (TPM_RC_ATTRIBUTES otherwise)."""
+    nv = _index(ctx, handle)
+    _write_checks(auth_handle, nv)
+    if nv.nt != nt:
+        raise TpmError(TPM_RC.ATTRIBUTES, f"{TPM_NT(nv.nt).name} index is not a {nt.name} index", at="nvIndex")
+    return nv
+
+
 def _read_checks(auth_handle: int, nv: NvIndex, *, need_written: bool = True) -> None:
     """NV read access: not read-locked, authorized, and (for reading data) written."""
     if nv.has(TPMA_NV.READLOCKED):
@@ -265,10 +275,7 @@ def nv_write(ctx, authHandle: int, nvIndex: int, data: bytes, offset: int):
 
 @command(TPM_CC.NV_Increment, handles=_ACCESS_HANDLES, nv=True, nv_write=True)
 def nv_increment(ctx, authHandle: int, nvIndex: int):
-    nv = _index(ctx, nvIndex)
-    _write_checks(authHandle, nv)
-    if nv.nt != TPM_NT.COUNTER:
-        raise TpmError(TPM_RC.ATTRIBUTES, f"{TPM_NT(nv.nt).name} index is not a counter", at="nvIndex")
+    nv = _typed_write_target(ctx, authHandle, nvIndex, TPM_NT.COUNTER)
     value = (nv.counter if nv.has(TPMA_NV.WRITTEN) else initial_counter(ctx.engine)) + 1
     live = _store_uint64(ctx, nvIndex, value)
     if live.has(TPMA_NV.ORDERLY) and value & MAX_ORDERLY_COUNT == 0:
@@ -278,20 +285,14 @@ def nv_increment(ctx, authHandle: int, nvIndex: int):
 
 @command(TPM_CC.NV_Extend, handles=_ACCESS_HANDLES, params=[("data", TPM2B_MAX_NV_BUFFER)], nv=True, nv_write=True)
 def nv_extend(ctx, authHandle: int, nvIndex: int, data: bytes):
-    nv = _index(ctx, nvIndex)
-    _write_checks(authHandle, nv)
-    if nv.nt != TPM_NT.EXTEND:
-        raise TpmError(TPM_RC.ATTRIBUTES, f"{TPM_NT(nv.nt).name} index is not an extend index", at="nvIndex")
+    nv = _typed_write_target(ctx, authHandle, nvIndex, TPM_NT.EXTEND)
     old = nv.data if nv.has(TPMA_NV.WRITTEN) else bytes(nv.data_size)
     _store_data(ctx, nvIndex, hash_alg(nv.name_alg).new(old + data).digest(), 0)
 
 
 @command(TPM_CC.NV_SetBits, handles=_ACCESS_HANDLES, params=[("bits", UINT64)], nv=True, nv_write=True)
 def nv_set_bits(ctx, authHandle: int, nvIndex: int, bits: int):
-    nv = _index(ctx, nvIndex)
-    _write_checks(authHandle, nv)
-    if nv.nt != TPM_NT.BITS:
-        raise TpmError(TPM_RC.ATTRIBUTES, f"{TPM_NT(nv.nt).name} index is not a bit field", at="nvIndex")
+    nv = _typed_write_target(ctx, authHandle, nvIndex, TPM_NT.BITS)
     old = nv.counter if nv.has(TPMA_NV.WRITTEN) else 0
     _store_uint64(ctx, nvIndex, old | bits)
 
