@@ -108,14 +108,25 @@ def set_hierarchy_policy(engine: Engine, hierarchy: int, policy: tuple[int, byte
     setattr(holder, slot.policy, policy)
 
 
+#: The TPMA_STARTUP_CLEAR flag (a VolatileState field) that TPM2_HierarchyControl sets for each
+#: ``enable`` value: the three hierarchies and the platform's NV.
+ENABLE_FLAGS: Mapping[int, str] = MappingProxyType(
+    {
+        TPM_RH.OWNER: "sh_enable",
+        TPM_RH.ENDORSEMENT: "eh_enable",
+        TPM_RH.PLATFORM: "ph_enable",
+        TPM_RH.PLATFORM_NV: "ph_enable_nv",
+    }
+)
+
+
 def hierarchy_enabled(engine: Engine, hierarchy: int) -> bool:
-    """Whether ``hierarchy`` (owner, endorsement, platform or null) is enabled now.
+    """Whether ``hierarchy`` (owner, endorsement, platform, platform NV or null) is enabled now.
 
     TPM_RH_NULL cannot be disabled; the others follow TPM2_HierarchyControl.
     """
-    vol = engine.volatile
-    enabled = {TPM_RH.OWNER: vol.sh_enable, TPM_RH.ENDORSEMENT: vol.eh_enable, TPM_RH.PLATFORM: vol.ph_enable}
-    return enabled.get(hierarchy, hierarchy == TPM_RH.NULL)
+    flag = ENABLE_FLAGS.get(hierarchy)
+    return getattr(engine.volatile, flag) if flag else hierarchy == TPM_RH.NULL
 
 
 def primary_seed(engine: Engine, hierarchy: int) -> bytes:

@@ -37,6 +37,7 @@ from .command import AuthRole, Command
 from .constants import HR_SHIFT, TPM_HT, TPM_NT, TPM_RH, TPMA_NV, TPMA_NV_TPM_NT_MASK, TPMA_NV_TPM_NT_SHIFT
 from .entities import AuthRules, Entity
 from .errors import TPM_RC, TpmError
+from .hierarchy import hierarchy_enabled
 from .types.nv import TPMS_NV_PUBLIC
 
 if TYPE_CHECKING:
@@ -252,10 +253,9 @@ def is_platform_index(nv: NvIndex) -> bool:
 def check_accessible(engine: Engine, nv: NvIndex) -> None:
     """An index is unusable while its hierarchy's NV is disabled (TPM_RC_HANDLE): a platform
     index while phEnableNV is CLEAR, an owner index while shEnable is CLEAR."""
-    vol = engine.volatile
-    if is_platform_index(nv) and not vol.ph_enable_nv:
+    if is_platform_index(nv) and not hierarchy_enabled(engine, TPM_RH.PLATFORM_NV):
         raise TpmError(TPM_RC.HANDLE, f"platform index 0x{nv.index:08x} while phEnableNV is CLEAR")
-    if not is_platform_index(nv) and not vol.sh_enable:
+    if not is_platform_index(nv) and not hierarchy_enabled(engine, TPM_RH.OWNER):
         raise TpmError(TPM_RC.HANDLE, f"owner index 0x{nv.index:08x} while shEnable is CLEAR")
 
 

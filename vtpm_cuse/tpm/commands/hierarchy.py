@@ -24,6 +24,7 @@ from ..creation import creation_outputs
 from ..crypto.kdf import KdfStream
 from ..errors import TPM_RC, TpmError, errors_at
 from ..hierarchy import (
+    ENABLE_FLAGS,
     NO_POLICY,
     SEED_BITS,
     primary_seed,
@@ -157,16 +158,6 @@ def evict_hierarchy(engine, hierarchy: int) -> None:
             persistent.evict(engine, handle)
 
 
-def _enable_flag(enable: int) -> str:
-    """The TPMA_STARTUP_CLEAR field of VolatileState that TPM2_HierarchyControl(enable) sets."""
-    return {
-        TPM_RH.OWNER: "sh_enable",
-        TPM_RH.ENDORSEMENT: "eh_enable",
-        TPM_RH.PLATFORM: "ph_enable",
-        TPM_RH.PLATFORM_NV: "ph_enable_nv",
-    }[enable]
-
-
 def _require_may_control(authHandle: int, enable: int, state: bool, enabled_now: bool) -> None:
     """Who may change what (Part 3, 24.2): the platform everything; the owner and endorsement
     hierarchies only themselves, and only downwards -- a disabled one is re-enabled by the
@@ -189,7 +180,7 @@ def _require_may_control(authHandle: int, enable: int, state: bool, enabled_now:
 )
 def hierarchy_control(ctx, authHandle: int, enable: int, state: int):
     vol = ctx.engine.volatile
-    flag = _enable_flag(enable)
+    flag = ENABLE_FLAGS[enable]
     _require_may_control(authHandle, enable, bool(state), getattr(vol, flag))
     setattr(vol, flag, bool(state))
     if not state and enable != TPM_RH.PLATFORM_NV:
