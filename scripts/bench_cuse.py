@@ -5,14 +5,19 @@
 * ``echo``  -- the bare echo CUSE device (vtpm_cuse.cuse.echo): the transport floor,
                what any Python CUSE device pays before doing work,
 * ``proxy`` -- Debian's swtpm (libtpms, C) behind the kernel's vtpm proxy, /dev/tpmN:
-               the in-kernel TPM character device a VM or container would otherwise use.
+               the in-kernel TPM character device a VM or container would otherwise use,
+* ``before`` -- with ``--baseline DIR``: our device run from another source tree (a copy
+               taken before a change), so before, after and the reference share one run.
+
+Also: ``tpm2_hash`` of 1 MiB (a HashSequence of 1 KiB updates) through each TPM device,
+and start-up (exec of ``vtpm-cuse cuse`` -> device node present -> first GetRandom answered).
 
 One round trip = write() of a TPM2_GetRandom(16) command + read() of the response
 (the echo device returns the command bytes instead). Needs root and /dev/cuse; on a
 kernel without CUSE it re-runs itself inside the cusevm guest (scripts/cusevm/run.sh),
 where absolute times are 10-30x slower than native: compare the ratios.
 
-    .venv/bin/python scripts/bench_cuse.py [--rounds N]
+    .venv/bin/python scripts/bench_cuse.py [--rounds N] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ RUN_SH = PROJECT / "scripts" / "cusevm" / "run.sh"
 GET_RANDOM_16 = struct.pack(">HIIH", 0x8001, 12, 0x17B, 16)
 START_TIMEOUT = 180.0
 WARMUP = 20
+HASH_INPUT_SIZE = 1 << 20
+HASH_REPEATS = 3
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,43 @@ class Figure:
     rounds: int
 
 
-def measure(node: str, rounds: int, expect: int | None) -> Figure:
+PASSES = 4
+"""Round trips and hashes are measured in this many interleaved passes over the devices,
+so that a burst of load on the host (the guest is emulated) hits all of them alike."""
+
+
+def warm_up(trees: list[Path]) -> None:
+    """Import everything a daemon imports once per tree, so no start-up below pays for
+    reading cold files over 9p and the order of the launches does not matter."""
+    for tree in trees:
+        subprocess.run(
+            [sys.executable, "-c", "import vtpm_cuse.cli.daemon, vtpm_cuse.tpm.engine, vtpm_cuse.cuse_service"],
+            cwd=tree,
+            env=dict(os.environ, PYTHONPATH=str(tree)),
+            check=True,
+            timeout=START_TIMEOUT,
+        )
+
+
+def measure_interleaved(devices: dict[str, tuple[str, int | None]], rounds: int) -> dict[str, Figure]:
+    samples: dict[str, list[float]] = {name: [] for name in devices}
+    for _ in range(PASSES):
+        for name, (node, expect) in devices.items():
+            samples[name] += measure_samples(node, max(1, rounds // PASSES), expect)
+    figures = {}
+    for name, values in samples.items():
+        values.sort()
+        figures[name] = Figure(
+            devices[name][0],
+            statistics.median(values),
+            statistics.fmean(values),
+            values[int(len(values) * 0.9) - 1],
+            len(values),
+        )
+    return figures
+
+
+def measure_samples(node: str, rounds: int, expect: int | None) -> list[float]:
     fd = os.open(node, os.O_RDWR)
     try:
         samples: list[float] = []
@@ -66,10 +109,7 @@ def measure(node: str, rounds: int, expect: int | None) -> Figure:
                 samples.append(elapsed * 1000)
     finally:
         os.close(fd)
-    samples.sort()
-    return Figure(
-        node, statistics.median(samples), statistics.fmean(samples), samples[int(len(samples) * 0.9) - 1], rounds
-    )
+    return samples
 
 
 def wait_for(path: str, timeout: float = START_TIMEOUT) -> None:
@@ -80,32 +120,83 @@ def wait_for(path: str, timeout: float = START_TIMEOUT) -> None:
         time.sleep(0.05)
 
 
-def bench(rounds: int) -> dict[str, object]:
-    work = Path(tempfile.mkdtemp(prefix="bench-cuse-"))
-    vtpm_name, echo_name = "vtpm-bench", "vtpm-bench-echo"
-    bin_dir = Path(sys.executable).parent
-    processes: list[subprocess.Popen[str]] = []
+def start_vtpm(name: str, state: Path, env: dict[str, str], tree: Path = PROJECT) -> tuple[float, float]:
+    """Start ``vtpm-cuse cuse -n NAME``: seconds from exec to the node and to the first answer."""
+    node = f"/dev/{name}"
+    start = time.perf_counter()
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vtpm_cuse.cli.entry",
+            "cuse",
+            "-n",
+            name,
+            "--tpm2",
+            "--tpmstate",
+            f"dir={state}",
+            "--flags",
+            "not-need-init,startup-clear",
+        ],
+        env=env,
+        cwd=tree,  # ``-m`` puts the working directory first on sys.path
+    )
+    deadline = time.monotonic() + START_TIMEOUT
+    while not os.path.exists(node):
+        if time.monotonic() > deadline or launcher.poll() not in (None, 0):
+            raise RuntimeError(f"{node} did not appear")
+        time.sleep(0.001)
+    appeared = time.perf_counter() - start
+    fd = os.open(node, os.O_RDWR)
     try:
-        subprocess.run(
-            [
-                str(bin_dir / "vtpm-cuse"),
-                "cuse",
-                "-n",
-                vtpm_name,
-                "--tpm2",
-                "--tpmstate",
-                f"dir={work / 'vtpm'}",
-                "--flags",
-                "not-need-init,startup-clear",
-            ],
-            check=True,
-            timeout=START_TIMEOUT,
-        )
+        os.write(fd, GET_RANDOM_16)
+        response = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    answered = time.perf_counter() - start
+    if struct.unpack_from(">I", response, 6)[0] != 0:
+        raise RuntimeError(f"{node}: first GetRandom failed: {response.hex()}")
+    launcher.wait(timeout=START_TIMEOUT)
+    return appeared, answered
+
+
+def time_tpm2_hash(devices: dict[str, str], work: Path) -> dict[str, float]:
+    """Median seconds of ``tpm2_hash`` of 1 MiB through each node (device TCTI), interleaved."""
+    data = work / "hash-input"
+    data.write_bytes(os.urandom(HASH_INPUT_SIZE))
+    samples: dict[str, list[float]] = {name: [] for name in devices}
+    for _ in range(HASH_REPEATS):
+        for name, node in devices.items():
+            start = time.perf_counter()
+            subprocess.run(
+                ["tpm2_hash", "-T", f"device:{node}", "-g", "sha256", "-o", os.devnull, str(data)],
+                check=True,
+                capture_output=True,
+                timeout=START_TIMEOUT * 3,
+            )
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def bench(rounds: int, baseline: Path | None) -> dict[str, object]:
+    work = Path(tempfile.mkdtemp(prefix="bench-cuse-"))
+    vtpm_name, echo_name, before_name = "vtpm-bench", "vtpm-bench-echo", "vtpm-bench-before"
+    processes: list[subprocess.Popen[str]] = []
+    startup: dict[str, tuple[float, float]] = {}
+    devices = {"vtpm": f"/dev/{vtpm_name}"}
+    try:
+        warm_up([PROJECT] + ([baseline.resolve()] if baseline is not None else []))
+        startup["vtpm"] = start_vtpm(vtpm_name, work / "vtpm", dict(os.environ))
+        if baseline is not None:
+            env = dict(os.environ, PYTHONPATH=str(baseline.resolve()))
+            startup["before"] = start_vtpm(before_name, work / "before", env, baseline.resolve())
+            devices["before"] = f"/dev/{before_name}"
         echo = subprocess.Popen(
             [sys.executable, "-m", "vtpm_cuse.cuse.echo", echo_name], cwd=PROJECT, stdout=subprocess.PIPE, text=True
         )
         processes.append(echo)
         (work / "swtpm").mkdir()
+        proxy_start = time.perf_counter()
         proxy = subprocess.Popen(
             [
                 "swtpm",
@@ -128,16 +219,20 @@ def bench(rounds: int) -> dict[str, object]:
         if not match:
             raise RuntimeError(f"swtpm chardev --vtpm-proxy said: {line!r}")
         tpm_node = match.group(1)
+        wait_for(tpm_node)
+        proxy_node = time.perf_counter() - proxy_start
+        startup["proxy"] = (proxy_node, proxy_node)
+        devices["proxy"] = tpm_node
         echo.stdout.readline()  # "ready /dev/NAME"
-        for node in (f"/dev/{vtpm_name}", f"/dev/{echo_name}", tpm_node):
-            wait_for(node)
-        figures = {
-            "vtpm": measure(f"/dev/{vtpm_name}", rounds, None),
-            "echo": measure(f"/dev/{echo_name}", rounds, len(GET_RANDOM_16)),
-            "proxy": measure(tpm_node, rounds, None),
-        }
+        wait_for(f"/dev/{echo_name}")
+        measured: dict[str, tuple[str, int | None]] = {name: (node, None) for name, node in devices.items()}
+        measured["echo"] = (f"/dev/{echo_name}", len(GET_RANDOM_16))
+        figures = measure_interleaved(measured, rounds)
+        hashing = time_tpm2_hash(devices, work)
     finally:
-        subprocess.run(["swtpm_ioctl", "-s", f"/dev/{vtpm_name}"], capture_output=True, timeout=60)
+        for name in (vtpm_name, before_name):
+            if os.path.exists(f"/dev/{name}"):
+                subprocess.run(["swtpm_ioctl", "-s", f"/dev/{name}"], capture_output=True, timeout=60)
         for process in processes:
             process.terminate()
             try:
@@ -146,28 +241,49 @@ def bench(rounds: int) -> dict[str, object]:
                 process.kill()
         shutil.rmtree(work, ignore_errors=True)
     result: dict[str, object] = {name: vars(f) for name, f in figures.items()}
-    result["ratios"] = {
+    ratios = {
         "vtpm/echo": figures["vtpm"].median_ms / figures["echo"].median_ms,
         "vtpm/proxy": figures["vtpm"].median_ms / figures["proxy"].median_ms,
         "echo/proxy": figures["echo"].median_ms / figures["proxy"].median_ms,
+        "hash vtpm/proxy": hashing["vtpm"] / hashing["proxy"],
     }
+    if "before" in figures:
+        ratios["before/proxy"] = figures["before"].median_ms / figures["proxy"].median_ms
+        ratios["hash before/proxy"] = hashing["before"] / hashing["proxy"]
+    result["ratios"] = ratios
+    result["tpm2_hash_1MiB_s"] = hashing
+    result["startup_s"] = {name: {"node": node, "first_answer": first} for name, (node, first) in startup.items()}
     return result
 
 
 def report(result: dict[str, object]) -> None:
     print(f"GetRandom(16) round trip, write()+read(), {result['vtpm']['rounds']} rounds:")  # type: ignore[index]
-    labels = {"vtpm": "vtpm-cuse CUSE device", "echo": "echo CUSE device (floor)", "proxy": "swtpm + kernel vtpm proxy"}
+    labels = {
+        "vtpm": "vtpm-cuse CUSE device",
+        "before": "vtpm-cuse CUSE device (before)",
+        "echo": "echo CUSE device (floor)",
+        "proxy": "swtpm + kernel vtpm proxy",
+    }
     for key, label in labels.items():
+        if key not in result:
+            continue
         f = result[key]
         print(
             f"  {label:28s} median {f['median_ms']:7.3f} ms  mean {f['mean_ms']:7.3f} ms  "  # type: ignore[index]
             f"p90 {f['p90_ms']:7.3f} ms"
         )  # type: ignore[index]
     for name, value in result["ratios"].items():  # type: ignore[union-attr]
-        print(f"  ratio {name:10s} {value:6.2f}")
+        print(f"  ratio {name:18s} {value:6.2f}")
+    for name, seconds in result["tpm2_hash_1MiB_s"].items():  # type: ignore[union-attr]
+        print(f"  tpm2_hash 1 MiB via {name:8s} {seconds * 1e3:9.1f} ms")
+    for name, times in result["startup_s"].items():  # type: ignore[union-attr]
+        print(
+            f"  start-up {name:8s} exec->node {times['node'] * 1e3:8.1f} ms  "
+            f"exec->first answer {times['first_answer'] * 1e3:8.1f} ms"
+        )
 
 
-def run_in_vm(rounds: int) -> int:
+def run_in_vm(rounds: int, baseline: Path | None) -> int:
     """No CUSE here: run this script inside the cusevm guest and relay its output."""
     share = Path(tempfile.mkdtemp(prefix="bench-cuse-share-"))
     script = share / "bench.sh"
@@ -176,7 +292,9 @@ def run_in_vm(rounds: int) -> int:
         "#!/bin/bash\n"
         f"export PATH={shlex.quote(str(python.parent))}:$PATH\n"
         f"cd {shlex.quote(str(PROJECT))}\n"
-        f"exec {shlex.quote(str(python))} scripts/bench_cuse.py --rounds {rounds} --json /share/bench-cuse.json\n"
+        f"exec {shlex.quote(str(python))} scripts/bench_cuse.py --rounds {rounds} --json /share/bench-cuse.json"
+        + (f" --baseline {shlex.quote(str(baseline.resolve()))}" if baseline is not None else "")
+        + "\n"
     )
     print("no /dev/cuse here: running the benchmark in the cusevm guest (QEMU TCG)...", flush=True)
     return subprocess.run([str(RUN_SH), str(script), str(share / "out")]).returncode
@@ -186,15 +304,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--baseline", type=Path, help="also run our device from this source tree ('before')")
     args = parser.parse_args()
     if args.rounds < 10:
         parser.error("--rounds must be at least 10")
     if not os.path.exists("/dev/cuse"):
-        return run_in_vm(args.rounds)
+        return run_in_vm(args.rounds, args.baseline)
     if os.geteuid() != 0:
         print("bench_cuse: needs root (/dev/cuse and the vtpm proxy are root-only)", file=sys.stderr)
         return 1
-    result = bench(args.rounds)
+    result = bench(args.rounds, args.baseline)
     report(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

@@ -2,13 +2,18 @@
 """Key generation time, in process: TPM2_CreatePrimary and TPM2_Create per key type.
 
 The prime search runs in Python (so CANCEL_TPM_CMD can stop it between
-candidates) with GMP's arithmetic (gmpy2); RSA time varies a lot from key to
-key because the distance to the next prime does.  Each round uses a different
+candidates) with GMP's arithmetic (gmpy2), testing candidates on all cores at
+once; RSA time varies a lot from key to key because the distance to the next
+prime does, and with the load on the machine (libtpms uses one core).  Each round uses a different
 template ``unique`` so every primary key is a new derivation; "CreatePrimary
 RSA-2048 repeated" asks for the same key every time, which vtpm-cuse answers
-from its cache of derived primaries (libtpms derives it again).  ``--swtpm``
+from its cache of derived primaries (libtpms derives it again).  "CreatePrimary
+RSA-2048 EK after ahead-derivation" is the TCG EK template on a new TPM whose
+idle-time derivation (derive_ahead.py, on in the daemon) has finished, i.e. a
+user's first tpm2_createek; libtpms derives the same template.  ``--swtpm``
 adds Debian's swtpm (libtpms, C), measured over its socket, and the ratio of
-the medians (ours / libtpms; below 1 is faster).
+the medians (ours / libtpms; below 1 is faster); each command goes to both TPMs
+in turn, so both see the same load on a shared machine.
 Usage: python scripts/bench_keys.py [--rounds N] [--swtpm]
 """
 
@@ -30,8 +35,9 @@ from support.object_templates import (  # noqa: E402
     ecc_template,
     rsa_template,
 )
-from support.tpm_client import command, u32  # noqa: E402
+from support.tpm_client import command  # noqa: E402
 from vtpm_cuse.tpm.constants import TPM_ALG, TPM_CC  # noqa: E402
+from vtpm_cuse.tpm.derive_ahead import WELL_KNOWN_PRIMARIES  # noqa: E402
 from vtpm_cuse.tpm.engine import Engine  # noqa: E402
 
 STARTUP = bytes.fromhex("80010000000c000001440000")
@@ -52,6 +58,17 @@ CHILDREN = {
 }
 
 
+EK_AHEAD = "CreatePrimary RSA-2048 EK after ahead-derivation"
+
+
+def _derived_ahead() -> Engine:
+    """A started engine with fresh seeds whose ahead-derivation (derive_ahead.py) is done."""
+    engine = Engine(derive_ahead=True)
+    engine.execute(STARTUP)
+    assert engine.wait_derived_ahead(120)
+    return engine
+
+
 def timed(tpm, cmd: bytes) -> tuple[float, bytes]:
     start = time.perf_counter()
     resp = tpm.execute(cmd)
@@ -60,25 +77,51 @@ def timed(tpm, cmd: bytes) -> tuple[float, bytes]:
     return elapsed, resp
 
 
-def bench(tpm, rounds: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {}
+def _in_turn(tpms: dict, i: int) -> list[tuple[str, object]]:
+    """The TPMs, the first one first in even rounds and last in odd ones (no order bias)."""
+    items = list(tpms.items())
+    return items if i % 2 == 0 else items[::-1]
+
+
+def bench(tpms: dict, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Times per TPM and label.  Every command goes to each TPM in turn, so on a loaded
+    machine both see the same load and the ratio of their medians stays meaningful."""
+    times: dict[str, dict[str, list[float]]] = {name: {} for name in tpms}
+
+    def each(i: int, label: str, cmd: bytes, flush: bool = True) -> None:
+        for name, tpm in _in_turn(tpms, i):
+            elapsed, resp = timed(tpm, cmd)
+            times[name].setdefault(label, []).append(elapsed)
+            if flush:
+                tpm.execute(command(TPM_CC.FlushContext, resp[10:14]))
+
     for i in range(rounds):
         for label, template in primary_templates(i).items():
-            elapsed, resp = timed(tpm, create_primary_cmd(template))
-            times.setdefault(label, []).append(elapsed)
-            tpm.execute(command(TPM_CC.FlushContext, resp[10:14]))
-    repeated = rsa_template(unique=b"repeated")
-    tpm.execute(command(TPM_CC.FlushContext, timed(tpm, create_primary_cmd(repeated))[1][10:14]))
-    for _ in range(rounds):
-        elapsed, resp = timed(tpm, create_primary_cmd(repeated))
-        times.setdefault("CreatePrimary RSA-2048 repeated", []).append(elapsed)
-        tpm.execute(command(TPM_CC.FlushContext, resp[10:14]))
-    _, resp = timed(tpm, create_primary_cmd(rsa_template()))
-    srk = int.from_bytes(resp[10:14], "big")
-    for _ in range(rounds):
+            each(i, label, create_primary_cmd(template))
+    repeated = create_primary_cmd(rsa_template(unique=b"repeated"))
+    for tpm in tpms.values():
+        tpm.execute(command(TPM_CC.FlushContext, timed(tpm, repeated)[1][10:14]))
+    for i in range(rounds):
+        each(i, "CreatePrimary RSA-2048 repeated", repeated)
+    ek = create_primary_cmd(WELL_KNOWN_PRIMARIES[0].area, WELL_KNOWN_PRIMARIES[0].hierarchy)
+    for i in range(rounds):
+        for name, tpm in _in_turn(tpms, i):
+            # Ours: a new TPM (new seeds) whose idle-time derivation has finished; libtpms derives.
+            target = _derived_ahead() if isinstance(tpm, Engine) else tpm
+            elapsed, resp = timed(target, ek)
+            times[name].setdefault(EK_AHEAD, []).append(elapsed)
+            target.execute(command(TPM_CC.FlushContext, resp[10:14]))
+            if target is not tpm:
+                target.close()
+    srks = {name: timed(tpm, create_primary_cmd(rsa_template()))[1][10:14] for name, tpm in tpms.items()}
+    for i in range(rounds):
         for label, template in CHILDREN.items():
-            times.setdefault(label, []).append(timed(tpm, create_cmd(srk, template))[0])
-    tpm.execute(command(TPM_CC.FlushContext, u32(srk)))
+            for name, tpm in _in_turn(tpms, i):
+                times[name].setdefault(label, []).append(
+                    timed(tpm, create_cmd(int.from_bytes(srks[name], "big"), template))[0]
+                )
+    for name, tpm in tpms.items():
+        tpm.execute(command(TPM_CC.FlushContext, srks[name]))
     return times
 
 
@@ -86,7 +129,7 @@ def report(title: str, times: dict[str, list[float]]) -> None:
     print(f"\n{title}  (seconds: median / mean / min / max over {len(next(iter(times.values())))} keys)")
     for label, values in times.items():
         print(
-            f"  {label:34s} {statistics.median(values):7.3f} {statistics.mean(values):7.3f} "
+            f"  {label:50s} {statistics.median(values):7.3f} {statistics.mean(values):7.3f} "
             f"{min(values):7.3f} {max(values):7.3f}"
         )
 
@@ -95,7 +138,7 @@ def compare(ours: dict[str, list[float]], theirs: dict[str, list[float]]) -> Non
     print("\nratio of medians, vtpm-cuse / libtpms (below 1: vtpm-cuse is faster)")
     for label, values in ours.items():
         mine, ref = statistics.median(values), statistics.median(theirs[label])
-        print(f"  {label:34s} {mine:7.4f} / {ref:7.4f} = {mine / ref:7.3f}x")
+        print(f"  {label:50s} {mine:7.4f} / {ref:7.4f} = {mine / ref:7.3f}x")
 
 
 def main() -> None:
@@ -105,19 +148,23 @@ def main() -> None:
     args = parser.parse_args()
     engine = Engine()
     engine.execute(STARTUP)
-    ours = bench(engine, args.rounds)
-    report("vtpm-cuse engine, in process", ours)
+    tpms: dict = {"vtpm-cuse engine, in process": engine}
+    oracle = None
     if args.swtpm:
         from support.swtpm_oracle import SwtpmOracle
 
         oracle = SwtpmOracle()
-        try:
-            oracle.execute(STARTUP)
-            theirs = bench(oracle, args.rounds)
-        finally:
+        oracle.execute(STARTUP)
+        tpms["swtpm (libtpms), over its socket"] = oracle
+    try:
+        times = bench(tpms, args.rounds)
+    finally:
+        if oracle is not None:
             oracle.close()
-        report("swtpm (libtpms), over its socket", theirs)
-        compare(ours, theirs)
+    for title, measured in times.items():
+        report(title, measured)
+    if oracle is not None:
+        compare(*times.values())
 
 
 if __name__ == "__main__":

@@ -1,22 +1,26 @@
 #!/usr/bin/env python3
-"""Round-trip latency of TPM2_GetRandom over the socket data channel.
+"""GetRandom round trips, start-up time and memory over the socket transport, vs swtpm.
 
-Starts ``vtpm-cuse socket`` (this tree, via ``python -m vtpm_cuse.cli.daemon``)
-and Debian's ``swtpm socket --tpm2`` side by side on free loopback ports,
-initialises both the same way (CMD_INIT on the control channel, then
-TPM2_Startup(CLEAR) on the data channel) and measures
+Starts ``vtpm-cuse socket`` (this tree, via ``python -m vtpm_cuse.cli.daemon``),
+optionally the same daemon from another source tree (``--baseline DIR``, e.g. a
+copy taken before a change, so before/after/reference come from one run), and
+Debian's ``swtpm socket --tpm2`` side by side on free loopback ports, and measures
 
-* ``persistent``: N commands over one TCP connection,
-* ``reconnect``:  N commands, a new TCP connection for each,
+* ``persistent``: N GetRandom commands over one TCP connection,
+* ``reconnect``:  N commands, a new TCP connection for each (tpm2-tss' swtpm TCTI),
+* start-up: exec to the control socket accepting a connection (``listen``) and
+  exec to the answer of the first GetRandom (``first cmd``, ``--flags
+  not-need-init,startup-clear``), median of ``--starts`` launches,
+* memory: VmRSS and RssAnon of the idle daemon and after ``--memory-commands``
+  more commands (growth would show a leak).
 
-printing the mean/median per round trip and vtpm-cuse / swtpm ratios.
-
-Usage: python scripts/bench_sockets.py [--count N] [--bytes B]
+Usage: python scripts/bench_sockets.py [--count N] [--bytes B] [--baseline DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import socket
 import statistics
@@ -25,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -36,6 +40,7 @@ STARTUP_CLEAR = bytes.fromhex("80010000000c000001440000")
 CMD_INIT = (0x02).to_bytes(4, "big") + bytes(4)
 CMD_SHUTDOWN = (0x03).to_bytes(4, "big")
 START_TIMEOUT = 15.0
+POLL_SECONDS = 0.0005
 
 
 def get_random(count: int) -> bytes:
@@ -45,22 +50,51 @@ def get_random(count: int) -> bytes:
 @dataclass
 class Server:
     name: str
-    argv: list[str]
-    data_port: int
-    ctrl_port: int
+    base: list[str]
+    state: Path
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    cwd: Path = REPO
+    data_port: int = 0
+    ctrl_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    def argv(self, *extra: str) -> list[str]:
+        self.data_port, self.ctrl_port = free_port(), free_port()
+        return [
+            *self.base,
+            "--tpm2",
+            "--tpmstate",
+            f"dir={self.state}",
+            "--server",
+            f"type=tcp,port={self.data_port},bindaddr=127.0.0.1",
+            "--ctrl",
+            f"type=tcp,port={self.ctrl_port},bindaddr=127.0.0.1",
+            *extra,
+        ]
+
+    def spawn(self, *extra: str) -> float:
+        argv = self.argv(*extra)
+        start = time.perf_counter()
+        self.proc = subprocess.Popen(
+            argv, cwd=self.cwd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        return start
+
+    def wait_connectable(self, port: int) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
-                socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=1).close()
-                break
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                return
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{self.name} did not start: {self.proc.stderr.read()!r}") from None
-                time.sleep(0.05)
+                time.sleep(POLL_SECONDS)
+
+    def start(self) -> None:
+        self.spawn()
+        self.wait_connectable(self.ctrl_port)
         with socket.create_connection(("127.0.0.1", self.ctrl_port)) as c:
             c.sendall(CMD_INIT)
             if recv_exact(c, 4) != bytes(4):
@@ -75,6 +109,16 @@ class Server:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return s
 
+    def memory_kib(self) -> tuple[int, int]:
+        """(VmRSS, RssAnon) of the server process in KiB."""
+        assert self.proc is not None
+        values = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "RssAnon"):
+                values[key] = int(rest.split()[0])
+        return values["VmRSS"], values["RssAnon"]
+
     def stop(self) -> None:
         if self.proc is None:
             return
@@ -86,6 +130,7 @@ class Server:
         except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()
             self.proc.wait()
+        self.proc = None
 
 
 def time_persistent(server: Server, command: bytes, count: int) -> list[float]:
@@ -110,43 +155,60 @@ def time_reconnect(server: Server, command: bytes, count: int) -> list[float]:
     return times
 
 
+def time_startup(server: Server, command: bytes) -> tuple[float, float]:
+    """(exec -> control socket connectable, exec -> first command answered) in seconds."""
+    start = server.spawn("--flags", "not-need-init,startup-clear")
+    try:
+        server.wait_connectable(server.ctrl_port)
+        listening = time.perf_counter() - start
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                with server.connect() as s:
+                    response = tpm_roundtrip(s, command)
+                if response[6:10] == bytes(4):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{server.name}: no answer to the first command")
+            time.sleep(POLL_SECONDS)
+        return listening, time.perf_counter() - start
+    finally:
+        server.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=2000, help="round trips per measurement")
     parser.add_argument("--bytes", type=int, default=32, help="GetRandom size")
+    parser.add_argument("--baseline", type=Path, help="also run the daemon from this source tree ('before')")
+    parser.add_argument("--starts", type=int, default=5, help="launches per start-up measurement")
+    parser.add_argument("--memory-commands", type=int, default=100_000, help="commands between memory readings")
     args = parser.parse_args()
     if shutil.which("swtpm") is None:
         print("swtpm is not installed (apt-get install swtpm)", file=sys.stderr)
         return 1
     command = get_random(args.bytes)
+    daemon = [sys.executable, "-m", "vtpm_cuse.cli.daemon", "socket"]
     with tempfile.TemporaryDirectory(prefix="bench-sockets-") as tmp:
-        servers = []
-        for name, base in (
-            ("vtpm-cuse", [sys.executable, "-m", "vtpm_cuse.cli.daemon", "socket"]),
-            ("swtpm", ["swtpm", "socket"]),
-        ):
-            data_port, ctrl_port = free_port(), free_port()
-            state = Path(tmp) / name
-            state.mkdir()
-            servers.append(
-                Server(
-                    name,
-                    [
-                        *base,
-                        "--tpm2",
-                        "--tpmstate",
-                        f"dir={state}",
-                        "--server",
-                        f"type=tcp,port={data_port},bindaddr=127.0.0.1",
-                        "--ctrl",
-                        f"type=tcp,port={ctrl_port},bindaddr=127.0.0.1",
-                    ],
-                    data_port,
-                    ctrl_port,
-                )
-            )
+        servers = [Server("vtpm-cuse", daemon, Path(tmp) / "vtpm-cuse")]
+        if args.baseline is not None:
+            env = dict(os.environ, PYTHONPATH=str(args.baseline.resolve()))
+            servers.append(Server("before", daemon, Path(tmp) / "before", env=env, cwd=args.baseline.resolve()))
+        servers.append(Server("swtpm", ["swtpm", "socket"], Path(tmp) / "swtpm"))
+        for server in servers:
+            server.state.mkdir()
         results: dict[tuple[str, str], list[float]] = {}
+        startup: dict[str, tuple[float, float]] = {}
+        memory: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
         try:
+            for server in servers:
+                samples = [time_startup(server, command) for _ in range(args.starts)]
+                startup[server.name] = (
+                    statistics.median(s[0] for s in samples),
+                    statistics.median(s[1] for s in samples),
+                )
             for server in servers:
                 server.start()
             modes: dict[str, Callable[[Server, bytes, int], list[float]]] = {
@@ -157,6 +219,12 @@ def main() -> int:
                 for server in servers:
                     measure(server, command, min(100, args.count))  # warm-up
                     results[(server.name, mode)] = measure(server, command, args.count)
+            for server in servers:
+                idle = server.memory_kib()
+                with server.connect() as s:
+                    for _ in range(args.memory_commands):
+                        tpm_roundtrip(s, command)
+                memory[server.name] = (idle, server.memory_kib())
         finally:
             for server in servers:
                 server.stop()
@@ -169,10 +237,21 @@ def main() -> int:
             f"{name:<10} {mode:<11} {mean * 1e6:9.1f} {statistics.median(times) * 1e6:10.1f} "
             f"{p99 * 1e6:9.1f} {1 / mean:9.0f}"
         )
+    names = [s.name for s in servers if s.name != "swtpm"]
     for mode in ("persistent", "reconnect"):
-        ours = statistics.fmean(results[("vtpm-cuse", mode)])
-        theirs = statistics.fmean(results[("swtpm", mode)])
-        print(f"ratio vtpm-cuse/swtpm ({mode}): {ours / theirs:.2f}x")
+        theirs = statistics.median(results[("swtpm", mode)])
+        for name in names:
+            ours = statistics.median(results[(name, mode)])
+            print(f"ratio {name}/swtpm ({mode}, median): {ours / theirs:.2f}x")
+    print(f"start-up, median of {args.starts} (exec -> ctrl socket connectable / -> first GetRandom answered):")
+    for name, (listening, first) in startup.items():
+        print(f"  {name:<10} listen {listening * 1e3:7.1f} ms   first cmd {first * 1e3:7.1f} ms")
+    print(f"memory (VmRSS / RssAnon), idle and after {args.memory_commands} more commands:")
+    for name, ((rss0, anon0), (rss1, anon1)) in memory.items():
+        print(
+            f"  {name:<10} idle {rss0 / 1024:6.1f} / {anon0 / 1024:6.1f} MB   "
+            f"after {rss1 / 1024:6.1f} / {anon1 / 1024:6.1f} MB"
+        )
     return 0
 
 

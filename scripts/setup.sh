@@ -9,6 +9,11 @@ PACKAGES=(
   libtss2-dev                                       # tpm2-pytss (independent TPM structure decoder)
   tpm2-tools swtpm swtpm-tools                      # real clients and the reference TPM
   qemu-system-x86 busybox-static cpio               # the real-kernel CUSE VM harness
+  seabios qemu-utils                                # QEMU TPM tests: guest firmware, qcow2 for savevm
+  libvirt-daemon-driver-qemu libvirt-clients        # libvirt: emulator backend (session libvirtd), passthrough in the VM
+  systemd util-linux                                # systemd-analyze verify of the unit; runuser
+  iproute2                                          # ss -ltnp: who listens (tests/test_cli_as_swtpm.py)
+  openssl                                           # openssl x509/verify of CertifyX509's certificates
 )
 
 missing=()

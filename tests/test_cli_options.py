@@ -62,3 +62,47 @@ def test_flags_and_log() -> None:
     assert flags.startup is StartupMode.STATE and flags.disable_auto_shutdown and flags.start_immediately
     assert parse_log_option("file=-").disabled
     assert parse_log_option("fd=2,level=5").fd == 2
+
+
+def test_ifname_scopes_a_link_local_bind_address_and_uid_gid_own_a_unix_socket() -> None:
+    from vtpm_cuse.cli.options import SocketOwner
+
+    assert parse_server_option("port=2321,bindaddr=fe80::1,ifname=eth0").endpoint == TcpEndpoint(2321, "fe80::1%eth0")
+    assert parse_ctrl_option("type=unixio,path=/c,uid=107").owner == SocketOwner(uid=107, gid=-1)
+    assert parse_server_option("type=unixio,path=/d,gid=5").owner == SocketOwner(uid=-1, gid=5)
+    with pytest.raises(CliOptionError, match="uid='x'"):
+        parse_ctrl_option("type=unixio,path=/c,uid=x")
+
+
+def test_migration_profile_pcap_and_print_info_values() -> None:
+    from vtpm_cuse.cli.options import (
+        RemoveDisabled,
+        parse_migration_option,
+        parse_pcap_option,
+        parse_print_info_option,
+        parse_profile_option,
+    )
+
+    migration = parse_migration_option("incoming,release-lock-outgoing")
+    assert migration.incoming and migration.release_lock_outgoing
+    assert parse_profile_option('{"Name":"a,b"}').json_text == '{"Name":"a,b"}'  # commas stay in the JSON
+    assert parse_profile_option("file=/p,remove-disabled=check").remove_disabled is RemoveDisabled.CHECK
+    pcap = parse_pcap_option("fd=9,checksums")
+    assert (pcap.fd, pcap.checksums, pcap.truncate, pcap.mode) == (9, True, False, 0o640)
+    assert parse_print_info_option("0x21") == 0x21 == parse_print_info_option("33")
+    for bad, needle in (("0", "outside"), ("nine", "not a number")):
+        with pytest.raises(CliOptionError, match=needle):
+            parse_print_info_option(bad)
+
+
+def test_a_logged_traceback_stays_one_line() -> None:
+    import logging
+
+    from vtpm_cuse.cli.process import OneLineFormatter
+
+    try:
+        raise ValueError("first\nsecond")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, __import__("sys").exc_info())
+    text = OneLineFormatter("[p] %(message)s").format(record)
+    assert "\n" not in text and text.startswith("[p] failed | Traceback") and "ValueError: first | second" in text

@@ -1,11 +1,15 @@
-"""``--seccomp``: accepted (and checked) like swtpm 0.10's, so harness command lines
-start the daemon unchanged.  No filter is applied yet; these tests pin the parsing
-and that the option does not get in the way of serving."""
+"""``--seccomp action=none|kill|log``: parsed like swtpm 0.10's, and a real seccomp
+filter (vtpm_cuse/cli/seccomp.py) installed for every thread: kill ends the process
+on a denied syscall, log lets it run, none installs nothing; the daemon serves
+under the filter."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +18,7 @@ import pytest
 from tests.support.daemon import DAEMON, REPO, START_TIMEOUT, env_with_repo, tpm_roundtrip
 from tests.support.net import free_port_pair
 from tests.support.tpm_client import Response, command, u16
-from vtpm_cuse.cli import daemon
+from vtpm_cuse.cli import daemon, seccomp
 from vtpm_cuse.cli.exit_codes import ExitCode
 from vtpm_cuse.cli.options import CliOptionError, SeccompAction, parse_seccomp_option
 from vtpm_cuse.tpm.constants import TPM_CC, TPM_SU
@@ -59,10 +63,58 @@ def test_a_bad_value_is_one_line_and_exit_1(
     assert out == "" and err.count("\n") == 1 and "bogus" in err and "--seccomp" in err, err
 
 
-def test_help_says_no_filter_is_applied(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        daemon.build_parser().parse_args(["socket", "--help"])
-    assert "no seccomp filter is applied yet" in " ".join(capsys.readouterr().out.split())
+def _run_filtered(action: str, then: str) -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter that installs the filter with ``action`` and then runs ``then``."""
+    program = (
+        "import os, threading\n"
+        "from vtpm_cuse.cli.options import SeccompAction\n"
+        "from vtpm_cuse.cli.seccomp import install_filter\n"
+        "worker = threading.Thread(target=threading.Event().wait, daemon=True); worker.start()\n"
+        f"print(install_filter(SeccompAction({action!r})), flush=True)\n"
+        "print(open(f'/proc/self/task/{worker.native_id}/status').read().split('Seccomp:')[1].split()[0], flush=True)\n"
+        f"{then}\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", program], cwd=REPO, env=env_with_repo(), capture_output=True, text=True, timeout=60
+    )
+
+
+def test_kill_kills_the_process_on_a_denied_syscall_in_every_thread() -> None:
+    result = _run_filtered("kill", "os.execv('/bin/echo', ['echo', 'exec ran'])")
+    # The already running thread got the filter too (TSYNC): mode 2 = filter.
+    assert result.stdout.splitlines() == ["True", "2"], result
+    assert result.returncode == -signal.SIGSYS, result
+
+
+def test_log_lets_the_denied_syscall_run() -> None:
+    result = _run_filtered("log", "os.execv('/bin/echo', ['echo', 'exec ran'])")
+    assert result.stdout.splitlines() == ["True", "2", "exec ran"] and result.returncode == 0, result
+
+
+def test_none_installs_nothing() -> None:
+    result = _run_filtered("none", "os.execv('/bin/echo', ['echo', 'exec ran'])")
+    assert result.stdout.splitlines() == ["False", "0", "exec ran"] and result.returncode == 0, result
+
+
+def test_allowed_syscalls_keep_working_under_kill() -> None:
+    then = (
+        "import socket, hashlib; a, b = socket.socketpair(); a.send(b'x'); "
+        "print(b.recv(1), hashlib.sha256().digest_size)"
+    )
+    result = _run_filtered("kill", then)
+    assert result.stdout.splitlines() == ["True", "2", "b'x' 32"] and result.returncode == 0, result
+
+
+def test_the_filter_program_denies_exactly_the_table() -> None:
+    """Every denied number appears once, and the program ends in ALLOW then the deny return."""
+    for machine, arch in seccomp.ARCHITECTURES.items():
+        program = seccomp.build_filter(SeccompAction.KILL, machine)
+        insns = [struct.unpack_from("=HBBI", program, i) for i in range(0, len(program), 8)]
+        compared = [k for code, _, _, k in insns if code == 0x15]
+        assert sorted(compared[1:]) == sorted(set(arch.syscalls.values())), machine
+        assert insns[-2][3] == 0x7FFF0000 and insns[-1][3] == 0x80000000
+    with pytest.raises(seccomp.SeccompError, match="sparc"):
+        seccomp.build_filter(SeccompAction.LOG, "sparc")
 
 
 def _wait_until_both_listen(proc: subprocess.Popen[bytes], ports: tuple[int, int]) -> None:
@@ -79,24 +131,14 @@ def _wait_until_both_listen(proc: subprocess.Popen[bytes], ports: tuple[int, int
             time.sleep(POLL_INTERVAL)
 
 
-def test_the_tpm2_tools_harness_command_line_serves(tmp_path: Path) -> None:
-    """The exact line tpm2-tools' test harness starts swtpm with."""
+@pytest.mark.parametrize(("seccomp_args", "mode"), [((), "2"), (("--seccomp", "action=kill"), "2")])
+def test_the_daemon_serves_under_the_filter(tmp_path: Path, seccomp_args: tuple[str, ...], mode: str) -> None:
+    """swtpm's default is action=kill; the daemon serves TPM commands with the filter on."""
     data_port, ctrl_port = free_port_pair()
     argv = [
-        *DAEMON,
-        "socket",
-        "--tpm2",
-        "--server",
-        f"port={data_port}",
-        "--ctrl",
-        f"type=tcp,port={ctrl_port}",
-        "--seccomp",
-        "action=none",
-        "--flags",
-        "not-need-init",
-        "--tpmstate",
-        f"dir={tmp_path}",
-    ]
+        *DAEMON, "socket", "--tpm2", "--server", f"port={data_port}", "--ctrl", f"type=tcp,port={ctrl_port}",
+        *seccomp_args, "--flags", "not-need-init", "--tpmstate", f"dir={tmp_path}",
+    ]  # fmt: skip
     proc = subprocess.Popen(argv, cwd=REPO, env=env_with_repo(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_until_both_listen(proc, (data_port, ctrl_port))
@@ -105,6 +147,9 @@ def test_the_tpm2_tools_harness_command_line_serves(tmp_path: Path) -> None:
             assert startup.rc == 0
             random = Response(tpm_roundtrip(s, command(TPM_CC.GetRandom, u16(RANDOM_BYTES))))
         assert random.rc == 0
+        # Serving starts after the filter is in place (the sockets exist a little earlier).
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        assert f"Seccomp:\t{mode}\n" in status
         params = random.params()
         assert params[:2] == u16(RANDOM_BYTES) and len(params) == len(u16(0)) + RANDOM_BYTES
     finally:
@@ -117,3 +162,5 @@ def test_the_tpm2_tools_harness_command_line_serves(tmp_path: Path) -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream:
                 stream.close()
+    # SIGTERM still ends it normally: the shutdown path makes no denied call.
+    assert proc.returncode == 0, proc.returncode

@@ -231,13 +231,50 @@ def test_random_prime_matches_the_reference_search(bits):
 
 
 def test_pure_python_arithmetic_gives_the_same_primes(monkeypatch):
-    """Without gmpy2 the module falls back to Python integers: the same keys."""
+    """Python's integers in place of GMP's: the same keys (only the arithmetic may change)."""
     from vtpm_cuse.tpm.crypto import primes
 
     expected = primes_vector("sha256-1024-a")
     monkeypatch.setattr(primes, "_mpz", int)
     monkeypatch.setattr(primes, "_powmod", pow)
     assert primes_vector("sha256-1024-a") == expected == RSA_PRIMES["sha256-1024-a"]
+
+
+@pytest.mark.parametrize("cores", [1, 3])
+def test_the_same_primes_on_any_number_of_cores(monkeypatch, cores):
+    """Candidates are tested side by side, one per core: how many does not change the keys."""
+    from vtpm_cuse.tpm.crypto import primes
+
+    monkeypatch.setattr(primes, "_CORES", primes._Cores(cores))
+    for name in ("sha256-1024-b", "sha256-2048-a"):
+        assert primes_vector(name) == RSA_PRIMES[name]
+
+
+def test_a_forked_child_searches_with_its_own_helpers():
+    """The helper threads are the parent's; a forked child (which has none of them) must
+    start its own instead of waiting for threads that do not exist in it."""
+    import os
+    import select
+    import signal
+
+    expected = primes_vector("sha256-1024-a")  # the helpers now exist in this process
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            os.write(write, repr(primes_vector("sha256-1024-a")).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        ready, _, _ = select.select([read], [], [], 60)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        assert ready, "the child's prime search did not finish"
+        assert os.read(read, 4096).decode() == repr(expected)
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
 
 
 if __name__ == "__main__":

@@ -100,7 +100,9 @@ def test_malformed_control_messages(daemon: Daemon, message: bytes, reply: str) 
     with daemon.connect_ctrl() as s:
         started = time.monotonic()
         assert ctrl_roundtrip(s, message, 4).hex() == reply
-        assert time.monotonic() - started < 2
+        # Answered, not left hanging: a bound far above BODY_TIMEOUT (0.5 s) and the
+        # engine's import, which the first GET_INFO of a stopped TPM may wait for.
+        assert time.monotonic() - started < 10
         # The channel still works afterwards.
         assert ctrl_roundtrip(s, cmd(0x01), 8) == bytes.fromhex("000000000001ffff")
 

@@ -36,7 +36,7 @@ def test_all_options():
 @pytest.mark.parametrize(
     "value, fragment",
     [
-        ("backend-uri=file:///tmp/linear", "file:// (linear file) backend is not supported yet"),
+        ("backend-uri=file:///tmp/linear,backup", "only supported by the directory backend"),
         ("backend-uri=nvram://x", "unknown scheme"),
         ("backend-uri=/plain/path", "unknown scheme"),
         ("dir=/a,backend-uri=dir:///b", "not both"),

@@ -51,16 +51,26 @@ FMT1_PARAMETER, NUMBER_SHIFT = 0x040, 8
 
 #: Field primes (FIPS 186-4, D.1.2), a = -3: for the independent point multiplication below.
 FIELD_PRIMES = {
+    TPM_ECC_CURVE.NIST_P192: 2**192 - 2**64 - 1,
+    TPM_ECC_CURVE.NIST_P224: 2**224 - 2**96 + 1,
     TPM_ECC_CURVE.NIST_P256: 2**256 - 2**224 + 2**192 + 2**96 - 1,
     TPM_ECC_CURVE.NIST_P384: 2**384 - 2**128 - 2**96 + 2**32 - 1,
     TPM_ECC_CURVE.NIST_P521: 2**521 - 1,
 }
 CRYPTO_CURVES = {
+    TPM_ECC_CURVE.NIST_P192: ec.SECP192R1,
+    TPM_ECC_CURVE.NIST_P224: ec.SECP224R1,
     TPM_ECC_CURVE.NIST_P256: ec.SECP256R1,
     TPM_ECC_CURVE.NIST_P384: ec.SECP384R1,
     TPM_ECC_CURVE.NIST_P521: ec.SECP521R1,
 }
-SIZES = {TPM_ECC_CURVE.NIST_P256: 32, TPM_ECC_CURVE.NIST_P384: 48, TPM_ECC_CURVE.NIST_P521: 66}
+SIZES = {
+    TPM_ECC_CURVE.NIST_P192: 24,
+    TPM_ECC_CURVE.NIST_P224: 28,
+    TPM_ECC_CURVE.NIST_P256: 32,
+    TPM_ECC_CURVE.NIST_P384: 48,
+    TPM_ECC_CURVE.NIST_P521: 66,
+}
 
 CREATE_PRIMARY_OUT = Struct("CreatePrimary_Out", [("outPublic", T.TPM2B_PUBLIC)])
 ECDH_KEYGEN_OUT = Struct("ECDH_KeyGen_Out", [("zPoint", T.TPM2B_ECC_POINT), ("pubPoint", T.TPM2B_ECC_POINT)])
@@ -495,7 +505,7 @@ def test_every_reported_curve_has_its_parameters(tpm):
         assert detail.sign.scheme == TPM_ALG.NULL
 
 
-@pytest.mark.parametrize("curve", [TPM_ECC_CURVE.NONE, TPM_ECC_CURVE.NIST_P192, TPM_ECC_CURVE.BN_P256, 0x7777])
+@pytest.mark.parametrize("curve", [TPM_ECC_CURVE.NONE, TPM_ECC_CURVE.BN_P256, TPM_ECC_CURVE.SM2_P256, 0x7777])
 def test_unimplemented_curves_are_curve(tpm, curve):
     expect(tpm, command(TPM_CC.ECC_Parameters, u16(curve)), at_param(TPM_RC.CURVE, 1))
 
@@ -517,7 +527,7 @@ def test_commit_refuses_every_key(tpm):
 def test_no_anonymous_or_mqv_scheme_is_reported_or_accepted(tpm):
     algs = {prop.alg for prop in capability(tpm, TPM_CAP.ALGS, 0, 200)}
     assert {TPM_ALG.ECDH, TPM_ALG.OAEP, TPM_ALG.RSAES} <= algs
-    assert not algs & {TPM_ALG.ECDAA, TPM_ALG.ECMQV, TPM_ALG.SM2, TPM_ALG.ECSCHNORR}
+    assert not algs & {TPM_ALG.ECDAA, TPM_ALG.ECMQV, TPM_ALG.SM2}
     # A key with the ECDAA scheme cannot even be created (TPMI_ALG_ECC_SCHEME refuses it).
     area = ecc_template(attrs=SIGNING, sym=NO_SYM, scheme=TPM_ALG.ECDSA, hash_alg=TPM_ALG.SHA256)
     public = bytearray(T.TPMT_PUBLIC.pack(area))

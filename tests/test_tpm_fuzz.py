@@ -9,9 +9,10 @@ as well as on a malformed response.
 Each example runs against a fresh copy of one prepared engine (restored from
 its state blobs, with a deterministic random source), so a failure reproduces
 and shrinks.  The prepared engine has a loaded ECC storage primary, an RSA
-storage primary, a loaded keyed-hash child, a hash and an event sequence, HMAC
-(bound and unbound), policy and trial sessions, so generated commands that
-name those handles get past handle lookup.
+storage primary, a persistent ECDSA signing key (for the attestation commands),
+keyed-hash and AES (CMAC) children, a hash and an event sequence, HMAC (bound and
+unbound), policy and trial sessions, so generated commands that name those handles get
+past handle lookup.
 
 VTPM_FUZZ_EXAMPLES=N runs every test with N examples (default: small).
 """
@@ -89,6 +90,9 @@ NV_INDICES = (
     (0x01500104, 0x9, (1 << 1) | (1 << 17) | (1 << 18), 8),  # PIN pass: OWNERWRITE | OWNERREAD | AUTHREAD
 )
 PERSISTENT = 0x81000100
+#: A persistent ECDSA signing key, so the attestation commands (Quote, Certify, ...) get past
+#: their signHandle without taking one of the transient slots.
+PERSISTENT_SIGNER = 0x81000101
 
 
 def _define_nv(ok, names: dict[int, bytes]) -> None:
@@ -104,6 +108,9 @@ def _define_nv(ok, names: dict[int, bytes]) -> None:
     assert ok(command(TPM_CC.NV_Write, tpm2b(pin) + u16(0), u32(TPM_RH.OWNER) + u32(0x01500104), b"")).rc == 0
 
 
+TEMPLATES_SIGNER = ecc_template(attrs=SIGNING, sym=NO_SYM, scheme=TPM_ALG.ECDSA, hash_alg=TPM_ALG.SHA256)
+
+
 def _prepare():
     engine = EngineOracle(Engine(random=deterministic_random(b"prepare"), max_objects=SLOTS))
     ok = lambda cmd: Response(engine.execute(cmd))  # noqa: E731
@@ -117,6 +124,9 @@ def _prepare():
     ecc = created(ok(create_primary_cmd(ecc_template())))
     evict = command(TPM_CC.EvictControl, u32(PERSISTENT), u32(TPM_RH.OWNER) + u32(ecc), b"")
     assert ok(evict).rc == 0
+    signer = created(ok(create_primary_cmd(TEMPLATES_SIGNER)))
+    assert ok(command(TPM_CC.EvictControl, u32(PERSISTENT_SIGNER), u32(TPM_RH.OWNER) + u32(signer), b"")).rc == 0
+    assert ok(command(TPM_CC.FlushContext, u32(signer))).rc == 0
     _define_nv(ok, names)
     # Three object slots: the ECC primary and a hash sequence stay loaded, one slot stays free; an
     # RSA primary and a keyed-hash child are context-saved (their contexts feed ContextLoad).
@@ -133,11 +143,23 @@ def _prepare():
         assert saved.rc == 0, hex(saved.rc)
         contexts.append(saved.params())
         assert ok(command(TPM_CC.FlushContext, u32(handle))).rc == 0
+    # An AES key with no mode and sign, which TPM2_MAC/MAC_Start take for CMAC (context-saved too).
+    cmac_area = symcipher_template(attrs=SIGNING)
+    cmac_area = dataclasses.replace(
+        cmac_area,
+        parameters=T.TPMS_SYMCIPHER_PARMS(sym=dataclasses.replace(cmac_area.parameters.sym, mode=TPM_ALG.NULL)),
+    )
+    r = Reader(ok(create_cmd(ecc, cmac_area)).params())
+    cmac_key = created(ok(load_cmd(ecc, T.TPM2B_PRIVATE.unmarshal(r), T.TPM2B_PUBLIC.unmarshal(r))))
+    saved = ok(command(TPM_CC.ContextSave, handles=u32(cmac_key)))
+    assert saved.rc == 0, hex(saved.rc)
+    contexts.append(saved.params())
+    assert ok(command(TPM_CC.FlushContext, u32(cmac_key))).rc == 0
     seq = created(ok(command(TPM_CC.HashSequenceStart, u16(0) + u16(TPM_ALG.SHA256))))
     event_seq = created(ok(command(TPM_CC.HashSequenceStart, u16(0) + u16(TPM_ALG.NULL))))
     assert ok(command(TPM_CC.FlushContext, u32(event_seq))).rc == 0  # (a sequence of commands may start one)
     # Names of the objects, for the HMAC sessions' cpHash.
-    for handle in (ecc, PERSISTENT):
+    for handle in (ecc, PERSISTENT, PERSISTENT_SIGNER):
         resp = ok(command(TPM_CC.ReadPublic, handles=u32(handle)))
         r = Reader(resp.params())
         T.TPM2B_PUBLIC.unmarshal(r)
@@ -166,7 +188,8 @@ def _prepare():
     # The same TPM after Shutdown(STATE) and a power cycle, for Startup (CLEAR or STATE).
     assert ok(command(TPM_CC.Shutdown, u16(1))).rc == 0
     shut_down = engine.engine.permanent_blob()
-    return permanent, volatile, shut_down, names, sessions, [ecc, seq, event_seq, rsa, hmac_key], contexts, loadable
+    objects = [ecc, seq, event_seq, rsa, hmac_key, cmac_key]
+    return permanent, volatile, shut_down, names, sessions, objects, contexts, loadable
 
 
 PERMANENT, VOLATILE, PERMANENT_SHUT_DOWN, NAMES, SESSIONS, OBJECTS, CONTEXTS, LOADABLE = _prepare()
@@ -200,19 +223,19 @@ LIVE_HANDLES = (
     + OBJECTS[:2]
     + SESSION_HANDLES[1:]
     + NV_HANDLES
-    + [PERSISTENT]
+    + [PERSISTENT, PERSISTENT_SIGNER]
 )
 CODES = [c.code for c in COMMANDS]
 
 
 def fresh(cmd=None) -> EngineOracle:
     """A copy of the prepared engine, wrapped in the oracle (for Startup: the prepared TPM
-    after Shutdown(STATE) and _TPM_Init)."""
+    after Shutdown(STATE) and _TPM_Init).  Physical presence is asserted, so PP_Commands
+    reaches its handler."""
+    options = {"random": deterministic_random(), "max_objects": SLOTS, "physical_presence": True}
     if cmd is not None and cmd.code == TPM_CC.Startup:
-        return EngineOracle(
-            Engine.from_blobs(PERMANENT_SHUT_DOWN, None, random=deterministic_random(), max_objects=SLOTS)
-        )
-    return EngineOracle(Engine.from_blobs(PERMANENT, VOLATILE, random=deterministic_random(), max_objects=SLOTS))
+        return EngineOracle(Engine.from_blobs(PERMANENT_SHUT_DOWN, None, **options))
+    return EngineOracle(Engine.from_blobs(PERMANENT, VOLATILE, **options))
 
 
 def name_of(handle: int) -> bytes:

@@ -22,8 +22,7 @@ try:  # cryptography >= 43 keeps CFB among the "decrepit" modes
 except ImportError:  # pragma: no cover - older cryptography
     from cryptography.hazmat.primitives.ciphers.modes import CFB
 
-from tpm2_pytss import ESAPI, TCTILdr  # test dependency (pyproject [test]); a missing install must fail
-from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_RC, TPM2_RH, TPM2_SE, TPM2_ST, TPM2_SU, TPMA_SESSION
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_RC, TPM2_RH, TPM2_SE, TPM2_ST, TPMA_SESSION
 from tpm2_pytss.TSS2_Exception import TSS2_Exception
 from tpm2_pytss.types import (
     TPM2B_ECC_POINT,
@@ -38,7 +37,7 @@ from tpm2_pytss.types import (
 )
 from tpm2_pytss.utils import make_credential
 
-from support.daemon import Daemon
+from support.pytss_esys import module_esys_fixtures
 
 STORAGE = "restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda"
 SIGNING = "sign|fixedtpm|fixedparent|sensitivedataorigin|userwithauth"
@@ -50,25 +49,7 @@ AES_KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
 SECRET = b"sealed through ESAPI"
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = Daemon(tmp_path_factory.mktemp("state"), extra=["--flags", "not-need-init"]).start()
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
-@pytest.fixture(scope="module")
-def esys(daemon):
-    tcti = TCTILdr("swtpm", f"host=127.0.0.1,port={daemon.data_port}")
-    ctx = ESAPI(tcti)
-    try:
-        ctx.startup(TPM2_SU.CLEAR)
-        yield ctx
-    finally:
-        ctx.close()
-        tcti.close()
+daemon, esys = module_esys_fixtures()
 
 
 @pytest.fixture
@@ -263,6 +244,25 @@ def test_ecdh_key_gen_and_zgen(esys, flush, srk):
 
 
 # --- symmetric -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["ecc192", "ecc224"])
+def test_ecdsa_on_the_small_nist_curves(esys, flush, spec):
+    curve = {"ecc192": ec.SECP192R1(), "ecc224": ec.SECP224R1()}[spec]
+    template = TPM2B_PUBLIC.parse(f"{spec}:ecdsa-sha256", objectAttributes=SIGNING)
+    handle, public, _, _, _ = esys.create_primary(sensitive(), template, ESYS_TR.OWNER)
+    flush(handle)
+    point = public.publicArea.unique.ecc
+    key = ec.EllipticCurvePublicNumbers(
+        int.from_bytes(bytes(point.x), "big"), int.from_bytes(bytes(point.y), "big"), curve
+    ).public_key()
+    signature = esys.sign(handle, DIGEST, scheme(TPM2_ALG.ECDSA), null_ticket())
+    r, s = (
+        int.from_bytes(bytes(v), "big")
+        for v in (signature.signature.ecdsa.signatureR, signature.signature.ecdsa.signatureS)
+    )
+    key.verify(encode_dss_signature(r, s), DIGEST, ec.ECDSA(Prehashed(hashes.SHA256())))
+    assert esys.verify_signature(handle, DIGEST, signature).tag == TPM2_ST.VERIFIED
 
 
 def test_encrypt_decrypt_2_with_an_aes_key(esys, flush, srk):

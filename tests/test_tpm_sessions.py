@@ -259,8 +259,9 @@ def test_continue_session_clear_flushes_the_session(tpm):
 
 def test_session_attribute_rules(tpm):
     session = start_session(tpm.execute)
-    audit = Use(session, CONTINUE | 0x80, u32(16))
-    assert run(tpm.execute, TPM_CC.PCR_Extend, [PCR16], EXTEND, [audit]).rc == TPM_RC.ATTRIBUTES | S(1)
+    # auditReset only means something in an audit session (audit sessions: test_tpm_audit.py).
+    reset = Use(session, CONTINUE | 0x04, u32(16))
+    assert run(tpm.execute, TPM_CC.PCR_Extend, [PCR16], EXTEND, [reset]).rc == TPM_RC.ATTRIBUTES | S(1)
     # A session that authorizes nothing must at least encrypt.
     assert run(tpm.execute, TPM_CC.GetRandom, [], u16(8), [Use(session)]).rc == TPM_RC.ATTRIBUTES | S(1)
     # Encryption needs a symmetric algorithm and a TPM2B to work on.

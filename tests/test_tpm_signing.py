@@ -174,6 +174,8 @@ def keys(tpm):
         "ecc": make_key(tpm, srk, ecc_signer()),
         "ecc384": make_key(tpm, srk, ecc_signer(0x0004, TPM_ALG.ECDSA, TPM_ALG.SHA384)),
         "ecc521": make_key(tpm, srk, ecc_signer(0x0005)),
+        "ecc192": make_key(tpm, srk, ecc_signer(0x0001)),
+        "ecc224": make_key(tpm, srk, ecc_signer(0x0002, TPM_ALG.ECDSA, TPM_ALG.SHA256)),
         "ecc_restricted": make_key(tpm, srk, ecc_signer(0x0003, TPM_ALG.ECDSA, TPM_ALG.SHA256, SIGNING | RESTRICTED)),
         "ecc_x509": make_key(tpm, srk, ecc_signer(attrs=SIGNING | X509SIGN)),
         "ecc_decrypt": make_key(tpm, srk, ecc_signer(attrs=FIXED_TPM | FIXED_PARENT | SDO | USER_WITH_AUTH | DECRYPT)),
@@ -195,6 +197,16 @@ def ecc_public(key: Key, curve: ec.EllipticCurve) -> ec.EllipticCurvePublicKey:
     return ec.EllipticCurvePublicNumbers(x, y, curve).public_key()
 
 
+#: The curves of the keys above, as ``cryptography`` names them.
+CRYPTO_CURVES = {
+    0x0001: ec.SECP192R1(),
+    0x0002: ec.SECP224R1(),
+    0x0003: ec.SECP256R1(),
+    0x0004: ec.SECP384R1(),
+    0x0005: ec.SECP521R1(),
+}
+
+
 def check_outside(key: Key, sig, digest: bytes, hmac_key: bytes = b"") -> None:
     """Verify a TPM signature with cryptography / hmac, as any relying party would."""
     hash_alg = sig.signature.hashAlg if sig.sigAlg == TPM_ALG.HMAC else sig.signature.hash
@@ -205,7 +217,7 @@ def check_outside(key: Key, sig, digest: bytes, hmac_key: bytes = b"") -> None:
         pss = padding.PSS(mgf=padding.MGF1(CRYPTO[hash_alg]()), salt_length=padding.PSS.AUTO)
         rsa_public(key).verify(sig.signature.sig, digest, pss, prehashed)
     elif sig.sigAlg == TPM_ALG.ECDSA:
-        curve = {0x0003: ec.SECP256R1(), 0x0004: ec.SECP384R1(), 0x0005: ec.SECP521R1()}[key.public.parameters.curveID]
+        curve = CRYPTO_CURVES[key.public.parameters.curveID]
         r, s = (int.from_bytes(v, "big") for v in (sig.signature.signatureR, sig.signature.signatureS))
         assert len(sig.signature.signatureR) == len(sig.signature.signatureS) == (curve.key_size + 7) // 8
         ecc_public(key, curve).verify(encode_dss_signature(r, s), digest, ec.ECDSA(prehashed))
@@ -232,6 +244,8 @@ CASES = (
     + [("rsa", TPM_ALG.RSAPSS, a) for a in ALL_HASHES]
     + [("ecc", TPM_ALG.ECDSA, a) for a in ALL_HASHES]
     + [("ecc521", TPM_ALG.ECDSA, a) for a in (TPM_ALG.SHA256, TPM_ALG.SHA512)]
+    + [("ecc192", TPM_ALG.ECDSA, a) for a in (TPM_ALG.SHA1, TPM_ALG.SHA256, TPM_ALG.SHA512)]
+    + [("ecc224", TPM_ALG.ECDSA, TPM_ALG.SHA256)]
     + [("hmac_null", TPM_ALG.HMAC, a) for a in ALL_HASHES]
 )
 
@@ -305,7 +319,7 @@ def test_scheme_errors(tpm, keys):
     assert rc(tpm, sign_cmd(keys["hmac_null"].handle, d256, TPM_ALG.ECDSA, TPM_ALG.SHA256)) == at_scheme
 
 
-@pytest.mark.parametrize("alg", [TPM_ALG.ECSCHNORR, TPM_ALG.SM2, TPM_ALG.ECDAA, TPM_ALG.RSAES, 0x7777])
+@pytest.mark.parametrize("alg", [TPM_ALG.SM2, TPM_ALG.ECDAA, TPM_ALG.RSAES, 0x7777])
 def test_unimplemented_signature_schemes_are_refused(tpm, keys, alg):
     digest = digest_of(TPM_ALG.SHA256)
     body = tpm2b(digest) + u16(alg) + u16(TPM_ALG.SHA256) + T.TPMT_TK_HASHCHECK.pack(NULL_TICKET)
@@ -318,8 +332,8 @@ def test_unimplemented_signature_schemes_are_refused(tpm, keys, alg):
 def test_tpm_cap_algs_reports_only_the_implemented_signing_schemes(tpm):
     resp = ok(tpm, command(TPM_CC.GetCapability, u32(TPM_CAP.ALGS) + u32(0) + u32(256)))
     algs = {prop.alg for prop in T.TPMS_CAPABILITY_DATA.unpack(resp.params()[1:]).data}
-    assert {TPM_ALG.RSASSA, TPM_ALG.RSAPSS, TPM_ALG.ECDSA, TPM_ALG.HMAC} <= algs
-    assert not {TPM_ALG.ECSCHNORR, TPM_ALG.SM2, TPM_ALG.ECDAA} & algs
+    assert {TPM_ALG.RSASSA, TPM_ALG.RSAPSS, TPM_ALG.ECDSA, TPM_ALG.ECSCHNORR, TPM_ALG.HMAC} <= algs
+    assert not {TPM_ALG.SM2, TPM_ALG.ECDAA} & algs
 
 
 def test_bad_scheme_hash_and_ticket_fields_are_unmarshalling_errors(tpm, keys):

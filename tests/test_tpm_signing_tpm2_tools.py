@@ -50,6 +50,8 @@ def make_key(tpm2, primary: str, tmp_path: Path, alg: str, *extra: str) -> str: 
         ("rsa1024", "rsapss", "sha384"),
         ("ecc256", "ecdsa", "sha256"),
         ("ecc384", "ecdsa", "sha384"),
+        ("ecc192", "ecdsa", "sha256"),
+        ("ecc224", "ecdsa", "sha1"),
         ("hmac", "hmac", "sha256"),
     ],
 )
@@ -73,7 +75,13 @@ def test_tpm2_sign_and_verifysignature(tpm2, primary, tmp_path, alg, scheme, has
 
 @pytest.mark.parametrize(
     ("alg", "scheme", "hash_name"),
-    [("rsa1024", "rsassa", "sha256"), ("rsa1024", "rsapss", "sha256"), ("ecc256", "ecdsa", "sha256")],
+    [
+        ("rsa1024", "rsassa", "sha256"),
+        ("rsa1024", "rsapss", "sha256"),
+        ("ecc256", "ecdsa", "sha256"),
+        ("ecc192", "ecdsa", "sha256"),
+        ("ecc224", "ecdsa", "sha256"),
+    ],
 )
 def test_tpm2_sign_plain_output_verifies_with_cryptography(tpm2, primary, tmp_path, alg, scheme, hash_name):  # noqa: F811
     key = make_key(tpm2, primary, tmp_path, alg)
@@ -89,6 +97,17 @@ def test_tpm2_sign_plain_output_verifies_with_cryptography(tpm2, primary, tmp_pa
         public.verify(sig.read_bytes(), MESSAGE, pss, hashes.SHA256())
     else:
         public.verify(sig.read_bytes(), MESSAGE, ec.ECDSA(hashes.SHA256()))  # DER, as openssl writes it
+
+
+@pytest.mark.parametrize(("alg", "curve", "size"), [("ecc192", ec.SECP192R1, 24), ("ecc224", ec.SECP224R1, 28)])
+def test_tpm2_createprimary_on_the_small_nist_curves(tpm2, tmp_path, alg, curve, size):  # noqa: F811
+    """tpm2_createprimary -G ecc192/ecc224: a primary key whose PEM is a point of that curve."""
+    ctx, pem = str(tmp_path / "primary.ctx"), tmp_path / "primary.pem"
+    step(tpm2, "createprimary", "-C", "o", "-G", alg, "-c", ctx)
+    step(tpm2, "readpublic", "-c", ctx, "-f", "pem", "-o", str(pem))
+    public = serialization.load_pem_public_key(pem.read_bytes())
+    assert isinstance(public, ec.EllipticCurvePublicKey) and isinstance(public.curve, curve)
+    assert (public.curve.key_size + 7) // 8 == size
 
 
 def test_tpm2_sign_with_a_restricted_key_uses_the_hash_ticket(tpm2, primary, tmp_path):  # noqa: F811

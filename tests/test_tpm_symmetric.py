@@ -366,8 +366,11 @@ def test_hmac_hash_selection(tpm):
 
 
 def test_hmac_key_rules(tpm):
+    # TPM2_MAC's rule (it shares the code): a hash does not suit a symmetric key.
     sym = load_sym(tpm, os.urandom(16))
-    assert Response(tpm.execute(hmac_cmd(sym, b"m", TPM_ALG.SHA256))).rc == TPM_RC.TYPE | H(1)
+    assert Response(tpm.execute(hmac_cmd(sym, b"m", TPM_ALG.SHA256))).rc == TPM_RC.SCHEME | P(2)
+    ecc = int.from_bytes(tpm.execute(create_primary_cmd(_ecc_template()))[10:14], "big")
+    assert Response(tpm.execute(hmac_cmd(ecc, b"m", TPM_ALG.SHA256))).rc == TPM_RC.TYPE | H(1)
     not_sign = load_hmac(tpm, os.urandom(16), None, attrs=USER_WITH_AUTH)  # a data object
     assert Response(tpm.execute(hmac_cmd(not_sign, b"m", TPM_ALG.SHA256))).rc == TPM_RC.KEY | H(1)
     # A sequence is no key either.
@@ -418,7 +421,7 @@ def test_hmac_sequence_wrong_auth_and_event_complete(tpm):
 
 def test_hmac_start_errors(tpm):
     sym = load_sym(tpm, os.urandom(16))
-    assert hmac_start(tpm, sym, b"", TPM_ALG.SHA256).rc == TPM_RC.TYPE | H(1)
+    assert hmac_start(tpm, sym, b"", TPM_ALG.SHA256).rc == TPM_RC.SCHEME | P(2)
     fixed = load_hmac(tpm, os.urandom(16), TPM_ALG.SHA256)
     assert hmac_start(tpm, fixed, b"", TPM_ALG.SHA512).rc == TPM_RC.VALUE | P(2)
     free = load_hmac(tpm, os.urandom(16), None, attrs=USER_WITH_AUTH | SIGN | DECRYPT)

@@ -1,4 +1,4 @@
-"""TPM2_EncryptDecrypt(2), TPM2_HMAC, TPM2_HMAC_Start and TPM2_Unseal against Debian's
+"""TPM2_EncryptDecrypt(2), TPM2_MAC (HMAC), TPM2_MAC_Start and TPM2_Unseal against Debian's
 swtpm (libtpms): the same command bytes to both TPMs, whole responses compared.
 
 A symmetric or keyed-hash key the caller knows is loaded into both with TPM2_LoadExternal
@@ -8,9 +8,10 @@ ivOut of each mode (also after a partial final block), the HMACs, the handles, t
 response codes of the bad inputs (handle or parameter number included).  Sealed data
 objects are made by each TPM under its own primary; their Unseal answers are compared.
 
-One known difference, asserted as such: libtpms implements TPM2_MAC/TPM2_MAC_Start (CMAC),
-which share their command codes with TPM2_HMAC/TPM2_HMAC_Start, so for an unknown hash or
-a symmetric key it answers as TPM2_MAC does; this TPM implements the HMAC forms.
+TPM2_MAC/TPM2_MAC_Start (CMAC with an AES key) share their command codes with
+TPM2_HMAC/TPM2_HMAC_Start; both TPMs implement the MAC forms, so their answers are
+compared too, and the CMACs against ``cryptography``'s.  One known difference, asserted as
+such: libtpms also lets a symmetric key be made with TPM_ALG_CMAC as its mode.
 """
 
 from __future__ import annotations
@@ -353,42 +354,129 @@ def test_hmac_bad_inputs(pair, loaded):
     flush(pair, handle_of(same_ok(pair, hmac_start_cmd(fixed, bytes(range(64)), TPM_ALG.SHA256))))
 
 
-@pytest.mark.parametrize("alg", [0x7777, TPM_ALG.AES, TPM_ALG.SHA3_256], ids=["unknown", "aes", "sha3_256"])
-def test_hmac_unknown_hash_is_a_known_difference(pair, loaded, alg):
-    """libtpms implements TPM2_MAC/TPM2_MAC_Start (CMAC), which share 0x0155/0x015B with
-    TPM2_HMAC/TPM2_HMAC_Start: it unmarshals a TPMI_ALG_MAC_SCHEME and answers
-    TPM_RC_SYMMETRIC.  This TPM implements the HMAC forms (no CMAC), whose hashAlg is a
-    TPMI_ALG_HASH+: TPM_RC_HASH (Part 2, TPMI_ALG_HASH).  Both are the parameter-2 error."""
+@pytest.mark.parametrize("alg", [0x7777, TPM_ALG.AES, TPM_ALG.SHA3_256, TPM_ALG.CFB], ids=lambda a: f"{a:#x}")
+def test_mac_scheme_that_is_neither_hash_nor_mac_mode(pair, loaded, alg):
+    """TPM2_MAC/TPM2_MAC_Start share 0x0155/0x015B with TPM2_HMAC/TPM2_HMAC_Start: inScheme is a
+    TPMI_ALG_MAC_SCHEME, so anything but an implemented hash or TPM_ALG_CMAC is TPM_RC_SYMMETRIC."""
     handle = loaded(hmac_public(HMAC_KEY, SEED), TPM_ALG.KEYEDHASH, HMAC_KEY)
     for cmd in (hmac_cmd(handle, b"m", alg), hmac_start_cmd(handle, b"", alg)):
-        theirs, ours = (Response(t.execute(cmd)).rc for t in pair)
-        assert (theirs, ours) == (TPM_RC.SYMMETRIC | P(2), TPM_RC.HASH | P(2)), (rc_name(theirs), rc_name(ours))
-    # TPM2_Hash has no MAC twin: the same TPM_RC_HASH from both.
+        same_rc(pair, cmd, TPM_RC.SYMMETRIC | P(2))
+    # TPM2_Hash has no MAC twin: TPM_RC_HASH from both.
     same_rc(pair, command(TPM_CC.Hash, tpm2b(b"d") + u16(alg) + u32(TPM_RH.OWNER)), TPM_RC.HASH | P(2))
 
 
-def test_hmac_with_a_symmetric_key_is_a_known_difference(pair, loaded):
-    """The same TPM2_MAC/TPM2_HMAC split with an AES key: libtpms computes a CMAC for
-    TPM_ALG_CMAC (0x003F) and otherwise refuses the scheme for the key (TPM_RC_SCHEME, or
-    TPM_RC_VALUE for TPM_ALG_NULL, parameter 2; TPM_RC_KEY, handle 1, when the key lacks
-    sign).  Part 3 TPM2_HMAC: a key that is not TPM_ALG_KEYEDHASH is TPM_RC_TYPE (handle 1),
-    which this TPM answers for a hash; TPM_ALG_CMAC is no hash here: TPM_RC_HASH."""
-    sym = loaded(sym_public(AES128_KEY, SEED), TPM_ALG.SYMCIPHER, AES128_KEY)
-    decrypt_only = loaded(sym_public(AES128_KEY, SEED, attrs=USER_WITH_AUTH | DECRYPT), TPM_ALG.SYMCIPHER, AES128_KEY)
-    cmac = 0x003F
-    cases = [
-        (sym, TPM_ALG.SHA256, TPM_RC.SCHEME | P(2), TPM_RC.TYPE | H(1)),
-        (sym, TPM_ALG.NULL, TPM_RC.VALUE | P(2), TPM_RC.TYPE | H(1)),
-        (sym, cmac, TPM_RC.SUCCESS, TPM_RC.HASH | P(2)),
-        (decrypt_only, TPM_ALG.SHA256, TPM_RC.SCHEME | P(2), TPM_RC.TYPE | H(1)),
-        (decrypt_only, cmac, TPM_RC.KEY | H(1), TPM_RC.HASH | P(2)),
-    ]
-    for handle, alg, rc_theirs, rc_ours in cases:
+def cmac(key: bytes, data: bytes) -> bytes:
+    from cryptography.hazmat.primitives import cmac as cmac_
+    from cryptography.hazmat.primitives.ciphers import algorithms
+
+    mac = cmac_.CMAC(algorithms.AES(key))
+    mac.update(data)
+    return mac.finalize()
+
+
+MAC_MESSAGES = [b"", MESSAGE[:BLOCK], MESSAGE[: BLOCK + 1], MESSAGE * 11]
+
+
+@pytest.mark.parametrize("key", [AES128_KEY, AES256_KEY], ids=["aes128", "aes256"])
+def test_cmac_is_identical_and_is_sp800_38b(pair, loaded, key):
+    """TPM2_MAC with TPM_ALG_CMAC: both TPMs give the SP 800-38B CMAC, block-sized messages or not."""
+    handle = loaded(sym_public(key, SEED, attrs=USER_WITH_AUTH | SIGN), TPM_ALG.SYMCIPHER, key)
+    for message in MAC_MESSAGES:
+        resp = same_ok(pair, hmac_cmd(handle, message, TPM_ALG.CMAC))
+        assert resp.params() == tpm2b(cmac(key, message))
+
+
+@pytest.mark.parametrize("key", [AES128_KEY, AES256_KEY], ids=["aes128", "aes256"])
+def test_cmac_sequence(pair, loaded, key):
+    """MAC_Start + SequenceUpdate + SequenceComplete: the CMAC of the whole input, a NULL ticket."""
+    handle = loaded(sym_public(key, SEED, attrs=USER_WITH_AUTH | SIGN), TPM_ALG.SYMCIPHER, key)
+    seq = handle_of(same_ok(pair, hmac_start_cmd(handle, b"seq auth", TPM_ALG.CMAC)))
+    chunks = [MESSAGE * 10, b"", MESSAGE[:5], MESSAGE[:BLOCK]]
+    for chunk in chunks:
+        same_ok(pair, command(TPM_CC.SequenceUpdate, tpm2b(chunk), u32(seq), b"seq auth"))
+    resp = same_ok(pair, command(TPM_CC.SequenceComplete, tpm2b(b"last") + u32(TPM_RH.OWNER), u32(seq), b"seq auth"))
+    expected = cmac(key, b"".join(chunks) + b"last")
+    assert resp.params() == tpm2b(expected) + u16(TPM_ST.HASHCHECK) + u32(TPM_RH.NULL) + u16(0)
+    same_rc(pair, command(TPM_CC.SequenceUpdate, tpm2b(b""), u32(seq), b"seq auth"), TPM_RC.REFERENCE_H0)
+
+
+RESTRICTED_HMAC = T.TPMT_PUBLIC(
+    type=TPM_ALG.KEYEDHASH,
+    nameAlg=TPM_ALG.SHA256,
+    objectAttributes=FIXED_TPM | FIXED_PARENT | SDO | USER_WITH_AUTH | RESTRICTED | SIGN,
+    authPolicy=b"",
+    parameters=T.TPMS_KEYEDHASH_PARMS(
+        scheme=T.TPMT_KEYEDHASH_SCHEME(scheme=TPM_ALG.HMAC, details=T.TPMS_SCHEME_HASH(hashAlg=TPM_ALG.SHA256))
+    ),
+    unique=b"",
+)
+#: key -> (inScheme, the code of TPM2_MAC and TPM2_MAC_Start), both TPMs.
+CMAC, NULL, SHA256, SHA1 = TPM_ALG.CMAC, TPM_ALG.NULL, TPM_ALG.SHA256, TPM_ALG.SHA1
+MAC_RULES = {
+    "aes-no-mode": [(SHA256, TPM_RC.SCHEME | P(2)), (NULL, TPM_RC.VALUE | P(2)), (CMAC, TPM_RC.SUCCESS)],
+    "aes-decrypt-only": [(SHA256, TPM_RC.SCHEME | P(2)), (CMAC, TPM_RC.KEY | H(1))],
+    "aes-cfb": [(CMAC, TPM_RC.VALUE | P(2)), (SHA256, TPM_RC.VALUE | P(2)), (NULL, TPM_RC.SCHEME | P(2))],
+    "hmac-sha256": [(CMAC, TPM_RC.VALUE | P(2)), (SHA1, TPM_RC.VALUE | P(2)), (NULL, TPM_RC.SUCCESS)],
+    "ecc": [(CMAC, TPM_RC.TYPE | H(1)), (SHA256, TPM_RC.TYPE | H(1))],
+    "restricted-hmac": [(NULL, TPM_RC.ATTRIBUTES | H(1)), (SHA1, TPM_RC.VALUE | P(2)), (CMAC, TPM_RC.VALUE | P(2))],
+}
+
+
+def mac_rule_key(name: str, loaded, primary) -> int:
+    if name == "ecc":
+        return primary(ecc_template())
+    if name == "restricted-hmac":
+        return primary(RESTRICTED_HMAC)
+    if name == "hmac-sha256":
+        return loaded(hmac_public(HMAC_KEY, SEED, TPM_ALG.SHA256), TPM_ALG.KEYEDHASH, HMAC_KEY)
+    mode, attrs = {
+        "aes-no-mode": (TPM_ALG.NULL, USER_WITH_AUTH | SIGN | DECRYPT),
+        "aes-decrypt-only": (TPM_ALG.NULL, USER_WITH_AUTH | DECRYPT),
+        "aes-cfb": (TPM_ALG.CFB, USER_WITH_AUTH | SIGN | DECRYPT),
+    }[name]
+    return loaded(sym_public(AES128_KEY, SEED, mode, attrs=attrs), TPM_ALG.SYMCIPHER, AES128_KEY)
+
+
+@pytest.mark.parametrize("name", list(MAC_RULES))
+def test_mac_scheme_and_key_rules(pair, loaded, primary, name):
+    """Which inScheme TPM2_MAC and TPM2_MAC_Start accept for a key, and the codes otherwise: the
+    MAC must be the key's (keyed-hash scheme, symmetric mode) or, for a key naming none, the
+    caller's (TPM_RC_VALUE); it must suit the key -- a hash for a keyed-hash key, CMAC for a
+    symmetric one, so a key made for an encryption mode does no MAC (TPM_RC_SCHEME) -- and
+    only then restricted (TPM_RC_ATTRIBUTES) and sign (TPM_RC_KEY) count."""
+    handle = mac_rule_key(name, loaded, primary)
+    for alg, rc in MAC_RULES[name]:
         for cmd in (hmac_cmd(handle, b"m", alg), hmac_start_cmd(handle, b"", alg)):
-            theirs, ours = (Response(t.execute(cmd)) for t in pair)
-            if theirs.rc == 0 and cmd[6:10] == u32(TPM_CC.HMAC_Start):
-                flush(pair[:1], handle_of(theirs))
-            assert (theirs.rc, ours.rc) == (rc_theirs, rc_ours), (rc_name(theirs.rc), rc_name(ours.rc))
+            resp = same(pair, cmd)
+            assert resp.rc == rc, (hex(alg), rc_name(resp.rc), rc_name(rc))
+            if rc == 0 and cmd[6:10] == u32(TPM_CC.MAC_Start):
+                flush(pair, handle_of(resp))
+
+
+def test_a_key_made_for_cmac_is_a_known_difference(pair):
+    """libtpms takes TPM_ALG_CMAC as a TPMI_ALG_SYM_MODE, so a symmetric key can be made for it
+    (sign only; with decrypt too it is TPM_RC_SCHEME).  This TPM keeps TPMI_ALG_SYM_MODE to the
+    encryption modes, so such a template is TPM_RC_MODE; a key with no mode does CMAC here as
+    there, TPM_ALG_CMAC named in TPM2_MAC (test_cmac_is_identical_and_is_sp800_38b)."""
+    cases = ((USER_WITH_AUTH | SIGN, TPM_RC.SUCCESS), (USER_WITH_AUTH | SIGN | DECRYPT, TPM_RC.SCHEME | P(2)))
+    for attrs, rc_theirs in cases:
+        public = T.TPMT_PUBLIC.pack(sym_public(AES128_KEY, SEED, TPM_ALG.CFB, attrs=attrs))
+        cmac_mode = public.replace(
+            u16(TPM_ALG.AES) + u16(128) + u16(TPM_ALG.CFB), u16(TPM_ALG.AES) + u16(128) + u16(CMAC)
+        )
+        sensitive = T.TPMT_SENSITIVE(
+            sensitiveType=TPM_ALG.SYMCIPHER, authValue=b"", seedValue=SEED, sensitive=AES128_KEY
+        )
+        body = T.TPM2B_SENSITIVE_OR_EMPTY.pack(sensitive) + tpm2b(cmac_mode) + u32(TPM_RH.NULL)
+        theirs, ours = (Response(t.execute(command(TPM_CC.LoadExternal, body))) for t in pair)
+        if theirs.rc == 0:
+            flush(pair[:1], handle_of(theirs))
+        assert (theirs.rc, ours.rc) == (rc_theirs, TPM_RC.MODE | P(2)), (rc_name(theirs.rc), rc_name(ours.rc))
+
+
+def test_cmac_is_reported_as_libtpms_reports_it(pair):
+    """TPM_CAP_ALGS for TPM_ALG_CMAC: the same TPMS_ALG_PROPERTY (symmetric | signing)."""
+    same_ok(pair, command(TPM_CC.GetCapability, u32(0) + u32(TPM_ALG.CMAC) + u32(1)))
 
 
 def test_hmac_key_rules_on_load(pair):

@@ -420,7 +420,7 @@ def test_state_without_the_commit_fields_still_loads():
 # --- error paths -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("curve", [TPM_ECC_CURVE.NONE, TPM_ECC_CURVE.NIST_P192, TPM_ECC_CURVE.BN_P256, 0x7777])
+@pytest.mark.parametrize("curve", [TPM_ECC_CURVE.NONE, TPM_ECC_CURVE.BN_P256, TPM_ECC_CURVE.SM2_P256, 0x7777])
 def test_ec_ephemeral_unimplemented_curves_are_curve(tpm, curve):
     _, before = ephemeral(tpm)
     expect(tpm, ephemeral_cmd(curve), at_param(TPM_RC.CURVE, 1))

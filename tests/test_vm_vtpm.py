@@ -1,6 +1,7 @@
 """Host side of the real-kernel vTPM check: boots the cusevm guest once and runs
 tests/vm/test_cuse_vtpm.py inside it (the daemon, swtpm_ioctl, vtpm-ioctl,
-tpm2-tools and a selftest-style Python client against /dev/vtpm-<uuid>).
+tpm2-tools and a selftest-style Python client against /dev/vtpm-<uuid>), then
+tests/vm/test_vtpm_proxy.py (``chardev --vtpm-proxy``: tpm2-tools on /dev/tpmrmN).
 
 Slow (about two and a half minutes under TCG) and marked ``vm``; fails rather than
 skips when the VM cannot be had, like tests/test_vm_echo.py.
@@ -16,9 +17,9 @@ from cusevm_launch import run_in_vm
 
 pytestmark = pytest.mark.vm
 
-INNER = "tests/vm/test_cuse_vtpm.py"
+INNER = "tests/vm/test_cuse_vtpm.py tests/vm/test_vtpm_proxy.py"
 VM_TIMEOUT = 1200
-CLIENTS = ("vtpm-cuse", "swtpm_ioctl", "vtpm-ioctl", "tpm2-tools", "python")
+CLIENTS = ("vtpm-cuse", "swtpm_ioctl", "vtpm-ioctl", "tpm2-tools", "python", "vtpm-proxy")
 
 
 def test_vtpm_device_on_the_real_kernel(tmp_path: Path) -> None:

@@ -85,3 +85,64 @@ def test_idle_thread_retires_and_a_new_job_starts_another(monkeypatch):
         assert await w.run(lambda: "still serving") == "still serving"
 
     trio.run(main)
+
+
+def test_a_job_run_here_on_another_thread_takes_its_turn_after_the_running_job():
+    order: list[str] = []
+    started = threading.Event()
+
+    def slow() -> None:
+        started.set()
+        time.sleep(0.3)
+        order.append("worker job")
+
+    async def main():
+        w = Worker()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(w.run, slow)
+            await trio.to_thread.run_sync(started.wait)
+            ran_on = await trio.to_thread.run_sync(
+                lambda: w.run_here(lambda: (order.append("here"), threading.get_ident())[1])
+            )
+            assert ran_on != threading.get_ident()
+
+    trio.run(main)
+    assert order == ["worker job", "here"]
+
+
+def test_inline_runs_only_when_nothing_runs_or_waits():
+    release = threading.Event()
+
+    async def main():
+        w = Worker()
+        done = w.try_run_inline(threading.get_ident)
+        assert done is not None and done.unwrap() == threading.get_ident()  # idle: right here
+        assert w.idle
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(w.run, release.wait)
+            await trio.sleep(0.05)
+            assert not w.idle
+            assert w.try_run_inline(lambda: "overtaken") is None  # would overtake the job
+            release.set()
+        assert w.idle
+        assert w.try_run_inline(lambda: 7).unwrap() == 7
+
+    trio.run(main)
+
+
+def test_turn_serves_threads_in_arrival_order():
+    turn = worker_module.Turn()
+    order: list[int] = []
+    turn.acquire()
+    threads = []
+    for i in range(5):
+        t = threading.Thread(target=lambda i=i: (turn.acquire(), order.append(i), turn.release()))
+        t.start()
+        threads.append(t)
+        time.sleep(0.05)  # each has taken its ticket before the next starts
+    assert not turn.try_acquire()
+    turn.release()
+    for t in threads:
+        t.join(10)
+    assert order == list(range(5))
+    assert turn.idle

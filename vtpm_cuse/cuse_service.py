@@ -37,10 +37,12 @@ async def serve_vtpm_device(
     cuse_path: str = CUSE_PATH,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await vtpm.boot()  # a Startup response of --flags startup-* is not left for a reader
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
-        device = VtpmDevice(vtpm, nursery=nursery, on_terminate=stop.set)
+        # The node appears first and the TPM starts behind it (requests wait for that),
+        # so the engine's import and self-test overlap the client's start; a TPM that
+        # cannot start still fails the command before ready() lets the parent go.
+        device = VtpmDevice(vtpm, nursery=nursery, on_terminate=stop.set, booting=True)
 
         async def watch_signals() -> None:
             with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
@@ -57,6 +59,10 @@ async def serve_vtpm_device(
 
         nursery.start_soon(watch_signals)
         session = await nursery.start(serve)
+        if vtpm.flags.start_immediately:
+            await device.boot()  # its errors end the command before ready()
+        else:
+            nursery.start_soon(device.boot)
         log.info("serving /dev/%s", options.name)
         ready()
         task_status.started(session)

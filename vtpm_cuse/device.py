@@ -86,7 +86,9 @@ class VtpmDevice(CuseDevice):
     ``nursery`` runs the commands of O_NONBLOCK writes in the background; without
     one they run inside the write like blocking ones (still correct, only the
     write then waits).  ``on_terminate`` is called once PTM_SHUTDOWN (or a fatal
-    storage-lock failure) has been answered.
+    storage-lock failure) has been answered.  With ``booting``, reads, writes and
+    ioctls wait until :meth:`boot` has started the TPM, so the node can appear
+    before the engine is even imported.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class VtpmDevice(CuseDevice):
         *,
         nursery: trio.Nursery | None = None,
         on_terminate: Callable[[], None] | None = None,
+        booting: bool = False,
     ) -> None:
         self.vtpm = vtpm
         self.transfer = CuseBlobTransfer()
@@ -112,6 +115,39 @@ class VtpmDevice(CuseDevice):
         response behind for someone else."""
         self._poll_waiters = PollWaiters()
         self.terminated = False
+        self._booted = trio.Event()
+        """Closed while :meth:`boot` starts the TPM behind an already visible node."""
+        if not booting:
+            self._booted.set()
+
+    # --- which calls return at once (the session then runs them without a task) -----------
+
+    INSTANT_CALLS = frozenset({"open", "release", "poll"})
+
+    def read_returns_at_once(self, fh: int, nonblock: bool) -> bool:
+        """Only a blocking read while a command runs (or the TPM boots) waits."""
+        return self._booted.is_set() and (nonblock or self._done is None)
+
+    def write_returns_at_once(self, fh: int, data: bytes, nonblock: bool) -> bool:
+        """A command the Vtpm runs inline (short, nothing else running or queued), or a
+        write that fails or feeds a state-blob transfer at once."""
+        if not self._booted.is_set():
+            return False
+        if self._done is not None or self.transfer.mode is not TransferMode.IDLE:
+            return True  # EBUSY, EIO, or appended to the SET_STATEBLOB transfer
+        return self.vtpm.runs_inline_now(data)
+
+    async def boot(self) -> None:
+        """Start the TPM as ``--flags`` ask (:meth:`Vtpm.boot`), then let requests in.
+
+        When the TPM waits for INIT instead, the engine is imported on the worker
+        meanwhile, so the INIT queued behind it does not pay for the import."""
+        try:
+            await self.vtpm.boot()  # a Startup response of --flags startup-* is not left for a reader
+        finally:
+            self._booted.set()
+        if not self.vtpm.running:
+            await self.vtpm.preload()
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -136,6 +172,10 @@ class VtpmDevice(CuseDevice):
 
     async def _wake_pollers(self) -> None:
         await self._poll_waiters.wake()
+
+    async def _wait_booted(self) -> None:
+        if not self._booted.is_set():
+            await self._booted.wait()
 
     async def _wait_idle(self) -> None:
         while self._done is not None:
@@ -164,6 +204,7 @@ class VtpmDevice(CuseDevice):
 
     async def write(self, fh: int, data: bytes, nonblock: bool) -> int:
         self._check(fh)
+        await self._wait_booted()
         mode = self.transfer.mode
         if mode is TransferMode.SET:
             return self.transfer.write(data)
@@ -210,6 +251,7 @@ class VtpmDevice(CuseDevice):
 
     async def read(self, fh: int, size: int, nonblock: bool) -> bytes:
         self._check(fh)
+        await self._wait_booted()
         mode = self.transfer.mode
         if mode is TransferMode.GET:
             return self.transfer.read(size)
@@ -246,6 +288,7 @@ class VtpmDevice(CuseDevice):
         self, fh: int, cmd: int, arg: int, in_data: bytes, out_size: int, flags: IoctlFlags
     ) -> tuple[int, bytes]:
         self._check(fh)
+        await self._wait_booted()
         try:
             spec, abi = by_ioctl(cmd)
         except UnknownCommand:

@@ -34,7 +34,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -42,14 +42,18 @@ from ioctl_defs import PtmResult
 
 from .flags import MAX_LOCALITY, LocalityPolicy, StartupMode, VtpmFlags
 from .state import DirectoryStore, StateError, StateKey, StateKind, StorageLockError
-from .tpm.command import CommandTable
-from .tpm.commands import COMMANDS
 from .tpm.constants import MAX_COMMAND_SIZE, TPM_CC, TPM_SU
-from .tpm.engine import Engine
 from .tpm.errors import TPM_RC
-from .tpm.state import BlobKind, StateBlobError, deserialise
 from .tpm.wire import HEADER_SIZE, command_bytes, command_code, error_response, response_code
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from .tpm.command import CommandTable
+    from .tpm.engine import Engine
+
+# The engine (its command table and the declaration checks) is the slowest import of
+# the daemon, so it is loaded when the first TPM starts (:func:`load_engine`), after
+# the sockets or the CUSE channel are open: the kernel queues clients meanwhile.
 
 __all__ = [
     "BUFFER_SIZE_MAX",
@@ -82,6 +86,13 @@ BUFFER_SIZE_MIN = 2832
 STATE_DIR_MODE = 0o770
 #: Largest buffer: the engine's own command/response limit.
 BUFFER_SIZE_MAX = MAX_COMMAND_SIZE
+
+
+def load_engine() -> type[Engine]:
+    """Import the engine (once; later calls are a dictionary look-up)."""
+    from .tpm.engine import Engine
+
+    return Engine
 
 
 class VtpmStateError(Exception):
@@ -209,6 +220,8 @@ class Vtpm:
         """The commands this TPM implements (also while stopped, for GET_INFO)."""
         if self.engine is not None:
             return self.engine.table
+        from .tpm.commands import COMMANDS
+
         return self.engine_options.get("table", COMMANDS)
 
     def require_running(self, operation: str) -> Engine:
@@ -249,6 +262,11 @@ class Vtpm:
         await self.stop()
         await trio.to_thread.run_sync(self._release_storage)
 
+    async def preload(self) -> None:
+        """Import the engine on the worker now, so that the first INIT (queued behind
+        this job) does not pay for it; the event loop keeps serving meanwhile."""
+        await self.run_on_worker(load_engine)
+
     async def boot(self) -> bytes | None:
         """Start without INIT as ``--flags not-need-init[,startup-*]`` asks.
 
@@ -277,8 +295,10 @@ class Vtpm:
                 raise
             except StateError as exc:
                 raise self._init_error(exc) from exc
+        from .tpm.state import StateBlobError
+
         try:
-            engine = Engine.from_blobs(permanent, volatile, **self.engine_options)
+            engine = load_engine().from_blobs(permanent, volatile, **self.engine_options)
         except StateBlobError as exc:
             raise StateError(PtmResult.TPM_RC_FAILURE, f"state in {directory} is not usable: {exc}") from exc
         engine.max_command_size = engine.max_response_size = self.buffer_size
@@ -348,6 +368,30 @@ class Vtpm:
         changed is written to the store before the response is returned.
         """
         command = bytes(command)
+        answer = self._answer_without_engine(command)
+        if answer is not None:
+            return answer
+        code = command_code(command)
+        assert code is not None
+        if self._runs_inline(code):
+            done = self._worker.try_run_inline(lambda: self._execute_blocking(command, code))
+            if done is not None:
+                return done.unwrap()
+        return await self.run_on_worker(lambda: self._execute_blocking(command, code))
+
+    def execute_here(self, command: bytes) -> bytes:
+        """:meth:`execute` for a thread that may block (the socket data thread): the
+        command runs on the calling thread, in turn with the worker's jobs."""
+        command = bytes(command)
+        answer = self._answer_without_engine(command)
+        if answer is not None:
+            return answer
+        code = command_code(command)
+        assert code is not None
+        return self._worker.run_here(lambda: self._execute_blocking(command, code))
+
+    def _answer_without_engine(self, command: bytes) -> bytes | None:
+        """The answers that need no engine: stopped TPM, less than a header, vendor SET_LOCALITY."""
         if self.engine is None:
             return fatal_error_response()
         code = command_code(command)
@@ -355,7 +399,30 @@ class Vtpm:
             return error_response(TPM_RC.INSUFFICIENT)
         if code == TPM2_CC_SET_LOCALITY:
             return self._vendor_set_locality(command)
-        return await self.run_on_worker(lambda: self._execute_blocking(command, code))
+        return None
+
+    def runs_inline_now(self, command: bytes) -> bool:
+        """Whether :meth:`execute` of ``command`` would finish without waiting for the
+        worker: answered without the engine, or short and nothing running or queued."""
+        code = command_code(command)
+        if self.engine is None or code is None or code == TPM2_CC_SET_LOCALITY:
+            return True  # answered by _answer_without_engine
+        return self._runs_inline(code) and self._worker.idle
+
+    def _runs_inline(self, code: int) -> bool:
+        """Whether the command is known to be short, so the event loop may run it itself.
+
+        Like swtpm, which runs non-cancelable commands in its FUSE write handler:
+        not cancelable (key generation, RSA private-key operations), not
+        ``extensive`` or NV-writing (their state write syncs to disk), and no
+        storage lock to re-take (that may retry for seconds).  Anything else, and
+        anything while a job runs or waits, goes to the worker thread.
+        """
+        engine = self.engine
+        cmd = engine.table.get(code) if engine is not None else None
+        if cmd is None or cmd.cancelable or cmd.extensive or cmd.nv:
+            return False
+        return not self.store.locking_enabled or self.store.locked
 
     def _vendor_set_locality(self, command: bytes) -> bytes:
         if not self.locality_policy.allow_set_locality or len(command) <= HEADER_SIZE:
@@ -497,6 +564,8 @@ class Vtpm:
                     raise StateError(
                         PtmResult.TPM_BAD_PARAMETER, "a TPM 2 has no savestate; refusing a non-empty savestate blob"
                     )
+                from .tpm.state import BlobKind, StateBlobError, deserialise
+
                 try:
                     deserialise(BlobKind(int(kind)), state)
                 except StateBlobError as exc:

@@ -8,6 +8,13 @@ semantics stay the same as ``to_thread.run_sync`` with a CapacityLimiter(1):
 jobs run one at a time in submission order, the event loop stays free while a
 job runs, and a job that has started is waited for even if the caller is
 cancelled (the engine must never be abandoned half-way through a command).
+
+Jobs can also run *elsewhere*, without the hand-off, as long as they take their
+turn: :class:`Turn` is the one ticket every job of a Worker holds while it runs.
+The socket data thread runs its commands on itself with :meth:`Worker.run_here`
+(it blocks anyway), and the event loop runs a short command inline with
+:meth:`Worker.try_run_inline` when nothing is running or queued -- so a job never
+overtakes an earlier one and two jobs never overlap, wherever they run.
 """
 
 from __future__ import annotations
@@ -28,11 +35,60 @@ T = TypeVar("T")
 IDLE_SECONDS = 30.0
 
 
+class Turn:
+    """A first-come-first-served lock across threads (a ticket lock).
+
+    ``threading.Lock`` is not fair: a thread releasing and re-acquiring it in a
+    loop (the data thread serving a busy client) could starve a control
+    operation waiting on the worker.  Tickets are served in the order taken.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._next = 0
+        self._serving = 0
+
+    def acquire(self) -> None:
+        with self._cond:
+            ticket = self._next
+            self._next += 1
+            while self._serving != ticket:
+                self._cond.wait()
+
+    def try_acquire(self) -> bool:
+        """Take the turn only if nobody holds it or waits for it; never blocks on a job."""
+        with self._cond:
+            if self._next != self._serving:
+                return False
+            self._next += 1
+            return True
+
+    def release(self) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+    @property
+    def idle(self) -> bool:
+        """Nobody holds or waits for the turn (a snapshot)."""
+        return self._next == self._serving
+
+    def __enter__(self) -> Turn:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class Worker:
     """One thread running blocking jobs in order for the trio tasks that submit them."""
 
     def __init__(self, name: str = "vtpm-worker") -> None:
         self._name = name
+        self.turn = Turn()
+        self._queued = 0
+        """Jobs submitted from the loop and not yet finished (loop thread only)."""
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         # trio's fair Lock admits waiters in arrival order: that is the job order, and
         # it means only one task at a time waits on the pipe.
@@ -42,8 +98,39 @@ class Worker:
         self._slot = _ThreadSlot()
         weakref.finalize(self, _close_fds, self._done_r, self._done_w)
 
+    @property
+    def idle(self) -> bool:
+        """No job runs or waits (a snapshot; on the loop thread it holds until the next
+        await, as long as no other thread submits)."""
+        return not self._queued and self.turn.idle
+
+    def run_here(self, fn: Callable[[], T]) -> T:
+        """Run ``fn()`` on the calling (non-loop) thread, in turn with the worker's jobs."""
+        with self.turn:
+            return fn()
+
+    def try_run_inline(self, fn: Callable[[], T]) -> outcome.Outcome | None:
+        """Run a short ``fn()`` right here on the loop if no job runs or waits; else None.
+
+        Saves the two thread hand-offs of :meth:`run` for commands known to be
+        short; the loop is blocked meanwhile, so never use it for long jobs.
+        """
+        if self._queued or not self.turn.try_acquire():
+            return None
+        try:
+            return outcome.capture(fn)
+        finally:
+            self.turn.release()
+
     async def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn()`` on the worker thread and return its result (or raise its exception)."""
+        self._queued += 1
+        try:
+            return await self._run_queued(fn)
+        finally:
+            self._queued -= 1
+
+    async def _run_queued(self, fn: Callable[[], T]) -> T:
         try:
             # The uncontended case skips a scheduler pass: waiting on the pipe is the checkpoint.
             self._turn.acquire_nowait()
@@ -70,7 +157,7 @@ class Worker:
             if not slot.running:
                 slot.running = True
                 threading.Thread(
-                    target=_serve, args=(self._jobs, self._done_w, slot), name=self._name, daemon=True
+                    target=_serve, args=(self._jobs, self._done_w, slot, self.turn), name=self._name, daemon=True
                 ).start()
 
 
@@ -83,7 +170,7 @@ class _ThreadSlot:
         self.running = False
 
 
-def _serve(jobs: queue.SimpleQueue, done_w: int, slot: _ThreadSlot) -> None:
+def _serve(jobs: queue.SimpleQueue, done_w: int, slot: _ThreadSlot, turn: Turn) -> None:
     # A plain function, not a method: the thread must not keep its Worker alive.
     while True:
         try:
@@ -94,7 +181,8 @@ def _serve(jobs: queue.SimpleQueue, done_w: int, slot: _ThreadSlot) -> None:
                     slot.running = False
                     return
             continue
-        box.append(outcome.capture(fn))
+        with turn:
+            box.append(outcome.capture(fn))
         os.write(done_w, b"\0")
 
 

@@ -18,6 +18,8 @@
 #   CUSEVM_MEM      guest memory in MiB (default 2048); CUSEVM_SMP: vCPUs (default 2)
 #   CUSEVM_KERNEL_PKG  kernel package to use instead of linux-image-amd64's dependency
 #   CUSEVM_QUIET=1  do not print the script's output (it stays in SHARE_DIR/.cusevm/out.txt)
+#   CUSEVM_QEMU_ARGS  extra QEMU arguments, split at whitespace (e.g. a TPM: -chardev
+#                   socket,... -tpmdev emulator,... -device tpm-tis,... for the guest's firmware and kernel)
 # Inside the guest: CUSEVM=1, CUSEVM_SHARE=/share.
 set -euo pipefail
 
@@ -114,6 +116,8 @@ console=$ctl/console.log
 cleanup() { [[ -n $own_share ]] && rm -rf "$share"; return 0; }
 trap cleanup EXIT
 
+read -r -a extra_qemu_args <<< "${CUSEVM_QEMU_ARGS:-}"
+
 start=$SECONDS
 set +e
 timeout -k 10 "$vm_timeout" qemu-system-x86_64 \
@@ -122,7 +126,7 @@ timeout -k 10 "$vm_timeout" qemu-system-x86_64 \
   -kernel "$kdir/vmlinuz" -initrd "$initrd" \
   -append "console=ttyS0 panic=-1 loglevel=3" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-  -virtfs "local,path=$share,mount_tag=share,security_model=none" </dev/null
+  -virtfs "local,path=$share,mount_tag=share,security_model=none" "${extra_qemu_args[@]}" </dev/null
 qemu_rc=$?
 set -e
 elapsed=$((SECONDS - start))

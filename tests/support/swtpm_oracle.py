@@ -78,6 +78,10 @@ class SwtpmOracle:
         """
         assert self.ctrl(PtmCmd.CMD_INIT, flags.to_bytes(4, "big")) == bytes(4)
 
+    def set_locality(self, locality: int) -> None:
+        """CMD_SET_LOCALITY: the locality of the commands that follow."""
+        assert self.ctrl(PtmCmd.CMD_SET_LOCALITY, bytes([locality])) == bytes(4)
+
     def hash_sequence(self, data: bytes) -> None:
         """CMD_HASH_START / CMD_HASH_DATA / CMD_HASH_END (``swtpm_ioctl -h data``)."""
         assert self.ctrl(PtmCmd.CMD_HASH_START) == bytes(4)

@@ -91,6 +91,12 @@ def _(t: Struct) -> st.SearchStrategy:
         for field in t.fields:
             if field.selector is None:
                 unions = selects.get(field.name, [])
+                if unions and type(field.type) is UInt:
+                    # A plain integer selector (TPMT_NV_PUBLIC_2's handleType): draw a member's key,
+                    # rather than filter 256 (or 2**32) values down to a few.
+                    keys = set.intersection(*(set(u.members) for u in unions))
+                    fields[field.name] = draw(st.sampled_from(sorted(keys)))
+                    continue
                 fields[field.name] = draw(
                     values(field.type).filter(lambda v, unions=unions: all(v in u.members for u in unions))
                 )

@@ -1,11 +1,12 @@
 """``vtpm-cuse``: the daemon.  ``vtpm-cuse socket [options]`` speaks swtpm's sockets,
+``vtpm-cuse chardev -c DEV|-f FD|--vtpm-proxy`` serves a character device,
 ``vtpm-cuse cuse -n NAME [options]`` creates the character device /dev/NAME.
 
-The subcommands take ``swtpm socket``'s and ``swtpm cuse``'s options (spec
-§3.5, §2.12) so that existing command lines (libvirt's, QEMU's
-documentation, swtpm's tests) work by replacing the program name; the
-options both modes share are declared once.  Subcommands are registered in
-:data:`SUBCOMMANDS`.
+The subcommands take ``swtpm socket``'s, ``swtpm chardev``'s and ``swtpm cuse``'s
+options (spec §3.5, §2.12; declared once in :mod:`.arguments`, in swtpm's order)
+so that existing command lines (libvirt's, QEMU's documentation, swtpm's tests)
+work by replacing the program name; the settings all modes share are parsed and
+applied by :mod:`.startup`.  Subcommands are registered in :data:`SUBCOMMANDS`.
 
 Option errors are one line on stderr and exit status 1; nothing (socket,
 state directory, key file) is touched before the whole command line has
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import os
 import sys
@@ -27,6 +27,7 @@ from typing import NoReturn
 import trio
 
 from vtpm_cuse import __version__
+from vtpm_cuse.cancel_fifo import CancelFifo, CancelFifoError, serve_with_cancel_fifo
 from vtpm_cuse.cuse.protocol import CuseProtocolError
 from vtpm_cuse.cuse.session import CUSE_PATH, CuseOptions
 from vtpm_cuse.cuse_service import serve_vtpm_device
@@ -40,26 +41,26 @@ from vtpm_cuse.state import (
     resolve_tpmstate,
 )
 from vtpm_cuse.tpm.constants import DEFAULT_OBJECT_SLOTS, MAX_LOADED_OBJECTS
-from vtpm_cuse.vtpm import LocalityPolicy, Vtpm, VtpmFlags
+from vtpm_cuse.vtpm import Vtpm
 
+from .arguments import add_mode_arguments
+from .chardev import ChardevConfig, serve_chardev
 from .exit_codes import ExitCode
+from .info import Mode
 from .options import (
     CliOptionError,
     CtrlOption,
-    SeccompOption,
     ServerOption,
     parse_ctrl_option,
     parse_data_fd_option,
-    parse_flags_option,
-    parse_locality_option,
-    parse_log_option,
     parse_object_slots_option,
-    parse_pid_option,
     parse_port_option,
-    parse_seccomp_option,
     parse_server_option,
 )
-from .process import Daemonizer, PidFile, RunAs, configure_logging, notify_systemd
+from .process import Daemonizer, configure_logging, notify_systemd
+from .seccomp import SeccompError
+from .startup import CommonSettings, parse_common, print_requested
+from .vtpm_proxy import ProxyControl, VtpmProxyError
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
@@ -67,26 +68,7 @@ PROGRAM = "vtpm-cuse"
 
 log = logging.getLogger(__name__)
 
-SOCKET_FEATURES = (
-    "tpm-2.0",
-    "tpm-send-command-header",
-    "flags-opt-startup",
-    "flags-opt-disable-auto-shutdown",
-    "ctrl-opt-terminate",
-    "cmdarg-key-fd",
-    "cmdarg-pwd-fd",
-    "nvram-backend-dir",
-    "tpmstate-opt-lock",
-    "tpmstate-dir-backend-opt-backup",
-    "tpmstate-dir-backend-opt-fsync",
-)
-"""swtpm ``--print-capabilities`` feature names, limited to what this daemon implements."""
-
-CUSE_FEATURES = tuple(f for f in SOCKET_FEATURES if f not in ("tpm-send-command-header", "ctrl-opt-terminate"))
-"""The CUSE variant: no TCG send-command header and no control socket (swtpm omits them too)."""
-
 DEV_DIR = "/dev"
-MAX_DEVICE_NUMBER = 65535
 
 
 class UsageError(Exception):
@@ -103,38 +85,9 @@ class OneLineParser(argparse.ArgumentParser):
 # -- socket subcommand ----------------------------------------------------------
 
 
-def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options every mode has (swtpm's common.c set)."""
+def _add_extra_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of our own that every mode has; they follow swtpm's (arguments.ORDER)."""
     add = parser.add_argument
-    add("--tpm2", action="store_true", help="TPM 2.0 (accepted for swtpm compatibility; only TPM 2.0 is emulated)")
-    add(
-        "--tpmstate",
-        metavar="dir=<dir>[,mode=0...][,lock][,backup][,fsync]",
-        help="state directory (default: $TPM_PATH)",
-    )
-    add(
-        "--flags",
-        metavar="[not-need-init][,startup-clear|startup-state|startup-none][,disable-auto-shutdown]",
-        help="start the TPM without INIT, send TPM2_Startup, keep the automatic TPM2_Shutdown off",
-    )
-    add("--locality", metavar="[reject-locality-4][,allow-set-locality]", help="locality policy")
-    add(
-        "--key",
-        metavar="file=<path>|fd=<fd>|pwdfile=<path>|pwdfd=<fd>[,...]",
-        help="key for encrypting the state files",
-    )
-    add(
-        "--migration-key",
-        metavar="file=<path>|fd=<fd>|pwdfile=<path>|pwdfd=<fd>[,...]",
-        help="key for encrypting state blobs handed out by GET_STATEBLOB",
-    )
-    add("--pid", metavar="file=<path>|fd=<fd>", help="write the process id")
-    add(
-        "--log",
-        metavar="file=<path>|fd=<fd>[,level=n][,prefix=<p>][,truncate]",
-        help="log destination (file=- disables logging)",
-    )
-    add("--print-capabilities", action="store_true", help="print the supported features as JSON and exit")
     add(
         "--object-slots",
         metavar="N",
@@ -142,30 +95,16 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"transient object slots, 1..{MAX_LOADED_OBJECTS} (default {DEFAULT_OBJECT_SLOTS}; libtpms has 3)",
     )
     add(
-        "--seccomp",
-        metavar="action=none|kill|log",
-        help="seccomp action (accepted and checked for swtpm compatibility; no seccomp filter is applied yet)",
+        "--physical-presence",
+        action="store_true",
+        help="the platform asserts physical presence (TPM2_PP_Commands and the commands it lists may run)",
     )
 
 
 def _add_socket_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_common_arguments(parser)
-    add = parser.add_argument
-    add(
-        "--server",
-        metavar="type=tcp,port=<p>[,bindaddr=<a>][,disconnect]|type=unixio,path=<p>[,mode=0...]|fd=<fd>",
-        help="data channel server",
-    )
-    add("-p", "--port", metavar="PORT", help="TCP data port; implies --server type=tcp,disconnect")
-    add("-f", "--fd", metavar="FD", help="connected data socket; implies --terminate")
-    add(
-        "--ctrl",
-        metavar="type=tcp,port=<p>[,bindaddr=<a>]|type=unixio,path=<p>[,mode=0...]|fd=<fd>|clientfd=<fd>[,terminate]",
-        help="control channel server",
-    )
-    add("-t", "--terminate", action="store_true", help="exit when the data client goes away")
-    add("-d", "--daemon", action="store_true", help="run in the background once serving")
-    add("--version", action="store_true", help="print the version and exit")
+    add_mode_arguments(parser, Mode.SOCKET)
+    _add_extra_arguments(parser)
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
 
 
 @dataclass
@@ -174,10 +113,7 @@ class SocketSettings:
 
     server: ServerOption | None
     ctrl: CtrlOption | None
-    flags: VtpmFlags
-    locality: LocalityPolicy
     terminate: bool
-    seccomp: SeccompOption
 
 
 def _parse_socket_settings(args: argparse.Namespace) -> SocketSettings:
@@ -195,47 +131,25 @@ def _parse_socket_settings(args: argparse.Namespace) -> SocketSettings:
     if server is None and ctrl is None:
         # swtpm's default: the data port from TPM_PORT (or 6545), -p style.
         server = parse_server_option("type=tcp,disconnect")
-    return SocketSettings(
-        server=server,
-        ctrl=ctrl,
-        flags=_parse_flags(args),
-        locality=_parse_locality(args),
-        terminate=args.terminate or args.fd is not None,
-        seccomp=_parse_seccomp(args),
-    )
+    return SocketSettings(server=server, ctrl=ctrl, terminate=args.terminate or args.fd is not None)
 
 
-def _parse_flags(args: argparse.Namespace) -> VtpmFlags:
-    return parse_flags_option(args.flags) if args.flags is not None else VtpmFlags()
-
-
-def _parse_locality(args: argparse.Namespace) -> LocalityPolicy:
-    return parse_locality_option(args.locality) if args.locality is not None else LocalityPolicy()
-
-
-def _parse_seccomp(args: argparse.Namespace) -> SeccompOption:
-    """Validate ``--seccomp`` with the rest of the command line, before anything is opened."""
-    return parse_seccomp_option(args.seccomp) if args.seccomp is not None else SeccompOption()
-
-
-def _report_seccomp(seccomp: SeccompOption) -> None:
-    """Say in the log that the requested action has no effect: no filter is installed yet."""
-    log.debug("--seccomp action=%s accepted; no seccomp filter is applied", seccomp.action.value)
-
-
-def _build_vtpm(args: argparse.Namespace, flags: VtpmFlags, locality: LocalityPolicy) -> Vtpm:
-    """The TPM from ``--tpmstate``/``TPM_PATH``, ``--key``, ``--migration-key``, ``--flags``
-    (reads key files; touches nothing else)."""
+def _build_vtpm(args: argparse.Namespace, common: CommonSettings) -> Vtpm:
+    """The TPM from ``--tpmstate``/``TPM_PATH``, ``--key``, ``--migration-key``, ``--flags``,
+    ``--migration`` (reads key files; touches nothing else)."""
     tpmstate = resolve_tpmstate(args.tpmstate)
     file_key = load_key_option(args.key, "--key") if args.key is not None else None
     migration_key = load_key_option(args.migration_key, "--migration-key") if args.migration_key is not None else None
     store = DirectoryStore.from_option(tpmstate, file_key=file_key, migration_key=migration_key)
-    return Vtpm(
+    vtpm = Vtpm(
         store,
-        flags=flags,
-        locality_policy=locality,
+        flags=common.flags,
+        locality_policy=common.locality,
+        incoming_migration=common.migration.incoming,
         engine_options=_engine_options(args),
     )
+    common.attach_capture(vtpm)
+    return vtpm
 
 
 def _object_slots(text: str) -> int:
@@ -246,33 +160,52 @@ def _object_slots(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--object-slots: ")) from None
 
 
-def _engine_options(args: argparse.Namespace) -> dict[str, int]:
-    """Engine settings from the command line (``--object-slots``)."""
-    return {} if args.object_slots is None else {"max_objects": args.object_slots}
+def _engine_options(args: argparse.Namespace) -> dict[str, int | bool]:
+    """Engine settings from the command line (``--object-slots``, ``--physical-presence``)."""
+    options: dict[str, int | bool] = {} if args.object_slots is None else {"max_objects": args.object_slots}
+    options["derive_ahead"] = True  # the usual EKs/SRKs are ready before they are asked for (derive_ahead.py)
+    if args.physical_presence:
+        options["physical_presence"] = True
+    return options
 
 
-def print_capabilities(features: Sequence[str] = SOCKET_FEATURES) -> None:
-    print(json.dumps({"type": "swtpm", "features": list(features), "version": __version__}))
+def _print_requested(args: argparse.Namespace, mode: Mode) -> bool:
+    """``--print-capabilities/-states/-info/-profiles``: print the document; True if one was asked for."""
+    document = print_requested(args, mode)
+    if document is None:
+        return False
+    print(document)
+    return True
 
 
 def _open(option: ServerOption | CtrlOption | None, what: str) -> OpenedEndpoint | None:
-    return None if option is None else open_endpoint(option.endpoint, what)
+    if option is None:
+        return None
+    opened = open_endpoint(option.endpoint, what)
+    if option.owner is not None and opened.unlink_on_close is not None:
+        try:
+            option.owner.apply(opened.unlink_on_close)
+        except OSError as exc:
+            opened.close()
+            raise UsageError(
+                f"{PROGRAM}: {what}: cannot set uid/gid of {opened.unlink_on_close}: {exc.strerror}"
+            ) from None
+    return opened
 
 
 def run_socket(args: argparse.Namespace) -> int:
     if args.version:
         print_version()
         return ExitCode.OK
-    if args.print_capabilities:
-        print_capabilities()
+    if _print_requested(args, Mode.SOCKET):
         return ExitCode.OK
     settings = _parse_socket_settings(args)
-    log_option = parse_log_option(args.log) if args.log is not None else None
-    pid_file = PidFile(parse_pid_option(args.pid)) if args.pid is not None else None
+    common = parse_common(args, Mode.SOCKET)
+    pid_file = common.pid_file
     resolve_tpmstate(args.tpmstate)  # a missing state directory is reported before logging starts
-    configure_logging(log_option)
-    _report_seccomp(settings.seccomp)
-    vtpm = _build_vtpm(args, settings.flags, settings.locality)
+    configure_logging(common.log)
+    common.enter_chroot()
+    vtpm = _build_vtpm(args, common)
     data = _open(settings.server, "--server")
     try:
         ctrl = _open(settings.ctrl, "--ctrl")
@@ -290,6 +223,8 @@ def run_socket(args: argparse.Namespace) -> int:
     daemonizer = Daemonizer()
     if args.daemon:
         daemonizer.detach()
+    common.drop_privileges()
+    common.lock_down()
 
     def ready() -> None:
         if pid_file is not None:
@@ -299,6 +234,7 @@ def run_socket(args: argparse.Namespace) -> int:
             data.description if data else "via CMD_SET_DATAFD",
             ctrl.description if ctrl else "none",
         )
+        notify_systemd("READY=1")
         daemonizer.ready()
 
     try:
@@ -312,38 +248,28 @@ def run_socket(args: argparse.Namespace) -> int:
 # -- cuse subcommand ---------------------------------------------------------------
 
 
-def _device_number(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not 0 <= value <= MAX_DEVICE_NUMBER:
-        raise argparse.ArgumentTypeError(f"{value} is outside 0..{MAX_DEVICE_NUMBER}")
-    return value
-
-
 def _add_cuse_arguments(parser: argparse.ArgumentParser) -> None:
+    add_mode_arguments(parser, Mode.CUSE)
+    _add_extra_arguments(parser)
     add = parser.add_argument
-    add("-n", "--name", metavar="NAME", help="device name (mandatory): the node is /dev/NAME")
-    add("-M", "--maj", metavar="MAJ", type=_device_number, default=0, help="device major (0 = dynamic)")
-    add("-m", "--min", metavar="MIN", type=_device_number, default=0, help="device minor")
-    _add_common_arguments(parser)
-    add("-r", "--runas", metavar="USER", help="become USER once the device exists")
+    add(
+        "--cancel-fifo",
+        metavar="PATH",
+        help="create a FIFO at PATH; a write to it cancels the running TPM command (QEMU passthrough's cancel-path)",
+    )
     add(
         "--foreground",
         action="store_true",
         help="stay attached to the terminal (by default, like swtpm, the daemon detaches "
         "and the command returns once /dev/NAME exists)",
     )
-    add("-v", "--version", action="store_true", help="print the version and exit")
 
 
 def run_cuse(args: argparse.Namespace) -> int:
     if args.version:
         print(f"TPM emulator CUSE interface ({PROGRAM}) version {__version__}")
         return ExitCode.OK
-    if args.print_capabilities:
-        print_capabilities(CUSE_FEATURES)
+    if _print_requested(args, Mode.CUSE):
         return ExitCode.OK
     if not args.name:
         raise UsageError(f"{PROGRAM} cuse: Error: device name missing (-n NAME)")
@@ -351,37 +277,40 @@ def run_cuse(args: argparse.Namespace) -> int:
         options = CuseOptions(args.name, dev_major=args.maj, dev_minor=args.min)
     except ValueError as exc:
         raise UsageError(f"{PROGRAM} cuse: {exc}") from None
-    flags, locality = _parse_flags(args), _parse_locality(args)
-    seccomp = _parse_seccomp(args)
-    log_option = parse_log_option(args.log) if args.log is not None else None
-    pid_file = PidFile(parse_pid_option(args.pid)) if args.pid is not None else None
-    try:
-        runas = RunAs.lookup(args.runas) if args.runas is not None else None
-    except ValueError as exc:
-        raise UsageError(f"{PROGRAM} cuse: --runas: {exc}") from None
+    common = parse_common(args, Mode.CUSE)
+    pid_file = common.pid_file
     resolve_tpmstate(args.tpmstate)
     node = os.path.join(DEV_DIR, options.name)
     if os.path.lexists(node):
         raise UsageError(f"{PROGRAM} cuse: Error: A device '{node}' already exists.")
     if not os.path.exists(CUSE_PATH):
         raise UsageError(f"{PROGRAM} cuse: {CUSE_PATH} does not exist: this kernel has no CUSE (modprobe cuse)")
-    configure_logging(log_option)
-    _report_seccomp(seccomp)
-    vtpm = _build_vtpm(args, flags, locality)
+    configure_logging(common.log)
+    common.enter_chroot()
+    vtpm = _build_vtpm(args, common)
+    cancel_fifo = CancelFifo(args.cancel_fifo) if args.cancel_fifo else None
+    if cancel_fifo is not None:
+        try:
+            cancel_fifo.create()
+        except CancelFifoError as exc:
+            raise UsageError(f"{PROGRAM} cuse: {exc.strerror}") from None
     daemonizer = Daemonizer()
     if not args.foreground:
         daemonizer.detach()
+    common.lock_down()
 
     def ready() -> None:
         if pid_file is not None:
             pid_file.write()
-        if runas is not None:
-            runas.apply()
+        common.drop_privileges()
         notify_systemd("READY=1")
         daemonizer.ready()
 
+    serve = functools.partial(serve_vtpm_device, vtpm, options, ready=ready)
+    if cancel_fifo is not None:
+        serve = functools.partial(serve_with_cancel_fifo, cancel_fifo, vtpm.cancel, serve)
     try:
-        trio.run(functools.partial(serve_vtpm_device, vtpm, options, ready=ready))
+        trio.run(serve)
     except Exception as exc:
         cause = _sole_cause(exc)
         if not isinstance(cause, (OSError, CuseProtocolError, StateError)):
@@ -389,8 +318,104 @@ def run_cuse(args: argparse.Namespace) -> int:
         print(f"{PROGRAM} cuse: /dev/{options.name}: {cause}", file=sys.stderr)
         return ExitCode.FAILURE
     finally:
-        if pid_file is not None:
+        if cancel_fifo is not None:
+            cancel_fifo.remove()
+        if pid_file is not None:  # last: a vanished pid file means the daemon is done
             pid_file.remove()
+    return ExitCode.OK
+
+
+# -- chardev subcommand ------------------------------------------------------------
+
+
+def _add_chardev_arguments(parser: argparse.ArgumentParser) -> None:
+    add_mode_arguments(parser, Mode.CHARDEV)
+    _add_extra_arguments(parser)
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+
+
+def _chardev_source(args: argparse.Namespace) -> str:
+    """Which of -c/--chardev, -f/--fd, --vtpm-proxy was given (exactly one must be)."""
+    given = [name for name in ("chardev", "fd", "vtpm_proxy") if getattr(args, name)]
+    spelled = ", ".join("--" + name.replace("_", "-") for name in given)
+    if len(given) != 1:
+        raise UsageError(
+            f"{PROGRAM} chardev: give exactly one of --chardev, --fd or --vtpm-proxy"
+            + (f", not {spelled}" if given else "")
+        )
+    return given[0]
+
+
+def _open_chardev(source: str, args: argparse.Namespace) -> Callable[[], tuple[int, str]]:
+    """Open the command source now (errors reach the terminal); the returned callable gives
+    ``(fd, description)`` once the TPM runs (the vTPM proxy device is created only then)."""
+    if source == "vtpm_proxy":
+        control = ProxyControl.open()
+
+        def create() -> tuple[int, str]:
+            proxy = control.create()
+            return proxy.fd, f"vTPM proxy {proxy.device} / {proxy.resource_manager}"
+
+        return create
+    if source == "fd":
+        fd = parse_data_fd_option(args.fd).endpoint.fd
+        try:
+            os.fstat(fd)
+        except OSError as exc:
+            raise UsageError(f"{PROGRAM} chardev: --fd {fd}: {exc.strerror}") from None
+        description = f"fd {fd}"
+    else:
+        try:
+            fd, description = os.open(args.chardev, os.O_RDWR | os.O_CLOEXEC), args.chardev
+        except OSError as exc:
+            raise UsageError(f"{PROGRAM} chardev: --chardev {args.chardev}: {exc.strerror}") from None
+    return lambda: (fd, description)
+
+
+def run_chardev(args: argparse.Namespace) -> int:
+    if args.version:
+        print_version()
+        return ExitCode.OK
+    if _print_requested(args, Mode.CHARDEV):
+        return ExitCode.OK
+    source = _chardev_source(args)
+    common = parse_common(args, Mode.CHARDEV, vtpm_proxy=source == "vtpm_proxy")
+    ctrl_option = parse_ctrl_option(args.ctrl) if args.ctrl is not None else None
+    if source == "fd":
+        parse_data_fd_option(args.fd)
+    resolve_tpmstate(args.tpmstate)
+    source_ready = _open_chardev(source, args)  # errors reach the terminal, before logging starts
+    configure_logging(common.log)
+    common.enter_chroot()
+    vtpm = _build_vtpm(args, common)
+    ctrl = _open(ctrl_option, "--ctrl")
+    config = ChardevConfig(
+        source_ready,
+        SocketServerConfig(data=None, ctrl=ctrl, terminate_on_ctrl_loss=bool(ctrl_option and ctrl_option.terminate)),
+    )
+    daemonizer = Daemonizer()
+    if args.daemon:
+        daemonizer.detach()
+    common.drop_privileges()
+    common.lock_down()
+
+    def ready() -> None:
+        if common.pid_file is not None:
+            common.pid_file.write()
+        notify_systemd("READY=1")
+        daemonizer.ready()
+
+    try:
+        trio.run(functools.partial(serve_chardev, vtpm, config, ready=ready))
+    except Exception as exc:
+        cause = _sole_cause(exc)
+        if not isinstance(cause, (OSError, StateError, VtpmProxyError)):
+            raise
+        print(f"{PROGRAM} chardev: {cause}", file=sys.stderr)
+        return ExitCode.FAILURE
+    finally:
+        if common.pid_file is not None:
+            common.pid_file.remove()
     return ExitCode.OK
 
 
@@ -414,6 +439,12 @@ class Subcommand:
 
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("socket", "serve the TPM on swtpm-compatible TCP/UnixIO sockets", _add_socket_arguments, run_socket),
+    Subcommand(
+        "chardev",
+        "serve TPM commands from a character device, an inherited fd or a Linux vTPM proxy device",
+        _add_chardev_arguments,
+        run_chardev,
+    ),
     Subcommand(
         "cuse",
         "create the character device /dev/NAME over CUSE (detaches once it exists)",
@@ -439,7 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="mode", metavar="{" + ",".join(s.name for s in SUBCOMMANDS) + "}", parser_class=OneLineParser
     )
     for sub in SUBCOMMANDS:
-        sub_parser = commands.add_parser(sub.name, help=sub.help, description=sub.help, allow_abbrev=False)
+        sub_parser = commands.add_parser(
+            sub.name, help=sub.help, description=sub.help, allow_abbrev=False, add_help=False
+        )
         sub.add_arguments(sub_parser)
         sub_parser.set_defaults(run=sub.run)
     return parser
@@ -460,9 +493,15 @@ def run(argv: Sequence[str]) -> int:
     except StateError as exc:
         print(f"{PROGRAM}: cannot start the TPM: {exc}", file=sys.stderr)
         return ExitCode.FAILURE
+    except (SeccompError, VtpmProxyError) as exc:
+        print(f"{PROGRAM}: {exc}", file=sys.stderr)
+        return ExitCode.FAILURE
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
+    # The daemon skips the engine's import-time declaration check (tests keep it):
+    # see vtpm_cuse.tpm.declaration_check.
+    os.environ.setdefault("VTPM_CUSE_DECLARATION_CHECK", "0")
     sys.exit(run(sys.argv[1:] if argv is None else argv))
 
 

@@ -61,6 +61,17 @@ __all__ = [
     "parse_log_option",
     "parse_object_slots_option",
     "parse_seccomp_option",
+    "SocketOwner",
+    "MigrationOption",
+    "ProfileOption",
+    "RemoveDisabled",
+    "PcapOption",
+    "parse_migration_option",
+    "parse_profile_option",
+    "parse_pcap_option",
+    "parse_print_info_option",
+    "parse_chroot_option",
+    "PRINT_INFO_ALL",
 ]
 
 DEFAULT_SERVER_PORT = 6545
@@ -75,12 +86,29 @@ class CliOptionError(OptionError):
 
 
 @dataclass(frozen=True)
+class SocketOwner:
+    """``uid=``/``gid=`` of a UnixIO socket: who owns the socket file (root only, as in swtpm).
+
+    -1 leaves that half unchanged, which is what ``os.chown`` expects.
+    """
+
+    uid: int = -1
+    gid: int = -1
+
+    def apply(self, path: Path) -> None:
+        """chown the socket file; the caller reports the OSError with the option name."""
+        os.chown(path, self.uid, self.gid)
+
+
+@dataclass(frozen=True)
 class ServerOption:
     """The data channel (``--server``, ``-p``, ``-f``)."""
 
     endpoint: Endpoint
     disconnect: bool = False
     """Close the connection after each response (``disconnect``, implied by ``-p``)."""
+    owner: SocketOwner | None = None
+    """``uid=``/``gid=`` of a ``type=unixio`` socket file."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +118,8 @@ class CtrlOption:
     endpoint: Endpoint
     terminate: bool = False
     """Exit when the control client goes away."""
+    owner: SocketOwner | None = None
+    """``uid=``/``gid=`` of a ``type=unixio`` socket file."""
 
 
 @dataclass(frozen=True)
@@ -125,11 +155,8 @@ class SeccompAction(Enum):
 
 @dataclass(frozen=True)
 class SeccompOption:
-    """``--seccomp``: the requested action, kept so the filter can honour it later.
-
-    Accepted so that swtpm command lines (test harnesses pass
-    ``--seccomp action=none``) start this daemon unchanged; no filter is
-    installed yet, whatever the action.
+    """``--seccomp``: what the syscall filter of :mod:`.seccomp` does on a denied call
+    (``none`` installs no filter).
     """
 
     action: SeccompAction = SeccompAction.KILL
@@ -206,7 +233,37 @@ def _env_port(environ: Mapping[str, str] | None) -> int:
 # -- parsers --------------------------------------------------------------------
 
 
-_SERVER_NAMES = ("type", "port", "bindaddr", "path", "mode", "fd", "disconnect")
+def _id(text: str | None, option: str, name: str) -> int:
+    if text is None or not (text.isascii() and text.isdigit()):
+        raise CliOptionError(f"{option}: {name}={text!r} is not a numeric id")
+    return int(text)
+
+
+def _owner(items: Mapping[str, str | None], kind: str | None, option: str) -> SocketOwner | None:
+    """``uid=``/``gid=``: only for UnixIO sockets, which have a file to own."""
+    given = [name for name in ("uid", "gid") if name in items]
+    if not given:
+        return None
+    if kind != "unixio":
+        raise CliOptionError(f"{option}: {given[0]}= is only valid for type=unixio")
+    return SocketOwner(
+        uid=_id(items["uid"], option, "uid") if "uid" in items else -1,
+        gid=_id(items["gid"], option, "gid") if "gid" in items else -1,
+    )
+
+
+def _bind_address(items: Mapping[str, str | None], option: str) -> str:
+    """``bindaddr=`` with ``ifname=``: a link-local IPv6 address needs its interface as scope."""
+    bindaddr = items.get("bindaddr") or DEFAULT_BIND_ADDRESS
+    if "ifname" not in items:
+        return bindaddr
+    ifname = _required(items, "ifname", option)
+    if ":" not in bindaddr or "%" in bindaddr:
+        raise CliOptionError(f"{option}: ifname={ifname} needs an IPv6 bindaddr= without a %scope, not {bindaddr!r}")
+    return f"{bindaddr}%{ifname}"
+
+
+_SERVER_NAMES = ("type", "port", "bindaddr", "ifname", "path", "mode", "uid", "gid", "fd", "disconnect")
 
 
 def parse_server_option(value: str, environ: Mapping[str, str] | None = None) -> ServerOption:
@@ -220,18 +277,18 @@ def parse_server_option(value: str, environ: Mapping[str, str] | None = None) ->
     kind = _type(items, option, "tcp")
     disconnect = _flag(items, "disconnect", option)
     if "fd" in items:
-        for name in ("port", "path", "bindaddr"):
+        for name in ("port", "path", "bindaddr", "ifname", "uid", "gid", "mode"):
             if name in items:
                 raise CliOptionError(f"{option}: fd= and {name}= are mutually exclusive")
         return ServerOption(ListeningFd(_fd(items["fd"], option, "fd")), disconnect)
+    owner = _owner(items, kind, option)
     if kind == "unixio":
-        _only_for(items, ("port", "bindaddr", "disconnect"), "unixio", option)
+        _only_for(items, ("port", "bindaddr", "ifname", "disconnect"), "unixio", option)
         path = _required(items, "path", option)
-        return ServerOption(UnixEndpoint(Path(path), _socket_mode(items, option)))
+        return ServerOption(UnixEndpoint(Path(path), _socket_mode(items, option)), owner=owner)
     _only_for(items, ("path", "mode"), "tcp", option)
     port = _port(items["port"], option) if "port" in items else _env_port(environ)
-    bindaddr = items.get("bindaddr") or DEFAULT_BIND_ADDRESS
-    return ServerOption(TcpEndpoint(port, bindaddr), disconnect)
+    return ServerOption(TcpEndpoint(port, _bind_address(items, option)), disconnect)
 
 
 def parse_port_option(value: str) -> ServerOption:
@@ -244,7 +301,7 @@ def parse_data_fd_option(value: str) -> ServerOption:
     return ServerOption(ConnectedFd(_fd(value, "--fd", "fd")))
 
 
-_CTRL_NAMES = ("type", "port", "bindaddr", "path", "mode", "fd", "clientfd", "terminate")
+_CTRL_NAMES = ("type", "port", "bindaddr", "ifname", "path", "mode", "uid", "gid", "fd", "clientfd", "terminate")
 
 
 def parse_ctrl_option(value: str) -> CtrlOption:
@@ -259,7 +316,7 @@ def parse_ctrl_option(value: str) -> CtrlOption:
         raise CliOptionError(f"{option}: fd= and clientfd= are mutually exclusive")
     if given_fds:
         name = given_fds[0]
-        for other in ("port", "path", "bindaddr"):
+        for other in ("port", "path", "bindaddr", "ifname", "uid", "gid", "mode"):
             if other in items:
                 raise CliOptionError(f"{option}: {name}= and {other}= are mutually exclusive")
         fd = _fd(items[name], option, name)
@@ -267,23 +324,28 @@ def parse_ctrl_option(value: str) -> CtrlOption:
         return CtrlOption(endpoint, terminate)
     if kind is None:
         raise CliOptionError(f"{option}: type=tcp or type=unixio is required")
+    owner = _owner(items, kind, option)
     if kind == "unixio":
-        _only_for(items, ("port", "bindaddr"), "unixio", option)
+        _only_for(items, ("port", "bindaddr", "ifname"), "unixio", option)
         path = _required(items, "path", option)
-        return CtrlOption(UnixEndpoint(Path(path), _socket_mode(items, option)), terminate)
+        return CtrlOption(UnixEndpoint(Path(path), _socket_mode(items, option)), terminate, owner)
     _only_for(items, ("path", "mode"), "tcp", option)
     if "port" not in items:
         raise CliOptionError(f"{option}: type=tcp needs port=")
     port = _port(items["port"], option)
-    return CtrlOption(TcpEndpoint(port, items.get("bindaddr") or DEFAULT_BIND_ADDRESS), terminate)
+    return CtrlOption(TcpEndpoint(port, _bind_address(items, option)), terminate)
 
 
 _FLAG_NAMES = ("not-need-init", "disable-auto-shutdown") + tuple(s.value for s in StartupMode)
+_TPM12_STARTUP = "startup-deactivated"
+"""swtpm's TPM 1.2-only startup flag: refused with a message saying so."""
 
 
 def parse_flags_option(value: str) -> VtpmFlags:
     """``--flags [not-need-init][,startup-clear|startup-state|startup-none][,disable-auto-shutdown]``."""
     option = "--flags"
+    if _TPM12_STARTUP in value.split(","):
+        raise CliOptionError(f"{option}: {_TPM12_STARTUP} is only valid for a TPM 1.2; this TPM is a TPM 2.0")
     items = _items(value, _FLAG_NAMES, option)
     startups = [s for s in StartupMode if _flag(items, s.value, option)]
     if len(startups) > 1:
@@ -317,11 +379,7 @@ def parse_pid_option(value: str) -> PidOption:
 
 
 def parse_seccomp_option(value: str) -> SeccompOption:
-    """``--seccomp [action=none|kill|log]`` (swtpm 0.10 syntax; ``action=`` omitted means kill).
-
-    Only validated: no seccomp filter is applied yet, so every action behaves
-    like ``none`` for now.
-    """
+    """``--seccomp [action=none|kill|log]`` (swtpm 0.10 syntax; ``action=`` omitted means kill)."""
     option = "--seccomp"
     items = _items(value, ("action",), option)
     if "action" not in items:
@@ -378,3 +436,140 @@ def parse_object_slots_option(value: str) -> int:
     if not 1 <= slots <= MAX_LOADED_OBJECTS:
         raise CliOptionError(f"{option}: {slots} is outside 1..{MAX_LOADED_OBJECTS}")
     return slots
+
+
+@dataclass(frozen=True)
+class MigrationOption:
+    """``--migration [incoming][,release-lock-outgoing]``: storage locking around a migration."""
+
+    incoming: bool = False
+    """Defer the storage lock until state blobs arrive or the first command runs."""
+    release_lock_outgoing: bool = False
+    """Release the lock once the savestate blob was fetched (always done here, see README)."""
+
+
+def parse_migration_option(value: str) -> MigrationOption:
+    """``--migration [incoming][,release-lock-outgoing]``."""
+    option = "--migration"
+    items = _items(value, ("incoming", "release-lock-outgoing"), option)
+    return MigrationOption(
+        incoming=_flag(items, "incoming", option),
+        release_lock_outgoing=_flag(items, "release-lock-outgoing", option),
+    )
+
+
+class RemoveDisabled(Enum):
+    """``--profile ...,remove-disabled=``: drop algorithms a FIPS host disables (``custom`` profile only)."""
+
+    CHECK = "check"
+    FIPS_HOST = "fips-host"
+
+
+@dataclass(frozen=True)
+class ProfileOption:
+    """``--profile``: exactly one source of a profile, plus ``remove-disabled``.
+
+    Only parsed here; :mod:`.info` decides whether this TPM can honour it.
+    """
+
+    name: str | None = None
+    json_text: str | None = None
+    path: Path | None = None
+    fd: int | None = None
+    remove_disabled: RemoveDisabled | None = None
+
+
+_PROFILE_SOURCES = ("name", "profile", "file", "fd")
+
+
+def parse_profile_option(value: str) -> ProfileOption:
+    """``--profile name=<n>|profile=<json>|file=<path>|fd=<fd>[,remove-disabled=check|fips-host]``.
+
+    A JSON profile contains commas, so ``profile=`` takes the rest of the value
+    (as swtpm does); a value starting with ``{`` is a JSON profile too.
+    """
+    option = "--profile"
+    remove: RemoveDisabled | None = None
+    if value.startswith("{") or value.startswith("profile="):
+        text = value.removeprefix("profile=")
+        if not text:
+            raise CliOptionError(f"{option}: profile= needs a JSON document")
+        return ProfileOption(json_text=text)
+    items = _items(value, (*_PROFILE_SOURCES, "remove-disabled"), option)
+    sources = [name for name in _PROFILE_SOURCES if name in items]
+    if len(sources) != 1:
+        raise CliOptionError(f"{option}: give exactly one of name=, profile=, file= or fd=, not {value!r}")
+    if "remove-disabled" in items:
+        text = _required(items, "remove-disabled", option)
+        try:
+            remove = RemoveDisabled(text)
+        except ValueError:
+            choices = "|".join(r.value for r in RemoveDisabled)
+            raise CliOptionError(f"{option}: unknown remove-disabled={text!r} (expected {choices})") from None
+    source = sources[0]
+    text = _required(items, source, option)
+    if source == "name":
+        return ProfileOption(name=text, remove_disabled=remove)
+    if source == "file":
+        return ProfileOption(path=Path(text), remove_disabled=remove)
+    if source == "fd":
+        if not (text.isascii() and text.isdigit()):
+            raise CliOptionError(f"{option}: fd={text!r} is not a file descriptor number")
+        return ProfileOption(fd=int(text), remove_disabled=remove)
+    return ProfileOption(json_text=text, remove_disabled=remove)
+
+
+@dataclass(frozen=True)
+class PcapOption:
+    """``--pcap``: where to record the TPM traffic as pcapng (see :mod:`.pcap`)."""
+
+    path: Path | None = None
+    fd: int | None = None
+    truncate: bool = False
+    mode: int = 0o640
+    """swtpm's default file mode of the capture."""
+    checksums: bool = False
+
+
+def parse_pcap_option(value: str) -> PcapOption:
+    """``--pcap file=<path>|fd=<fd>[,truncate][,mode=0...][,checksums]``."""
+    option = "--pcap"
+    items = _items(value, ("file", "fd", "truncate", "mode", "checksums"), option)
+    if ("file" in items) == ("fd" in items):
+        raise CliOptionError(f"{option}: give exactly one of file= or fd=")
+    common = {
+        "truncate": _flag(items, "truncate", option),
+        "checksums": _flag(items, "checksums", option),
+        "mode": parse_mode(items["mode"], name="mode", option=option, error=CliOptionError)
+        if "mode" in items
+        else 0o640,
+    }
+    if "fd" in items:
+        text = items["fd"]
+        if text is None or not (text.isascii() and text.isdigit()):
+            raise CliOptionError(f"{option}: fd={text!r} is not a file descriptor number")
+        return PcapOption(fd=int(text), **common)  # type: ignore[arg-type]
+    return PcapOption(path=Path(_required(items, "file", option)), **common)  # type: ignore[arg-type]
+
+
+PRINT_INFO_ALL = 0xFF
+"""Every SwtpmInfo bit swtpm 0.10 defines (0x01 specification ... 0x80 attributes)."""
+
+
+def parse_print_info_option(value: str) -> int:
+    """``--print-info <flags>``: decimal or 0x-hex, a combination of the bits 0x01..0x80."""
+    option = "--print-info"
+    try:
+        flags = int(value, 0)
+    except ValueError:
+        raise CliOptionError(f"{option}: {value!r} is not a number") from None
+    if not 0 < flags <= PRINT_INFO_ALL:
+        raise CliOptionError(f"{option}: {value} is outside 0x1..0x{PRINT_INFO_ALL:x}")
+    return flags
+
+
+def parse_chroot_option(value: str) -> Path:
+    """``-R/--chroot <dir>``: must name a directory (checked when applied, as root)."""
+    if not value:
+        raise CliOptionError("--chroot: the directory name is empty")
+    return Path(value)

@@ -14,12 +14,23 @@ import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
+
+from vtpm_cuse.state.errors import OptionError
 
 from .exit_codes import ExitCode
 from .options import LogOption, PidOption
 
-__all__ = ["configure_logging", "PidFile", "Daemonizer", "DaemonizeError", "RunAs", "notify_systemd"]
+__all__ = [
+    "configure_logging",
+    "OneLineFormatter",
+    "PidFile",
+    "Daemonizer",
+    "DaemonizeError",
+    "RunAs",
+    "notify_systemd",
+]
 
 _LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
@@ -31,6 +42,34 @@ def _level(swtpm_level: int) -> int:
     if swtpm_level == 1:
         return logging.INFO
     return logging.DEBUG
+
+
+class OneLineFormatter(logging.Formatter):
+    """One line per event, as swtpm's log: a traceback or a multi-line message is folded
+    (`` | `` between its lines), so that every line of the log starts with the prefix."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return " | ".join(super().format(record).splitlines())
+
+
+LOG_FILE_MODE = 0o600
+"""A new log file is owner-only: it names state paths and clients (never key material)."""
+
+
+def _open_log_file(path: Path, truncate: bool) -> TextIO:
+    """Append (or truncate) ``path``, creating it 0600 whatever the umask."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | (os.O_TRUNC if truncate else 0)
+    try:
+        fd = os.open(path, flags, LOG_FILE_MODE)
+    except OSError as exc:
+        raise LogFileError(f"--log: cannot open {path}: {exc.strerror}") from None
+    if os.fstat(fd).st_size == 0:
+        os.fchmod(fd, LOG_FILE_MODE)
+    return os.fdopen(fd, "a", buffering=1)
+
+
+class LogFileError(OptionError):
+    """The ``--log`` file cannot be opened (reported like a bad option value)."""
 
 
 def configure_logging(option: LogOption | None) -> None:
@@ -50,11 +89,11 @@ def configure_logging(option: LogOption | None) -> None:
             stream = os.fdopen(option.fd, "a", buffering=1, closefd=False)
         else:
             assert option.path is not None
-            stream = open(option.path, "w" if option.truncate else "a", buffering=1)
+            stream = _open_log_file(option.path, option.truncate)
         handler = logging.StreamHandler(stream)
         root.setLevel(_level(option.level))
     fmt = (option.prefix if option is not None else "") + _LOG_FORMAT
-    handler.setFormatter(logging.Formatter(fmt))
+    handler.setFormatter(OneLineFormatter(fmt))
     root.addHandler(handler)
 
 

@@ -7,7 +7,11 @@ Any other exception is a device bug: the session logs it and answers EIO, and ke
 serving.
 
 Every method is async and runs in its own task, so a method may block (a read
-waiting for data) while other requests, ioctls in particular, are being served. A
+waiting for data) while other requests, ioctls in particular, are being served --
+unless the device says beforehand that the call returns at once
+(:attr:`CuseDevice.INSTANT_CALLS`, :meth:`CuseDevice.read_returns_at_once`,
+:meth:`CuseDevice.write_returns_at_once`): then the session runs it in the task
+that reads the channel, which saves a task switch per request. A
 blocked call is cancelled (trio cancellation) when the kernel interrupts it because
 the caller got a signal; the caller then sees EINTR. Devices must therefore be safe
 against concurrent calls, and should leave their state consistent when cancelled.
@@ -31,6 +35,20 @@ have become ready, so a poll()/select() sleeping on it polls again."""
 class CuseDevice(abc.ABC):
     """What a CUSE session serves. ``fh`` is the value :meth:`open` returned; the
     kernel hands it back with every request on that open file."""
+
+    INSTANT_CALLS: frozenset[str] = frozenset()
+    """Names of the methods (``open``, ``release``, ``poll``, ``flush``, ``fsync``) that
+    never wait for anything on this device; the session runs them without a task."""
+
+    def read_returns_at_once(self, fh: int, nonblock: bool) -> bool:
+        """Whether :meth:`read` would return (or fail) now without waiting. A promise:
+        while it runs, the session reads no further requests. Default: no."""
+        return False
+
+    def write_returns_at_once(self, fh: int, data: bytes, nonblock: bool) -> bool:
+        """Whether :meth:`write` of ``data`` would return (or fail) now, without
+        waiting for anything but brief work. A promise, as for reads. Default: no."""
+        return False
 
     @abc.abstractmethod
     async def open(self, flags: int) -> int:

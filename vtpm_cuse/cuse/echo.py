@@ -45,6 +45,14 @@ DEFAULT_CAPACITY = 1 << 20
 
 
 class EchoDevice(CuseDevice):
+    INSTANT_CALLS = frozenset({"open", "release", "poll"})
+
+    def read_returns_at_once(self, fh: int, nonblock: bool) -> bool:
+        return nonblock or bool(self._fifo) or fh not in self._handles
+
+    def write_returns_at_once(self, fh: int, data: bytes, nonblock: bool) -> bool:
+        return nonblock or len(self._fifo) < self.capacity or fh not in self._handles
+
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         if capacity <= 0:
             raise ValueError(f"capacity {capacity} must be positive")

@@ -76,6 +76,15 @@ _Job = tuple[_Handler, Request, trio.CancelScope]
 
 _OUT_HEADER = OutHeader.LAYOUT  # the hot path packs reply headers directly
 
+_INSTANT_OPCODES = {
+    Opcode.OPEN: "open",
+    Opcode.RELEASE: "release",
+    Opcode.POLL: "poll",
+    Opcode.FLUSH: "flush",
+    Opcode.FSYNC: "fsync",
+}
+"""Requests a device may declare instant (CuseDevice.INSTANT_CALLS), by method name."""
+
 _CHANNEL_GONE = frozenset({errno.ENODEV, errno.ECONNABORTED, errno.EPIPE, errno.ECONNRESET, errno.EBADF})
 """Errors on the channel fd that mean the peer is gone: the session ends."""
 
@@ -332,6 +341,9 @@ class CuseSession:
             elif opcode == Opcode.DESTROY:
                 return request
             elif (handler := self._handlers.get(opcode)) is not None:  # type: ignore[call-overload]
+                if self._returns_at_once(request):
+                    await self._send(await self._reply(handler, request, None))
+                    continue
                 scope = trio.CancelScope()
                 self._inflight[request.unique] = scope
                 self._dispatch(nursery, (handler, request, scope))
@@ -341,6 +353,19 @@ class CuseSession:
             else:
                 log.debug("device %r: %s not implemented", self.options.name, opcode_name(request.header.opcode))
                 await self._send(encode_error(request.unique, errno.ENOSYS))
+
+    def _returns_at_once(self, request: Request) -> bool:
+        """Whether the device promises this call does not wait: then it runs right here,
+        in the reading task, without a task switch, a cancel scope or an in-flight entry
+        (no INTERRUPT can be read for it meanwhile)."""
+        body = request.body
+        device = self.device
+        if isinstance(body, WriteIn):
+            return device.write_returns_at_once(body.fh, request.payload, bool(body.flags & os.O_NONBLOCK))
+        if isinstance(body, ReadIn):
+            return device.read_returns_at_once(body.fh, bool(body.flags & os.O_NONBLOCK))
+        call = _INSTANT_OPCODES.get(request.opcode)
+        return call is not None and call in device.INSTANT_CALLS
 
     def _dispatch(self, nursery: trio.Nursery, job: _Job) -> None:
         """Hand a request to an idle worker, or start one. Each request runs in a task
@@ -382,11 +407,18 @@ class CuseSession:
         scope.cancel()
 
     async def _serve_request(self, handler: _Handler, request: Request, scope: trio.CancelScope) -> None:
+        await self._send(await self._reply(handler, request, scope))
+
+    async def _reply(self, handler: _Handler, request: Request, scope: trio.CancelScope | None) -> bytes:
+        """Run the handler (inside ``scope``, which INTERRUPT cancels) and encode its reply."""
         name = self.options.name
         try:
-            with scope:
+            if scope is None:
                 body = await handler(request)
-            if scope.cancelled_caught:
+            else:
+                with scope:
+                    body = await handler(request)
+            if scope is not None and scope.cancelled_caught:
                 reply = encode_error(request.unique, errno.EINTR)
             else:
                 reply = _OUT_HEADER.pack(_OUT_HEADER.size + len(body), 0, request.unique) + body
@@ -406,8 +438,9 @@ class CuseSession:
             log.exception("device %r: %s failed, replying EIO", name, opcode_name(request.header.opcode))
             reply = encode_error(request.unique, errno.EIO)
         finally:
-            self._inflight.pop(request.unique, None)
-        await self._send(reply)
+            if scope is not None:
+                self._inflight.pop(request.unique, None)
+        return reply
 
     # --- per-opcode handlers: decoded request -> reply body (raise OSError to fail) ---
 

@@ -6,7 +6,9 @@ like swtpm's (spec §3.2): the first read is a ``recvmsg`` that may carry a
 descriptor (CMD_SET_DATAFD); whatever arrived with it belongs to the
 message; missing bytes are waited for, but never for more than
 :data:`BODY_TIMEOUT` without progress, so a client that sends a short body
-gets ``TPM_BAD_PARAMETER`` instead of a hung channel.  Extra bytes that
+gets ``TPM_BAD_PARAMETER`` instead of a hung channel, and never for more than
+:data:`MESSAGE_DEADLINE` in all, so a client trickling a byte now and then
+cannot hold the channel either.  Extra bytes that
 arrived in the same read stay part of the message and make it malformed, as
 in swtpm.
 """
@@ -26,6 +28,7 @@ from ioctl_defs import PtmCmd, PtmResult, UnknownCommand, by_cmd
 
 __all__ = [
     "BODY_TIMEOUT",
+    "MESSAGE_DEADLINE",
     "FIRST_READ_SIZE",
     "MAX_HASH_DATA",
     "MAX_STATE_BLOB",
@@ -35,6 +38,9 @@ __all__ = [
 ]
 
 BODY_TIMEOUT: Final = 0.5
+MESSAGE_DEADLINE: Final = 10.0
+"""Seconds from a message's first byte by which all of it must have arrived (a
+SET_STATEBLOB of several MB over loopback takes milliseconds)."""
 """Seconds without progress after which an incomplete message is answered as malformed."""
 FIRST_READ_SIZE: Final = 4 + 4100
 """swtpm's ``struct input``: the command code plus the largest fixed body (ptm_hdata)."""
@@ -93,11 +99,11 @@ async def _first_read(sock: trio.socket.SocketType) -> tuple[bytes, list[int]]:
     return await sock.recv(FIRST_READ_SIZE), []
 
 
-async def _read_up_to(sock: trio.socket.SocketType, data: bytes, wanted: int) -> bytes:
-    """Append reads until ``wanted`` bytes, EOF, or :data:`BODY_TIMEOUT` without progress."""
+async def _read_up_to(sock: trio.socket.SocketType, data: bytes, wanted: int, deadline: float) -> bytes:
+    """Append reads until ``wanted`` bytes, EOF, :data:`BODY_TIMEOUT` without progress or ``deadline``."""
     while len(data) < wanted:
         chunk = b""
-        with trio.move_on_after(BODY_TIMEOUT):
+        with trio.move_on_at(min(deadline, trio.current_time() + BODY_TIMEOUT)):
             chunk = await sock.recv(min(wanted - len(data), 1 << 16))
         if not chunk:
             break
@@ -116,7 +122,8 @@ async def receive_control_message(sock: trio.socket.SocketType) -> ControlMessag
     if not data:
         close_fds(fds)
         return None
-    data = await _read_up_to(sock, data, _CMD.size)
+    deadline = trio.current_time() + MESSAGE_DEADLINE
+    data = await _read_up_to(sock, data, _CMD.size, deadline)
     if len(data) < _CMD.size:
         return ControlMessage(0, data, fds, error=PtmResult.TPM_BAD_PARAMETER)
     (cmd,) = _CMD.unpack_from(data)
@@ -132,7 +139,7 @@ async def receive_control_message(sock: trio.socket.SocketType) -> ControlMessag
             return ControlMessage(cmd, b"", fds, error=PtmResult.TPM_FAIL, resync_impossible=True)
         if len(body) >= wanted:
             return ControlMessage(cmd, body, fds)
-        data = await _read_up_to(sock, data, _CMD.size + wanted)
+        data = await _read_up_to(sock, data, _CMD.size + wanted, deadline)
         if len(data) < _CMD.size + wanted:
             # Gave up waiting: the body is short.
             return ControlMessage(cmd, data[_CMD.size :], fds, error=PtmResult.TPM_BAD_PARAMETER)

@@ -34,8 +34,10 @@ DEFAULT_BIND_ADDRESS = "127.0.0.1"
 DEFAULT_UNIX_SOCKET_MODE = 0o770
 """swtpm's default permission bits of a UnixIO socket file."""
 
-LISTEN_BACKLOG = 1
-"""swtpm serves one client per channel and listens with a backlog of 1."""
+LISTEN_BACKLOG = socket.SOMAXCONN
+"""A real listen queue (the kernel caps it at net.core.somaxconn): clients that connect
+at once wait there for their turn.  swtpm listens with a backlog of 1, so of many
+clients connecting together most are refused or retried for seconds."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import trio
 
 from .ctrl_channel import ControlChannel
-from .data_channel import DataChannel
+from .data_channel import DEFAULT_IDLE_TIMEOUT, MAX_CLIENTS, DataChannel
 from .endpoints import OpenedEndpoint
 
 __all__ = ["SocketServerConfig", "serve"]
@@ -36,6 +36,10 @@ class SocketServerConfig:
     ctrl: OpenedEndpoint | None
     disconnect: bool = False
     """Close data connections after each response."""
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    """Seconds a data connection may idle while the client table is full and others wait."""
+    max_clients: int = MAX_CLIENTS
+    """Data connections served at once; more wait in the listen queue."""
     terminate_on_data_loss: bool = False
     terminate_on_ctrl_loss: bool = False
 
@@ -59,19 +63,23 @@ async def serve(
     to let the parent of ``-d`` exit and to write the pid file).  Errors from
     starting the TPM (``vtpm.boot()``) propagate before anything is served.
     """
-    await vtpm.boot()
+    await vtpm.boot()  # the listening sockets are open: clients queue in the kernel meanwhile
     try:
         async with trio.open_nursery() as nursery:
+            if not vtpm.running:  # waiting for CMD_INIT: import the engine before it comes
+                nursery.start_soon(vtpm.preload)
             request_exit = nursery.cancel_scope.cancel
             data = DataChannel(
                 vtpm,
                 disconnect=config.disconnect,
+                idle_timeout=config.idle_timeout,
+                max_clients=config.max_clients,
                 on_client_lost=request_exit if config.terminate_on_data_loss else None,
             )
             await nursery.start(
                 data.run,
-                _trio_socket(config.data.listener) if config.data else None,
-                _trio_socket(config.data.connected) if config.data else None,
+                config.data.listener if config.data else None,
+                config.data.connected if config.data else None,
             )
             if config.ctrl is not None:
                 ctrl = ControlChannel(

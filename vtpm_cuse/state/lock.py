@@ -37,10 +37,11 @@ _CONTENDED = (errno.EACCES, errno.EAGAIN)
 
 
 class StorageLock:
-    """An exclusive, non-blocking lock on ``<directory>/.lock``."""
+    """An exclusive, non-blocking lock on ``<directory>/.lock`` (or ``<directory>/<name>``,
+    which the single-file backend uses for its ``<file>.lock``)."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self._path = Path(directory) / LOCK_FILE_NAME
+    def __init__(self, directory: str | os.PathLike[str], name: str = LOCK_FILE_NAME) -> None:
+        self._path = Path(directory) / name
         self._fd: int | None = None
 
     @property

@@ -107,7 +107,18 @@ class DirectoryStore:
         file_key: StateKey | None = None,
         migration_key: StateKey | None = None,
     ) -> DirectoryStore:
-        """Build a store from a parsed ``--tpmstate`` value."""
+        """Build a store from a parsed ``--tpmstate`` value (a :class:`~.linear.LinearFileStore`
+        for ``backend-uri=file://``)."""
+        if option.linear_file is not None:
+            from .linear import LinearFileStore  # linear builds on this module
+
+            return LinearFileStore(
+                option.linear_file,
+                mode=option.mode,
+                lock=option.lock,
+                file_key=file_key,
+                migration_key=migration_key,
+            )
         return cls(
             option.directory,
             mode=option.mode,
@@ -178,6 +189,11 @@ class DirectoryStore:
 
     def exists(self, kind: int) -> bool:
         return self.path_for(kind).is_file()
+
+    def stored_size(self, kind: int) -> int | None:
+        """Bytes the state of ``kind`` occupies in storage (``--print-states``); None if absent."""
+        raw = self._read(self.path_for(_as_kind(kind)))
+        return None if raw is None else len(raw)
 
     def load(self, kind: int) -> bytes | None:
         """The state of ``kind``, decrypted; None if there is no such file.

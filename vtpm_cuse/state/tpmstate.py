@@ -14,8 +14,10 @@ Accepted::
 * ``fsync`` -- accepted for swtpm compatibility; state files are *always*
   fsync'ed here (file and directory), the flag changes nothing.
 
-``backend-uri=file://...`` (swtpm's single-file "linear" backend) is refused
-for now with a message saying so; other URI schemes are refused as unknown.
+``backend-uri=file://<path>`` selects swtpm's single-file "linear" backend
+(:mod:`.linear`): all state in one regular file or block device; there
+``lock`` defaults to off (as in swtpm) and ``backup`` is refused (swtpm allows
+it only for directories). Other URI schemes are refused as unknown.
 Without ``--tpmstate`` the ``TPM_PATH`` environment variable names the state
 directory, as in swtpm.
 """
@@ -57,17 +59,17 @@ class TpmStateOption:
     backup: bool = False
     #: recorded for completeness; files are always fsync'ed
     fsync: bool = False
+    #: ``backend-uri=file://``: the single state file (``directory`` is its parent)
+    linear_file: Path | None = None
 
 
-def _directory_from_uri(uri: str) -> str:
+def _location_from_uri(uri: str) -> tuple[str, bool]:
+    """``(path, is_linear_file)`` of a ``backend-uri=``."""
     if uri.startswith(_DIR_SCHEME):
-        return uri[len(_DIR_SCHEME) :]
+        return uri[len(_DIR_SCHEME) :], False
     if uri.startswith(_FILE_SCHEME):
-        raise TpmStateOptionError(
-            f"{_OPTION}: backend-uri={uri!r}: the file:// (linear file) backend is "
-            "not supported yet; use dir=<directory> or backend-uri=dir://<directory>"
-        )
-    raise TpmStateOptionError(f"{_OPTION}: backend-uri={uri!r} has an unknown scheme (expected dir://)")
+        return uri[len(_FILE_SCHEME) :], True
+    raise TpmStateOptionError(f"{_OPTION}: backend-uri={uri!r} has an unknown scheme (expected dir:// or file://)")
 
 
 def parse_tpmstate_option(value: str) -> TpmStateOption:
@@ -75,6 +77,7 @@ def parse_tpmstate_option(value: str) -> TpmStateOption:
     here; that happens when the TPM is initialised, as in swtpm."""
     items = parse_option_string(value, _NAMES, option=_OPTION, error=TpmStateOptionError)
 
+    linear = False
     if "dir" in items and "backend-uri" in items:
         raise TpmStateOptionError(f"{_OPTION}: give dir= or backend-uri=, not both")
     if "dir" in items:
@@ -85,7 +88,7 @@ def parse_tpmstate_option(value: str) -> TpmStateOption:
         uri = items["backend-uri"]
         if uri is None:
             raise TpmStateOptionError(f"{_OPTION}: backend-uri needs a value")
-        directory = _directory_from_uri(uri)
+        directory, linear = _location_from_uri(uri)
     else:
         raise TpmStateOptionError(f"{_OPTION}: dir= or backend-uri= is required")
     if not directory:
@@ -104,12 +107,15 @@ def parse_tpmstate_option(value: str) -> TpmStateOption:
             return default
         return parse_bool(items[name], name=name, option=_OPTION, error=TpmStateOptionError)
 
+    if linear and flag("backup", False):
+        raise TpmStateOptionError(f"{_OPTION}: backup is only supported by the directory backend, not file://")
     return TpmStateOption(
-        directory=Path(directory),
+        directory=Path(directory).parent if linear else Path(directory),
         mode=mode,
-        lock=flag("lock", True),
+        lock=flag("lock", not linear),
         backup=flag("backup", False),
         fsync=flag("fsync", False),
+        linear_file=Path(directory) if linear else None,
     )
 
 

@@ -61,6 +61,7 @@ ALGORITHMS: dict[int, int] = {
     TPM_ALG.OAEP: A.asymmetric | A.encrypting,
     TPM_ALG.ECDSA: A.asymmetric | A.signing,
     TPM_ALG.ECDH: A.asymmetric | A.method,
+    TPM_ALG.ECSCHNORR: A.asymmetric | A.signing,
     TPM_ALG.KDF1_SP800_56A: A.hash | A.method,
     TPM_ALG.KDF2: A.hash | A.method,
     TPM_ALG.KDF1_SP800_108: A.hash | A.method,
@@ -71,10 +72,19 @@ ALGORITHMS: dict[int, int] = {
     TPM_ALG.CBC: A.symmetric | A.encrypting,
     TPM_ALG.CFB: A.symmetric | A.encrypting,
     TPM_ALG.ECB: A.symmetric | A.encrypting,
+    TPM_ALG.CMAC: A.symmetric | A.signing,
 }
 
 SYM_KEY_BITS: dict[int, tuple[int, ...]] = {TPM_ALG.AES: (128, 192, 256)}
 SYM_MODES = (TPM_ALG.CTR, TPM_ALG.OFB, TPM_ALG.CBC, TPM_ALG.CFB, TPM_ALG.ECB)
+#: Block-cipher MAC modes (TPM2_MAC with a symmetric key); not modes a key may be made with here.
+SYM_MAC_MODES = (TPM_ALG.CMAC,)
 RSA_KEY_BITS = (1024, 2048, 3072, 4096)
-ECC_CURVES = (TPM_ECC_CURVE.NIST_P256, TPM_ECC_CURVE.NIST_P384, TPM_ECC_CURVE.NIST_P521)
+ECC_CURVES = (
+    TPM_ECC_CURVE.NIST_P192,
+    TPM_ECC_CURVE.NIST_P224,
+    TPM_ECC_CURVE.NIST_P256,
+    TPM_ECC_CURVE.NIST_P384,
+    TPM_ECC_CURVE.NIST_P521,
+)
 KDFS = (TPM_ALG.MGF1, TPM_ALG.KDF1_SP800_56A, TPM_ALG.KDF2, TPM_ALG.KDF1_SP800_108)

@@ -1,6 +1,6 @@
 """The asymmetric primitives behind Part 3 clause 14: RSA encryption and decryption with
-the TPM's padding rules, ECDH point multiplication, and the domain parameters of the
-implemented curves.
+the TPM's padding rules, ECDH point multiplication, ECC encryption (C1, C2, C3), and the
+domain parameters of the implemented curves.
 
 Everything that ``cryptography`` offers is taken from it: OAEP and RSAES-PKCS1-v1_5
 encryption, OAEP decryption, ECDH, point validation, key derivation from a scalar.  Two
@@ -17,7 +17,8 @@ things it does not offer are built on top of it, and only from its results:
   (d+1)*Q and (d-1)*Q (three ECDH exchanges), the chord rule gives
   x+ - x- = -4 * y0 * yQ / (xQ - x0)^2, so y0 follows by field arithmetic on values that
   are all determined by the public point and the result; the point is then validated by
-  ``cryptography`` before it is returned.
+  ``cryptography`` before it is returned.  TPM2_ECC_Encrypt and TPM2_ECC_Decrypt (1.83)
+  need the whole point [k]Q too, and take it from the same function.
 
 The commit state that TPM2_EC_Ephemeral and TPM2_ZGen_2Phase share (the reference TPM's
 commitNonce, commitCounter and commitArray) is kept here too: see "The commit state" below.
@@ -28,7 +29,8 @@ Every function raises bare response codes; the command places them.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+import hmac
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -237,8 +239,11 @@ class CurveDomain:
         return self.p - 3
 
 
-#: Field primes of the NIST curves (FIPS 186-4, D.1.2).
+#: Field primes of the NIST curves (FIPS 186-4, D.1.2).  The KDF hash is the reference
+#: TPM's: SHA-256 for P-192 and P-224 too (libtpms reports the same in ECC_Parameters).
 DOMAINS: dict[int, CurveDomain] = {
+    TPM_ECC_CURVE.NIST_P192: CurveDomain(192, 2**192 - 2**64 - 1, TPM_ALG.SHA256),
+    TPM_ECC_CURVE.NIST_P224: CurveDomain(224, 2**224 - 2**96 + 1, TPM_ALG.SHA256),
     TPM_ECC_CURVE.NIST_P256: CurveDomain(256, 2**256 - 2**224 + 2**192 + 2**96 - 1, TPM_ALG.SHA256),
     TPM_ECC_CURVE.NIST_P384: CurveDomain(384, 2**384 - 2**128 - 2**96 + 2**32 - 1, TPM_ALG.SHA384),
     TPM_ECC_CURVE.NIST_P521: CurveDomain(521, 2**521 - 1, TPM_ALG.SHA512),
@@ -345,6 +350,74 @@ def point_of(curve_id: int, key: ec.EllipticCurvePublicKey):
 def generator_multiple(curve_id: int, scalar: int):
     """scalar * G as a TPMS_ECC_POINT, for a scalar in [1, n-1]."""
     return point_of(curve_id, ec.derive_private_key(scalar, CURVES[curve_id].curve()).public_key())
+
+
+# --- ECC encryption (TPM2_ECC_Encrypt / TPM2_ECC_Decrypt, revision 1.83) ----------------------
+
+#: The one KDF the reference TPM's ECC encryption implements.
+ECC_ENCRYPT_KDF = TPM_ALG.KDF2
+
+
+@dataclasses.dataclass(frozen=True)
+class EccCiphertext:
+    """(C1, C2, C3): the ephemeral point [k]G, M XOR the mask, H(x2 || M || y2)."""
+
+    c1: Any  # TPMS_ECC_POINT
+    c2: bytes
+    c3: bytes
+
+
+def select_kdf_scheme(key_kdf, in_scheme):
+    """The KDF scheme of ECC_Encrypt/ECC_Decrypt: the caller's, or the key's when the caller
+    gives TPM_ALG_NULL; a key that names one takes only that one (scheme and hash).  None when
+    neither names one or they differ."""
+    scheme = key_kdf if in_scheme.scheme == TPM_ALG.NULL else in_scheme
+    if scheme.scheme == TPM_ALG.NULL:
+        return None
+    if key_kdf.scheme != TPM_ALG.NULL and (key_kdf.scheme, key_kdf.details.hashAlg) != (
+        scheme.scheme,
+        scheme.details.hashAlg,
+    ):
+        return None
+    return scheme
+
+
+def _kdf2(alg: int, z: bytes, size: int) -> bytes:
+    """KDF2 (ISO/IEC 18033-2): H(Z || [1]32) || H(Z || [2]32) || ..., the first ``size`` octets."""
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        counter += 1
+        out += hash_alg(alg).digest(z + counter.to_bytes(4, "big"))
+    return bytes(out[:size])
+
+
+def _mask(alg: int, shared, text: bytes) -> bytes:
+    """``text`` XOR KDF2(x2 || y2): encrypts M, and decrypts C2."""
+    mask = _kdf2(alg, shared.x + shared.y, len(text))
+    return bytes(a ^ b for a, b in zip(text, mask, strict=True))
+
+
+def _check_value(alg: int, shared, message: bytes) -> bytes:
+    """C3 = H(x2 || M || y2), the coordinates of [k]Q at the curve's size."""
+    return hash_alg(alg).digest(shared.x + message + shared.y)
+
+
+def ecc_encrypt(curve_id: int, recipient: ec.EllipticCurvePublicKey, alg: int, message: bytes, random) -> EccCiphertext:
+    """Part 1's ECC encryption of ``message`` to ``recipient`` with hash ``alg`` (KDF2)."""
+    k, ephemeral = ephemeral_key(curve_id, random)
+    shared = multiply(curve_id, k, recipient)
+    return EccCiphertext(point_of(curve_id, ephemeral), _mask(alg, shared, message), _check_value(alg, shared, message))
+
+
+def ecc_decrypt(curve_id: int, scalar: int, c1: ec.EllipticCurvePublicKey, c2: bytes, c3: bytes, alg: int) -> bytes:
+    """The message of (C1, C2, C3) for the private ``scalar``; TPM_RC_VALUE when C3 does not
+    match what was recovered (the wrong key, or a changed ciphertext)."""
+    shared = multiply(curve_id, scalar, c1)
+    message = _mask(alg, shared, c2)
+    if not hmac.compare_digest(_check_value(alg, shared, message), bytes(c3)):
+        raise TpmError(TPM_RC.VALUE, "C3 does not match the recovered message")
+    return message
 
 
 # --- the commit state --------------------------------------------------------------------

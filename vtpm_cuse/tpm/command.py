@@ -138,7 +138,13 @@ class Command:
         value |= TPMA_CC.flushed if self.flushed else 0
         value |= len(self.handles) << TPMA_CC_CHANDLES_SHIFT
         value |= TPMA_CC.rHandle if self.response_handles else 0
+        value |= TPMA_CC.V if self.vendor else 0
         return int(value)
+
+    @property
+    def vendor(self) -> bool:
+        """A vendor-specific command (TPM_CC with the V bit, e.g. TPM2_Vendor_TCG_Test)."""
+        return bool(self.code & TPMA_CC.V)
 
 
 def _require_unique(command_name: str, names: list[str]) -> None:

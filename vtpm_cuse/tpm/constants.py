@@ -85,6 +85,7 @@ class TPM_ALG(enum.IntEnum):
     SHA3_256 = 0x0027
     SHA3_384 = 0x0028
     SHA3_512 = 0x0029
+    CMAC = 0x003F
     CTR = 0x0040
     OFB = 0x0041
     CBC = 0x0042
@@ -161,11 +162,13 @@ class TPM_CC(enum.IntEnum):
     Create = 0x0153
     ECDH_ZGen = 0x0154
     HMAC = 0x0155
+    MAC = 0x0155  # TPM2_MAC (1.59) took over TPM2_HMAC's code; an alias of HMAC
     Import = 0x0156
     Load = 0x0157
     Quote = 0x0158
     RSA_Decrypt = 0x0159
     HMAC_Start = 0x015B
+    MAC_Start = 0x015B  # TPM2_MAC_Start, an alias of HMAC_Start
     SequenceUpdate = 0x015C
     Sign = 0x015D
     Unseal = 0x015E
@@ -219,6 +222,23 @@ class TPM_CC(enum.IntEnum):
     CreateLoaded = 0x0191
     PolicyAuthorizeNV = 0x0192
     EncryptDecrypt2 = 0x0193
+    AC_GetCapability = 0x0194
+    AC_Send = 0x0195
+    Policy_AC_SendSelect = 0x0196
+    CertifyX509 = 0x0197
+    ACT_SetTimeout = 0x0198
+    ECC_Encrypt = 0x0199
+    ECC_Decrypt = 0x019A
+    #: TPM 2.0 Library 1.83 additions (Part 2, TPM_CC).
+    PolicyCapability = 0x019B
+    PolicyParameters = 0x019C
+    NV_DefineSpace2 = 0x019D
+    NV_ReadPublic2 = 0x019E
+    SetCapability = 0x019F
+    ReadOnlyControl = 0x01A0
+    PolicyTransportSPDM = 0x01A1
+    #: The TCG's vendor test command (TPMA_CC.V set; Part 3, "Vendor Specific").
+    Vendor_TCG_Test = 0x20000000
 
 
 #: swtpm's vendor command that sets the locality through the data channel.
@@ -238,6 +258,23 @@ class TPM_CAP(enum.IntEnum):
     AUTH_POLICIES = 0x00000009
     ACT = 0x0000000A
     VENDOR_PROPERTY = 0x00000100
+
+
+class TPM_EO(enum.IntEnum):
+    """Arithmetic and bit comparisons of PolicyNV, PolicyCounterTimer and PolicyCapability (Part 2, 6.8)."""
+
+    EQ = 0x0000
+    NEQ = 0x0001
+    SIGNED_GT = 0x0002
+    UNSIGNED_GT = 0x0003
+    SIGNED_LT = 0x0004
+    UNSIGNED_LT = 0x0005
+    SIGNED_GE = 0x0006
+    UNSIGNED_GE = 0x0007
+    SIGNED_LE = 0x0008
+    UNSIGNED_LE = 0x0009
+    BITSET = 0x000A
+    BITCLEAR = 0x000B
 
 
 PT_FIXED = 0x100

@@ -22,14 +22,16 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
+from . import audit
 from .algorithms import hash_alg
 from .auth import SessionUse
 from .command import AuthRole, Command, CommandTable
-from .constants import TPM_CC, TPM_RS_PW, TPM_ST, TPMA_SESSION
+from .constants import TPM_CC, TPM_RH, TPM_RS_PW, TPM_ST, TPMA_SESSION
 from .entities import Entity
 from .errors import TPM_RC, Area, TpmError, rc_name
 from .handle_types import load_session, resolve
 from .marshal import UINT32, Reader
+from .physical_presence import check_platform_authorization
 from .types import TPMI_ST_COMMAND_TAG, TPMS_AUTH_COMMAND, TPMS_AUTH_RESPONSE
 from .wire import HEADER_SIZE, error_response, response_header
 
@@ -61,6 +63,9 @@ class CommandContext:
     entities: list[Entity | None]
     cp_parameters: bytes = b""
     sessions: list[SessionUse] = dataclasses.field(default_factory=list)
+    #: The response parameters as sent (encrypted where a session encrypts them).
+    rp_parameters: bytes = b""
+    _rp_hashes: dict[int, bytes] = dataclasses.field(default_factory=dict)
 
     def response(self, **fields: Any) -> Any:
         """The command's declared response structure (response handles and parameters)."""
@@ -86,6 +91,13 @@ class CommandContext:
                 h.update(entity.name)
         h.update(self.cp_parameters)
         return h.digest()
+
+    def rp_hash(self, alg: int) -> bytes:
+        """rpHash = H(responseCode (0) || commandCode || parameters) of the response being built."""
+        if alg not in self._rp_hashes:
+            data = bytes(4) + self.command.code.to_bytes(4, "big") + self.rp_parameters
+            self._rp_hashes[alg] = hash_alg(alg).digest(data)
+        return self._rp_hashes[alg]
 
 
 class Dispatcher:
@@ -147,10 +159,13 @@ class Dispatcher:
         params = self._parameters(ctx, command)
         kwargs = {spec.name: h for spec, h in zip(command.handles, handles, strict=True)}
         kwargs.update(params)
+        # Decided before the command runs: a command that changes the audit algorithm is not
+        # recorded in the digest of the new one.
+        command_audit_alg = audit.command_audit_alg(engine, command.code)
         result = self._call_handler(ctx, kwargs)
         if command.nv:
             engine.mark_permanent_dirty()
-        return self._response(ctx, result)
+        return self._response(ctx, result, command_audit_alg)
 
     # --- the handler -------------------------------------------------------------
     @staticmethod
@@ -212,6 +227,9 @@ class Dispatcher:
     def _authorize(self, ctx: CommandContext) -> None:
         for use in ctx.sessions:
             try:
+                if use.entity is not None and use.entity.handle == TPM_RH.PLATFORM:
+                    # Before anything else about the session, as in the reference TPM.
+                    check_platform_authorization(ctx.engine, ctx.command.code)
                 use.session.check_command(use, ctx)
                 if use.entity is not None:
                     use.session.authorize(use, ctx)
@@ -238,7 +256,7 @@ class Dispatcher:
         return values
 
     # --- response ----------------------------------------------------------------
-    def _response(self, ctx: CommandContext, result: Any) -> bytes:
+    def _response(self, ctx: CommandContext, result: Any, command_audit_alg: int | None) -> bytes:
         command = ctx.command
         handle_area = bytearray()
         for spec in command.response_handles:
@@ -252,17 +270,12 @@ class Dispatcher:
                 if not command.first_response_encryptable:
                     raise TpmError(TPM_RC.ATTRIBUTES, "encrypt session, no encryptable response").at_session(use.index)
                 params = use.session.encrypt_parameter(use, ctx, params)
+        ctx.rp_parameters = params
+        audit.record(ctx, command_audit_alg)
         if ctx.tag == TPM_ST.SESSIONS:
-            rp_cache: dict[int, bytes] = {}
-
-            def rp_hash(alg: int) -> bytes:
-                if alg not in rp_cache:
-                    rp_cache[alg] = hash_alg(alg).digest(bytes(4) + command.code.to_bytes(4, "big") + params)
-                return rp_cache[alg]
-
             sessions = bytearray()
             for use in ctx.sessions:
-                nonce, attributes, mac = use.session.response(use, ctx, rp_hash)
+                nonce, attributes, mac = use.session.response(use, ctx, ctx.rp_hash)
                 TPMS_AUTH_RESPONSE.marshal(
                     TPMS_AUTH_RESPONSE(nonce=nonce, sessionAttributes=attributes, hmac=mac), sessions
                 )

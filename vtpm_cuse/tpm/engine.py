@@ -13,12 +13,21 @@ import dataclasses
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from .algorithms import HASHES, hash_alg
 from .command import CommandTable
 from .commands import COMMANDS
-from .constants import DEFAULT_OBJECT_SLOTS, IMPLEMENTATION_PCR, MAX_COMMAND_SIZE, MAX_LOADED_OBJECTS, MAX_RESPONSE_SIZE
+from .constants import (
+    DEFAULT_OBJECT_SLOTS,
+    IMPLEMENTATION_PCR,
+    MAX_COMMAND_SIZE,
+    MAX_LOADED_OBJECTS,
+    MAX_RESPONSE_SIZE,
+    TPM_RH,
+)
+from .derive_ahead import AheadDeriver
 from .dispatcher import Dispatcher
 from .errors import TPM_RC
 from .keys import PrimaryCache
@@ -47,15 +56,22 @@ class Engine:
         nv_size: int = NV_SIZE_DEFAULT,
         max_objects: int = DEFAULT_OBJECT_SLOTS,
         max_persistent: int = DEFAULT_MAX_PERSISTENT,
+        physical_presence: bool = False,
+        derive_ahead: bool = False,
     ) -> None:
         """``max_objects``: transient object slots (1..MAX_LOADED_OBJECTS); ``max_persistent``:
-        how many persistent objects TPM2_EvictControl may create."""
+        how many persistent objects TPM2_EvictControl may create; ``physical_presence``: the
+        platform asserts physical presence (physical_presence.py), changeable at any time;
+        ``derive_ahead``: derive the usual EKs and SRKs in a child process after TPM2_Startup
+        and each seed change (derive_ahead.py; the daemon turns it on, tests mostly do not)."""
         if not 1 <= max_objects <= MAX_LOADED_OBJECTS:
             raise ValueError(f"max_objects {max_objects} is outside 1..{MAX_LOADED_OBJECTS}")
         if max_persistent < 0:
             raise ValueError(f"max_persistent {max_persistent} is negative")
         self.max_objects = max_objects
         self.max_persistent = max_persistent
+        #: The platform's physical-presence signal (a virtual TPM's stand-in for the button).
+        self.physical_presence = physical_presence
         self.random = Rng(random)
         #: Bytes of NV memory for NV indices (TPM_RC_NV_SPACE beyond it).
         self.nv_size = nv_size
@@ -68,6 +84,10 @@ class Engine:
         self.cancel_requested = threading.Event()
         #: Derived primary objects, in RAM only (keys.PrimaryCache): a repeated CreatePrimary is instant.
         self.primary_cache = PrimaryCache()
+        #: Derives the usual EKs and SRKs ahead into primary_cache (derive_ahead.py); None when off.
+        self.ahead = AheadDeriver(self.primary_cache) if derive_ahead else None
+        if self.ahead is not None:
+            weakref.finalize(self, self.ahead.close)
         self._permanent_dirty = permanent is None
         self._drtm_hashers: dict[int, object] | None = None
         self._dispatcher = Dispatcher(self, table)
@@ -109,7 +129,18 @@ class Engine:
         if fresh_cancel:
             self.cancel_requested.clear()
         response, _ = self._dispatcher.execute(command, locality)
+        if self.ahead is not None and self.volatile.started:
+            self.ahead.follow({TPM_RH.ENDORSEMENT: self.permanent.eps, TPM_RH.OWNER: self.permanent.sps})
         return response
+
+    def wait_derived_ahead(self, timeout: float | None = None) -> bool:
+        """Whether the keys derived ahead (if enabled) are ready within ``timeout``: tests and benchmarks."""
+        return self.ahead is None or self.ahead.wait(timeout)
+
+    def close(self) -> None:
+        """Stop background work (the derive-ahead child); the engine stays usable without it."""
+        if self.ahead is not None:
+            self.ahead.close()
 
     def stir_random(self, data: bytes) -> None:
         self.random.stir(data)

@@ -26,6 +26,7 @@ from .constants import TPM_ALG, TPM_RH, TPMA_OBJECT
 from .errors import TPM_RC, TpmError
 from .hierarchy import AUTH_SLOTS, hierarchy_auth, hierarchy_enabled, hierarchy_policy
 from .objects import require_slot_handle
+from .pcrs import pcr_auth_policy, pcr_auth_value
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -70,6 +71,8 @@ class Entity:
     admin_with_policy: bool = True
     #: The entity kind's own rules for using its authValue and authPolicy (NV indices).
     auth_rules: AuthRules | None = None
+    #: Only a policy session authorizes it, whatever the role (a PCR whose group has a policy).
+    policy_required: bool = False
 
 
 def require_auth_value_usable(entity: Entity, command: Command) -> None:
@@ -80,7 +83,11 @@ def require_auth_value_usable(entity: Entity, command: Command) -> None:
     policy, and the entity's own rules may refuse the authValue for this command
     (TPM_RC_AUTH_UNAVAILABLE).
     """
-    if entity.role is AuthRole.DUP or (entity.role is AuthRole.ADMIN and entity.admin_with_policy):
+    if (
+        entity.policy_required
+        or entity.role is AuthRole.DUP
+        or (entity.role is AuthRole.ADMIN and entity.admin_with_policy)
+    ):
         raise TpmError(TPM_RC.AUTH_TYPE, f"0x{entity.handle:08x} needs a policy session for {entity.role.value}")
     if entity.role is AuthRole.USER and not entity.user_with_auth:
         raise TpmError(TPM_RC.AUTH_UNAVAILABLE, f"0x{entity.handle:08x} has userWithAuth CLEAR")
@@ -108,7 +115,16 @@ def handle_name(handle: int) -> bytes:
 
 
 def pcr_entity(engine: Engine, handle: int) -> Entity:
-    return Entity(handle, handle_name(handle))
+    """A PCR: its auth group's authValue and its policy group's authPolicy (pcrs.py)."""
+    policy_alg, policy = pcr_auth_policy(engine, handle)
+    return Entity(
+        handle,
+        handle_name(handle),
+        pcr_auth_value(engine, handle),
+        policy_alg,
+        policy,
+        policy_required=policy_alg != TPM_ALG.NULL,
+    )
 
 
 def permanent_entity(engine: Engine, handle: int) -> Entity:

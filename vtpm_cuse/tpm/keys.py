@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,10 @@ class Curve:
 
 
 CURVES: dict[int, Curve] = {
+    TPM_ECC_CURVE.NIST_P192: Curve(ec.SECP192R1, 24, int("FFFFFFFFFFFFFFFFFFFFFFFF99DEF836146BC9B1B4D22831", 16)),
+    TPM_ECC_CURVE.NIST_P224: Curve(
+        ec.SECP224R1, 28, int("FFFFFFFFFFFFFFFFFFFFFFFFFFFF16A2E0B8F03E13DD29455C5C2A3D", 16)
+    ),
     TPM_ECC_CURVE.NIST_P256: Curve(
         ec.SECP256R1, 32, int("FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551", 16)
     ),
@@ -76,6 +80,15 @@ def seed_digest(seed: bytes) -> bytes:
     return hashlib.sha256(b"vtpm-cuse primary cache\0" + bytes(seed)).digest()
 
 
+@dataclasses.dataclass(frozen=True)
+class CacheStats:
+    """How the primary-key cache has answered so far (tests and benchmarks read it)."""
+
+    hits: int
+    misses: int
+    entries: int
+
+
 class PrimaryCache:
     """Recently derived primary objects, so that a repeated TPM2_CreatePrimary is instant.
 
@@ -89,23 +102,47 @@ class PrimaryCache:
     TPM2_ChangePPS and a TPM Reset (the NULL seed) replace a seed, so its old
     entries can never match again; :meth:`lookup` also drops every entry whose
     seed is no longer one of ``live_seeds``, so key material of a retired seed
-    does not stay in memory.
+    does not stay in memory.  Objects derived ahead on another thread
+    (derive_ahead.py) are :meth:`offer`-ed and taken in by the same call, in
+    the engine's thread, only if their seed is still live.
     """
 
     def __init__(self, size: int = 32) -> None:
         self.size = size
         self._entries: OrderedDict[tuple[bytes, bytes, bytes], CreatedObject] = OrderedDict()
+        #: Objects derived ahead on another thread (derive_ahead.py), taken in by :meth:`drop_retired`.
+        self._offered: deque[tuple[tuple[bytes, bytes, bytes], CreatedObject]] = deque()
+        self.hits = 0
+        self.misses = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def clear(self) -> None:
         self._entries.clear()
+        self._offered.clear()
+
+    def stats(self) -> CacheStats:
+        return CacheStats(hits=self.hits, misses=self.misses, entries=len(self._entries))
+
+    def offer(self, digest: bytes, template: bytes, data: bytes, created: CreatedObject) -> None:
+        """An object derived ahead from the seed of ``digest`` (any thread may offer; the
+        engine's thread takes it in, if that seed is still live, at its next lookup)."""
+        self._offered.append(((digest, bytes(template), bytes(data)), dataclasses.replace(created, auth_value=b"")))
 
     def drop_retired(self, live_seeds: Iterable[bytes]) -> None:
         live = {seed_digest(seed) for seed in live_seeds}
+        while self._offered:
+            key, created = self._offered.popleft()
+            if key[0] in live and key not in self._entries:
+                self._store(key, created)
         for key in [key for key in self._entries if key[0] not in live]:
             del self._entries[key]
+
+    def _store(self, key: tuple[bytes, bytes, bytes], created: CreatedObject) -> None:
+        self._entries[key] = created
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
 
     def get_or_create(
         self, seed: bytes, template: bytes, data: bytes, auth_value: bytes, create: Callable[[], CreatedObject]
@@ -117,11 +154,11 @@ class PrimaryCache:
         key = (seed_digest(seed), bytes(template), bytes(data))
         cached = self._entries.get(key)
         if cached is None:
+            self.misses += 1
             cached = dataclasses.replace(create(), auth_value=b"")
-            self._entries[key] = cached
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+            self._store(key, cached)
         else:
+            self.hits += 1
             self._entries.move_to_end(key)
         return dataclasses.replace(cached, auth_value=auth_value)
 

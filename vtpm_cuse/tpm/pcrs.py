@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from .algorithms import hash_alg
-from .constants import IMPLEMENTATION_PCR, TPM_PT_PCR
+from .constants import IMPLEMENTATION_PCR, TPM_ALG, TPM_PT_PCR
 
 HCRTM_PCR = 0
 DRTM_PCR = 17
@@ -43,6 +43,37 @@ assert len(PCR_ATTRIBUTES) == IMPLEMENTATION_PCR
 #: PCRs whose changes do not bump the PCR update counter (TPM_PT_PCR_NO_INCREMENT),
 #: so software can measure into them without invalidating policies bound to the counter.
 NO_INCREMENT = frozenset({16, 21, 22, 23})
+
+#: PCR authorization groups: PCRs sharing one authPolicy (set by PCR_SetAuthPolicy, kept in NV)
+#: or one authValue (set by PCR_SetAuthValue, kept until the next Startup other than a Resume).
+#: A PCR outside every group is authorized by the empty authValue and has no policy.  libtpms
+#: configures one group of each kind, PCRs 20-22 (what its GetCapability reports for
+#: TPM_PT_PCR_POLICY / TPM_PT_PCR_AUTH); a group's index keys its value in the state.
+PCR_POLICY_GROUPS: tuple[frozenset[int], ...] = (frozenset({20, 21, 22}),)
+PCR_AUTH_GROUPS: tuple[frozenset[int], ...] = (frozenset({20, 21, 22}),)
+
+
+def group_of(groups: tuple[frozenset[int], ...], pcr: int) -> int | None:
+    """The index of the group ``pcr`` belongs to, or None."""
+    return next((i for i, members in enumerate(groups) if pcr in members), None)
+
+
+def pcr_auth_value(engine, pcr: int) -> bytes:
+    """The authValue that authorizes ``pcr``: its auth group's, or empty."""
+    group = group_of(PCR_AUTH_GROUPS, pcr)
+    return b"" if group is None else engine.volatile.pcr_auth_values.get(group, b"")
+
+
+def clear_pcr_policies(engine) -> None:
+    """Every policy group back to no policy: the platform's policies go with its seed (ChangePPS)."""
+    engine.permanent.pcr_policies = {}
+
+
+def pcr_auth_policy(engine, pcr: int) -> tuple[int, bytes]:
+    """(hashAlg, authPolicy) of ``pcr``: its policy group's, or (TPM_ALG_NULL, empty)."""
+    group = group_of(PCR_POLICY_GROUPS, pcr)
+    none = (TPM_ALG.NULL, b"")
+    return none if group is None else engine.permanent.pcr_policies.get(group, none)
 
 
 def may_extend(pcr: int, locality: int) -> bool:
@@ -99,6 +130,8 @@ def pcr_properties() -> dict[int, set[int]]:
                 props[reset_tags[locality]].add(pcr)
         if pcr in NO_INCREMENT:
             props[TPM_PT_PCR.NO_INCREMENT].add(pcr)
+    props[TPM_PT_PCR.POLICY] = set().union(*PCR_POLICY_GROUPS)
+    props[TPM_PT_PCR.AUTH] = set().union(*PCR_AUTH_GROUPS)
     return props
 
 

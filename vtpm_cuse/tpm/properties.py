@@ -31,10 +31,13 @@ from .hierarchy import hierarchy_auth
 from .objects import slots_in_use
 from .persistent import persistent_room, persistent_used
 
+#: The Library specification claimed: 1.83 (January 25, 2024), because the engine implements
+#: commands it added (PolicyCapability, PolicyParameters, ...).  Every TPM_CC it defines is
+#: implemented or explained in spec_commands.NOT_IMPLEMENTED (tests/test_command_table.py).
 SPEC_LEVEL = 0
-SPEC_REVISION = 159
-SPEC_DAY_OF_YEAR = 312
-SPEC_YEAR = 2019
+SPEC_REVISION = 183
+SPEC_DAY_OF_YEAR = 25
+SPEC_YEAR = 2024
 MANUFACTURER = b"VCSE"
 VENDOR_STRINGS = (b"vtpm", b"-cus", b"e\0\0\0", b"\0\0\0\0")
 FIRMWARE_VERSION = (0, 1, 0)
@@ -46,8 +49,14 @@ def _u32(chars: bytes) -> int:
     return int.from_bytes(chars, "big")
 
 
-def fixed_properties(engine) -> list[tuple[int, int]]:
+def firmware_version_words() -> tuple[int, int]:
+    """TPM_PT_FIRMWARE_VERSION_1 and _2; attestations carry them as one UINT64 (1 || 2)."""
     major, minor, patch = FIRMWARE_VERSION
+    return (major << 16) | minor, patch << 16
+
+
+def fixed_properties(engine) -> list[tuple[int, int]]:
+    firmware_1, firmware_2 = firmware_version_words()
     return [
         (TPM_PT.FAMILY_INDICATOR, _u32(b"2.0\0")),
         (TPM_PT.LEVEL, SPEC_LEVEL),
@@ -60,8 +69,8 @@ def fixed_properties(engine) -> list[tuple[int, int]]:
         (TPM_PT.VENDOR_STRING_3, _u32(VENDOR_STRINGS[2])),
         (TPM_PT.VENDOR_STRING_4, _u32(VENDOR_STRINGS[3])),
         (TPM_PT.VENDOR_TPM_TYPE, 1),
-        (TPM_PT.FIRMWARE_VERSION_1, (major << 16) | minor),
-        (TPM_PT.FIRMWARE_VERSION_2, patch << 16),
+        (TPM_PT.FIRMWARE_VERSION_1, firmware_1),
+        (TPM_PT.FIRMWARE_VERSION_2, firmware_2),
         (TPM_PT.INPUT_BUFFER, MAX_DIGEST_BUFFER),
         (TPM_PT.HR_TRANSIENT_MIN, engine.max_objects),
         (TPM_PT.HR_PERSISTENT_MIN, engine.max_persistent),
@@ -90,8 +99,8 @@ def fixed_properties(engine) -> list[tuple[int, int]]:
         (TPM_PT.PS_YEAR, 0),
         (TPM_PT.SPLIT_MAX, 128),
         (TPM_PT.TOTAL_COMMANDS, len(engine.table)),
-        (TPM_PT.LIBRARY_COMMANDS, len(engine.table)),
-        (TPM_PT.VENDOR_COMMANDS, 0),
+        (TPM_PT.LIBRARY_COMMANDS, sum(not c.vendor for c in engine.table)),
+        (TPM_PT.VENDOR_COMMANDS, sum(c.vendor for c in engine.table)),
         (TPM_PT.NV_BUFFER_MAX, MAX_NV_BUFFER_SIZE),
         (TPM_PT.MODES, 0),
         (TPM_PT.MAX_CAP_BUFFER, MAX_CAP_BUFFER),
@@ -129,13 +138,13 @@ def variable_properties(engine) -> list[tuple[int, int]]:
         (TPM_PT.HR_PERSISTENT_AVAIL, persistent_room(engine)),
         (TPM_PT.NV_COUNTERS, nv_index.counter_count(engine)),
         (TPM_PT.NV_COUNTERS_AVAIL, nv_index.counters_available(engine)),
-        (TPM_PT.ALGORITHM_SET, 0),
+        (TPM_PT.ALGORITHM_SET, perm.algorithm_set),
         (TPM_PT.LOADED_CURVES, len(ECC_CURVES)),
         (TPM_PT.LOCKOUT_COUNTER, failed_tries(engine)),
         (TPM_PT.MAX_AUTH_FAIL, perm.da_max_tries),
         (TPM_PT.LOCKOUT_INTERVAL, perm.da_recovery_time),
         (TPM_PT.LOCKOUT_RECOVERY, perm.da_lockout_recovery),
         (TPM_PT.NV_WRITE_RECOVERY, 0),
-        (TPM_PT.AUDIT_COUNTER_0, 0),
-        (TPM_PT.AUDIT_COUNTER_1, 0),
+        (TPM_PT.AUDIT_COUNTER_0, perm.audit_counter >> 32),
+        (TPM_PT.AUDIT_COUNTER_1, perm.audit_counter & 0xFFFFFFFF),
     ]

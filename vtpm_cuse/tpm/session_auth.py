@@ -21,7 +21,7 @@ AUTH*/POLICY* bits and PIN counts) decide, for the command, whether its
 authValue or authPolicy may be used at all, and hear about every check of the
 authValue, right or wrong.
 
-Not implemented: audit sessions (the audit attribute is TPM_RC_ATTRIBUTES).
+An HMAC session with the audit attribute also keeps a session audit digest (:mod:`.audit`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .algorithms import hash_alg
+from .audit import check_audit_session, response_attributes
 from .auth import AuthSession, SessionUse, auth_equal, strip_trailing_zeros
 from .command import AuthRole, Command
 from .constants import EXTENDED_LOCALITY_MIN, HR_SHIFT, MAX_LOCALITY, TPM_ALG, TPM_HT, TPMA_SESSION
@@ -38,6 +39,7 @@ from .dictionary_attack import authorization_failed, check_lockout
 from .entities import Entity, policy_usable, require_auth_value_usable, value_checked
 from .errors import TPM_RC, TpmError
 from .parameter_encryption import crypt_first_buffer
+from .policy_use import check_policy_use
 from .sessions import Session, bind_value
 
 if TYPE_CHECKING:
@@ -87,7 +89,9 @@ class SessionAuthorization(AuthSession):
         if state.is_trial:
             raise TpmError(TPM_RC.ATTRIBUTES, "a trial session cannot be used in a command")
         if use.attributes & TPMA_SESSION.audit:
-            raise TpmError(TPM_RC.ATTRIBUTES, "audit sessions are not implemented")
+            check_audit_session(ctx, use)
+        elif use.attributes & (TPMA_SESSION.auditExclusive | TPMA_SESSION.auditReset):
+            raise TpmError(TPM_RC.ATTRIBUTES, "auditExclusive or auditReset without audit")
         command = ctx.command
         for flag, possible in (
             (TPMA_SESSION.decrypt, command.first_param_encryptable),
@@ -156,6 +160,7 @@ class SessionAuthorization(AuthSession):
             raise TpmError(TPM_RC.POLICY_FAIL, "ADMIN and DUP roles need TPM2_PolicyCommandCode")
         if policy.locality and not locality_allowed(policy.locality, ctx.locality):
             raise TpmError(TPM_RC.LOCALITY, f"policy does not allow locality {ctx.locality}")
+        check_policy_use(ctx, state, entity)
 
     def _hmac_ok(self, use: SessionUse, ctx: CommandContext, key: bytes) -> bool:
         # With no key at all (unbound, unsalted, empty authValue) an empty HMAC is accepted.
@@ -230,16 +235,17 @@ class SessionAuthorization(AuthSession):
     ) -> tuple[bytes, int, bytes]:
         state = self.state
         nonce = self._next_nonce(ctx)
-        mac = self._response_hmac(use, ctx, rp_hash, nonce)
+        attributes = response_attributes(ctx, use)
+        mac = self._response_hmac(use, ctx, rp_hash, nonce, attributes)
         state.nonce_tpm = nonce
         if not use.attributes & TPMA_SESSION.continueSession:
             ctx.engine.volatile.sessions.loaded.pop(state.handle, None)
         elif state.is_policy:
             state.restart_policy()
-        return nonce, use.attributes, mac
+        return nonce, attributes, mac
 
     def _response_hmac(
-        self, use: SessionUse, ctx: CommandContext, rp_hash: Callable[[int], bytes], nonce: bytes
+        self, use: SessionUse, ctx: CommandContext, rp_hash: Callable[[int], bytes], nonce: bytes, attributes: int
     ) -> bytes:
         state = self.state
         if state.is_policy and state.policy.password_needed:
@@ -252,7 +258,7 @@ class SessionAuthorization(AuthSession):
         key = state.session_key + (_current_auth(ctx, use.entity) if include_auth else b"")
         if state.is_policy and not key and not use.hmac:
             return b""
-        message = rp_hash(state.auth_hash) + nonce + use.nonce + bytes([use.attributes])
+        message = rp_hash(state.auth_hash) + nonce + use.nonce + bytes([attributes])
         return hmac.new(key, message, hash_alg(state.auth_hash).hashlib_name).digest()
 
 

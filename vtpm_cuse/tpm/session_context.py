@@ -18,7 +18,9 @@ __all__ = ["CONTEXT_GAP_MAX", "SESSION_CONTEXT", "load_session", "save_session"]
 #: TPM_PT_CONTEXT_GAP_MAX: the oldest saved session may lag this many saves behind the newest.
 CONTEXT_GAP_MAX = 0xFFFF
 #: PolicyState flags in a saved context.
-_AUTH_VALUE_NEEDED, _PASSWORD_NEEDED, _PCR_COUNTER_SET = 1, 2, 4
+_AUTH_VALUE_NEEDED, _PASSWORD_NEEDED, _PCR_COUNTER_SET, _PP_REQUIRED = 1, 2, 4, 8
+#: PolicyState.nv_written in a saved context: not asserted, CLEAR, SET.
+_NV_WRITTEN = {None: 0, False: 1, True: 2}
 
 #: What a saved session carries inside its (encrypted) context blob; this TPM's own layout.
 SESSION_CONTEXT = Struct(
@@ -36,6 +38,13 @@ SESSION_CONTEXT = Struct(
         ("locality", UINT8),
         ("flags", UINT8),
         ("pcrCounter", UINT64),
+        ("commandHash", TPM2B_NONCE),
+        ("commandHashKind", UINT8),
+        ("timeout", UINT64),
+        ("nvWritten", UINT8),
+        ("startTime", UINT64),
+        ("epoch", UINT64),
+        ("auditDigest", TPM2B_NONCE),
     ],
 )
 
@@ -54,6 +63,7 @@ def save_session(ctx, handle: int) -> tuple[int, int, int, bytes]:
         flags |= _AUTH_VALUE_NEEDED if policy.auth_value_needed else 0
         flags |= _PASSWORD_NEEDED if policy.password_needed else 0
         flags |= _PCR_COUNTER_SET if policy.pcr_counter is not None else 0
+        flags |= _PP_REQUIRED if policy.pp_required else 0
     payload = SESSION_CONTEXT.pack(
         SESSION_CONTEXT(
             type=session.type,
@@ -68,6 +78,13 @@ def save_session(ctx, handle: int) -> tuple[int, int, int, bytes]:
             locality=policy.locality if policy else 0,
             flags=flags,
             pcrCounter=(policy.pcr_counter or 0) if policy else 0,
+            commandHash=policy.command_hash if policy else b"",
+            commandHashKind=policy.command_hash_kind if policy else 0,
+            timeout=policy.timeout if policy else 0,
+            nvWritten=_NV_WRITTEN[policy.nv_written] if policy else 0,
+            startTime=session.start_time,
+            epoch=session.epoch,
+            auditDigest=session.audit_digest,
         )
     )
     return table.context_counter, handle, TPM_RH.NULL, payload
@@ -91,6 +108,9 @@ def load_session(ctx, context, payload: bytes) -> int:
         symmetric=saved.symmetric,
         key_bits=saved.keyBits,
         bound_to=saved.boundTo,
+        start_time=saved.startTime,
+        epoch=saved.epoch,
+        audit_digest=saved.auditDigest,
     )
     if session.is_policy:
         session.policy = PolicyState(
@@ -100,6 +120,11 @@ def load_session(ctx, context, payload: bytes) -> int:
             pcr_counter=saved.pcrCounter if saved.flags & _PCR_COUNTER_SET else None,
             auth_value_needed=bool(saved.flags & _AUTH_VALUE_NEEDED),
             password_needed=bool(saved.flags & _PASSWORD_NEEDED),
+            command_hash=saved.commandHash,
+            command_hash_kind=saved.commandHashKind,
+            timeout=saved.timeout,
+            pp_required=bool(saved.flags & _PP_REQUIRED),
+            nv_written={v: k for k, v in _NV_WRITTEN.items()}.get(saved.nvWritten),
         )
     del table.saved[handle]
     table.loaded[handle] = session

@@ -34,6 +34,7 @@ from .constants import (
 from .crypto.kdf import kdfa
 from .entities import Entity, handle_name
 from .errors import TPM_RC, TpmError
+from .policy_time import time_epoch
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -54,6 +55,18 @@ class PolicyState:
     auth_value_needed: bool = False
     #: TPM2_PolicyPassword: the authValue is sent in the clear instead of an HMAC.
     password_needed: bool = False
+    #: The one digest the authorized command must match (TPM2_PolicyCpHash, PolicyNameHash,
+    #: PolicyTemplate, PolicyParameters, PolicyDuplicationSelect, a cpHashA of PolicySigned,
+    #: PolicySecret or PolicyTicket), and what it is a digest of (policy_hashes.CommandHashKind).
+    command_hash: bytes = b""
+    command_hash_kind: int = 0
+    #: PolicySigned / PolicySecret / PolicyTicket with an expiration: the Time (ms) after which
+    #: the policy no longer authorizes anything (0: no limit).
+    timeout: int = 0
+    #: TPM2_PolicyPhysicalPresence: the command needs physical presence asserted.
+    pp_required: bool = False
+    #: TPM2_PolicyNvWritten: the TPMA_NV_WRITTEN state the authorized index must have (None: any).
+    nv_written: bool | None = None
 
 
 @dataclasses.dataclass
@@ -71,6 +84,12 @@ class Session:
     #: Kept as a digest so the state holds no second copy of the authValue.
     bound_to: bytes = b""
     policy: PolicyState | None = None
+    #: Time (ms) and time epoch at TPM2_StartAuthSession: an expiration with nonceTPM counts from
+    #: there, and a timeout made in another epoch (after a TPM Reset or Restart) is void.
+    start_time: int = 0
+    epoch: int = 0
+    #: The session audit digest (audit.py); empty until the session first audits a command.
+    audit_digest: bytes = b""
 
     @property
     def index(self) -> int:
@@ -151,7 +170,14 @@ def create_session(engine: Engine, session_type: int, auth_hash: int, nonce_size
         raise TpmError(TPM_RC.SESSION_HANDLES, "no free session handle")
     base = HR_HMAC_SESSION if session_type == TPM_SE.HMAC else HR_POLICY_SESSION
     # The TPM's first nonce is as long as the caller's (what the reference TPM does).
-    session = Session(handle=base + index, type=session_type, auth_hash=auth_hash, nonce_tpm=engine.random(nonce_size))
+    session = Session(
+        handle=base + index,
+        type=session_type,
+        auth_hash=auth_hash,
+        nonce_tpm=engine.random(nonce_size),
+        start_time=engine.time(),
+        epoch=time_epoch(engine),
+    )
     if session.is_policy:
         session.restart_policy()
     table.loaded[session.handle] = session

@@ -8,8 +8,9 @@ check a TPMT_TK_HASHCHECK and make a TPMT_TK_VERIFIED.  Every failure is a *bare
 response code, which the command places (``errors_at``) as the reference TPM does.
 
 The schemes are RSASSA-PKCS1-v1_5, RSASSA-PSS, ECDSA and HMAC, all computed by
-``cryptography``.  ECSCHNORR, SM2 and ECDAA are not implemented (``cryptography`` has
-none of them), so TPMI_ALG_SIG_SCHEME refuses them and TPM_CAP_ALGS does not list them.
+``cryptography``, and EC-Schnorr (Part 1, "EC Schnorr"), built on ``cryptography``'s point
+multiplication (see :func:`_sign_ecschnorr`).  SM2 and ECDAA are not implemented, so
+TPMI_ALG_SIG_SCHEME refuses them and TPM_CAP_ALGS does not list them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature, encode_dss_signature
 
 from .algorithms import hash_alg
+from .asymmetric import multiply
 from .constants import TPM_ALG, TPM_RH, TPM_ST, TPMA_OBJECT
+from .crypto.ec_point import AffinePoint, add
 from .errors import TPM_RC, TpmError
 from .keys import CURVES, Curve, ecc_private_key, rsa_exponent, rsa_private_key
 from .tickets import ticket_digest
@@ -55,7 +58,9 @@ _HASH_BY_SIZE: dict[int, type[hashes.HashAlgorithm]] = {cls.digest_size: cls for
 _WIDEST_HASH = hashes.SHA512
 _RSA_SCHEMES = (TPM_ALG.RSASSA, TPM_ALG.RSAPSS)
 #: The schemes :func:`sign` and :func:`verify` implement.
-CRYPTO_SCHEMES = (TPM_ALG.RSASSA, TPM_ALG.RSAPSS, TPM_ALG.ECDSA, TPM_ALG.HMAC)
+CRYPTO_SCHEMES = (TPM_ALG.RSASSA, TPM_ALG.RSAPSS, TPM_ALG.ECDSA, TPM_ALG.ECSCHNORR, TPM_ALG.HMAC)
+#: The ECC signature schemes :func:`verify` accepts from an ECC key.
+_ECC_SCHEMES = (TPM_ALG.ECDSA, TPM_ALG.ECSCHNORR)
 #: PSS encoding needs the digest, the salt and two more octets in the modulus (RFC 8017, 9.1.1).
 PSS_OVERHEAD = 2
 
@@ -170,6 +175,45 @@ def _sign_ecdsa(obj: LoadedObject, alg: int, digest: bytes):
     )
 
 
+def _order_octets(curve: Curve) -> int:
+    """The octet length of the order n: the width of xR in the hash and of r and s."""
+    return (curve.order.bit_length() + 7) // 8
+
+
+def _schnorr_challenge(alg: int, x: int, digest: bytes, curve: Curve) -> int:
+    """e = H(xR || digest), xR in as many octets as n has, the hash cut to its leftmost
+    octets when it is longer than n (octets, not bits: the reference TPM's truncation)."""
+    width = _order_octets(curve)
+    return int.from_bytes(hash_alg(alg).digest(x.to_bytes(width, "big") + digest)[:width], "big")
+
+
+def _sign_ecschnorr(obj: LoadedObject, alg: int, digest: bytes):
+    """EC-Schnorr as the reference TPM computes it: a fresh k, R = [k]G, r = e = H(xR || digest)
+    (see :func:`_schnorr_challenge`) and s = (k + e*d) mod n; the signature is (e, s).
+
+    k and R come from ``cryptography`` (``generate_private_key``: OpenSSL's RNG and its
+    constant-time [k]G), as ECDSA's nonce does.  The scalar step k + e*d mod n is Python
+    integer arithmetic on the private d and k: it is *not* constant time (its duration can
+    depend on the operands' magnitudes), which ``cryptography`` offers no way around.  A k
+    for which e is 0 mod n or not below n (so r would not verify), or s is 0, is replaced.
+    """
+    from .types import TPMS_SIGNATURE_ECC
+
+    curve = CURVES[obj.area.parameters.curveID]
+    d = int.from_bytes(obj.sensitive, "big")
+    width = _order_octets(curve)
+    while True:
+        nonce = ec.generate_private_key(curve.curve())
+        k = nonce.private_numbers().private_value
+        e = _schnorr_challenge(alg, nonce.public_key().public_numbers().x, digest, curve)
+        if not 0 < e < curve.order:
+            continue
+        s = (k + e * d) % curve.order
+        if s:
+            r_octets, s_octets = e.to_bytes(width, "big"), s.to_bytes(width, "big")
+            return TPMS_SIGNATURE_ECC(hash=alg, signatureR=r_octets, signatureS=s_octets)
+
+
 def _hmac(key: bytes, alg: int, digest: bytes) -> bytes:
     mac = crypto_hmac.HMAC(key, CRYPTO_HASHES[alg]())
     mac.update(digest)
@@ -186,6 +230,7 @@ _SIGNERS = {
     (TPM_ALG.RSA, TPM_ALG.RSASSA): _sign_rsa(TPM_ALG.RSASSA),
     (TPM_ALG.RSA, TPM_ALG.RSAPSS): _sign_rsa(TPM_ALG.RSAPSS),
     (TPM_ALG.ECC, TPM_ALG.ECDSA): _sign_ecdsa,
+    (TPM_ALG.ECC, TPM_ALG.ECSCHNORR): _sign_ecschnorr,
     (TPM_ALG.KEYEDHASH, TPM_ALG.HMAC): _sign_hmac,
 }
 
@@ -204,7 +249,7 @@ def verify(obj: LoadedObject, signature: Any, digest: bytes) -> None:
     if obj.type == TPM_ALG.RSA:
         _verify_rsa(obj, signature, digest)
     elif obj.type == TPM_ALG.ECC:
-        _verify_ecdsa(obj, signature, digest)
+        _verify_ecc(obj, signature, digest)
     elif obj.type == TPM_ALG.KEYEDHASH:
         _verify_hmac(obj, signature, digest)
     else:
@@ -247,14 +292,37 @@ def _ecc_public_key(obj: LoadedObject, curve: Curve) -> ec.EllipticCurvePublicKe
         raise TpmError(TPM_RC.SIGNATURE, "the key's point is not on its curve") from None
 
 
-def _verify_ecdsa(obj: LoadedObject, signature: Any, digest: bytes) -> None:
-    if signature.sigAlg != TPM_ALG.ECDSA:
+def _verify_ecc(obj: LoadedObject, signature: Any, digest: bytes) -> None:
+    """ECDSA or EC-Schnorr, whatever the key's own scheme (as the reference TPM does)."""
+    if signature.sigAlg not in _ECC_SCHEMES:
         _fail(TPM_RC.SCHEME, f"scheme 0x{signature.sigAlg:04x} is not an ECC signature scheme")
     curve = CURVES[obj.area.parameters.curveID]
     r = int.from_bytes(signature.signature.signatureR, "big")
     s = int.from_bytes(signature.signature.signatureS, "big")
     if not (0 < r < curve.order and 0 < s < curve.order):
         _fail(TPM_RC.SIGNATURE, "r or s outside [1, n-1]")
+    if signature.sigAlg == TPM_ALG.ECDSA:
+        _verify_ecdsa(obj, curve, r, s, digest)
+    else:
+        _verify_ecschnorr(obj, curve, r, s, signature.signature.hash, digest)
+
+
+def _verify_ecschnorr(obj: LoadedObject, curve: Curve, r: int, s: int, alg: int, digest: bytes) -> None:
+    """R' = [s]G - [r]Q (all public), genuine when H(xR' || digest) is r again."""
+    curve_id = obj.area.parameters.curveID
+    q = _ecc_public_key(obj, curve)
+    sg = ec.derive_private_key(s, curve.curve()).public_key().public_numbers()
+    minus_rq = multiply(curve_id, curve.order - r, q)
+    total = add(
+        curve_id,
+        AffinePoint(sg.x, sg.y),
+        AffinePoint(int.from_bytes(minus_rq.x, "big"), int.from_bytes(minus_rq.y, "big")),
+    )
+    if total is None or _schnorr_challenge(alg, total.x, digest, curve) != r:
+        _fail(TPM_RC.SIGNATURE, "the EC-Schnorr signature does not verify")
+
+
+def _verify_ecdsa(obj: LoadedObject, curve: Curve, r: int, s: int, digest: bytes) -> None:
     data, prehashed = _ecdsa_input(digest, curve)
     try:
         _ecc_public_key(obj, curve).verify(encode_dss_signature(r, s), data, ec.ECDSA(Prehashed(prehashed)))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
-import hmac
 import json
 import struct
 import types
@@ -29,11 +28,12 @@ import typing
 from typing import Any
 
 from .algorithms import hash_alg
-from .constants import DA_DEFAULT_LOCKOUT_RECOVERY, DA_DEFAULT_MAX_TRIES, DA_DEFAULT_RECOVERY_TIME, TPM_ALG
+from .constants import DA_DEFAULT_LOCKOUT_RECOVERY, DA_DEFAULT_MAX_TRIES, DA_DEFAULT_RECOVERY_TIME, TPM_ALG, TPM_CC
 from .hierarchy import fill_missing_proofs
 from .nv_index import NvIndex
 from .objects import LoadedObject, ObjectStore
 from .sessions import SessionTable
+from .symmetric import new_mac
 
 BLOB_MAGIC = b"VTPM"
 BLOB_VERSION = 1
@@ -57,6 +57,8 @@ class SavedState:
     pcr_counter: int
     clock_safe_time: int
     drtm_pre_startup: bool
+    #: The PCR auth groups' authValues (VolatileState.pcr_auth_values), restored by a Resume.
+    pcr_auth_values: dict[int, bytes] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -101,8 +103,14 @@ class PermanentState:
     #: Shutdown type of the last orderly shutdown, or None when the last power loss was disorderly.
     orderly_state: int | None = None
     saved: SavedState | None = None
+    # --- command audit (audit.py) ---
+    #: The audit list (TPM2_SetCommandCodeAuditStatus is implied) and its hash (NULL: the default).
     audit_commands: list[int] = dataclasses.field(default_factory=list)
     audit_hash_alg: int = TPM_ALG.NULL
+    #: auditCounter: audit sequences started; never reset.
+    audit_counter: int = 0
+    #: The command audit digest: state-reset data (kept by TPM Restart and Resume); empty when clear.
+    audit_digest: bytes = b""
     # --- NV indices (nv_index.py, commands/nv.py) ---
     #: Defined NV indices by handle; an ORDERLY index's data here is its last saved copy.
     nv_indices: dict[int, NvIndex] = dataclasses.field(default_factory=dict)
@@ -132,6 +140,13 @@ class PermanentState:
     commit_array: int = 0
     #: total_reset_count when the commit state was made: another value means a TPM Reset since.
     commit_reset_count: int | None = None
+    # --- platform controls (pcrs.py, physical_presence.py, commands/pcr.py, commands/platform.py) ---
+    #: PCR policy group index -> (hashAlg, authPolicy) set by PCR_SetAuthPolicy; absent: no policy.
+    pcr_policies: dict[int, tuple[int, bytes]] = dataclasses.field(default_factory=dict)
+    #: Commands that need physical presence when authorized by TPM_RH_PLATFORM (PP_Commands).
+    pp_commands: list[int] = dataclasses.field(default_factory=lambda: [TPM_CC.PP_Commands])
+    #: TPM_PT_ALGORITHM_SET, as TPM2_SetAlgorithmSet last set it.
+    algorithm_set: int = 0
 
 
 #: A sequence keeps its input (to survive a volatile-state snapshot) up to this size;
@@ -155,8 +170,9 @@ class SequenceObject:
     length: int = 0
     #: False once the input started with TPM_GENERATED_VALUE (no ticket for such data).
     ticket_ok: bool = True
-    #: An HMAC sequence (TPM2_HMAC_Start): the key, whose HMAC of the input SequenceComplete
-    #: returns (without a ticket).  None for hash and event sequences (an HMAC key may be empty).
+    #: A MAC sequence (TPM2_HMAC_Start/TPM2_MAC_Start): the key, whose HMAC (hash_alg a hash)
+    #: or CMAC (hash_alg TPM_ALG_CMAC) of the input SequenceComplete returns (without a
+    #: ticket).  None for hash and event sequences (an HMAC key may be empty).
     hmac_key: bytes | None = dataclasses.field(default=None, repr=False)
     hashers: dict | None = dataclasses.field(default=None, compare=False, metadata={"transient": True})
 
@@ -167,8 +183,7 @@ class SequenceObject:
     def _live_hashers(self) -> dict:
         if self.hashers is None:
             if self.is_hmac:
-                name = hash_alg(self.hash_alg).hashlib_name
-                self.hashers = {self.hash_alg: hmac.new(self.hmac_key, self.data, name)}
+                self.hashers = {self.hash_alg: new_mac(self.hash_alg, self.hmac_key, self.data)}
             else:
                 self.hashers = {alg: hash_alg(alg).new(self.data) for alg in self.algs}
         return self.hashers
@@ -227,6 +242,11 @@ class VolatileState:
     da_lockout_ms: int = 0
     # --- NV indices: the RAM copies of ORDERLY indices, saved to NV at orderly Shutdown ---
     nv_orderly: dict[int, NvIndex] = dataclasses.field(default_factory=dict)
+    #: The exclusive audit session's handle (audit.py); 0 when there is none.
+    exclusive_audit: int = 0
+    #: PCR auth group index -> authValue set by PCR_SetAuthValue (pcrs.PCR_AUTH_GROUPS); empty at
+    #: every Startup but a Resume.
+    pcr_auth_values: dict[int, bytes] = dataclasses.field(default_factory=dict)
 
 
 # --- serialisation -----------------------------------------------------------

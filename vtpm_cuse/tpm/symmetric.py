@@ -1,4 +1,5 @@
-"""Symmetric block-cipher modes as TPM2_EncryptDecrypt uses them, with the IV chaining.
+"""Symmetric block-cipher modes as TPM2_EncryptDecrypt uses them, with the IV chaining,
+and the MACs of TPM2_MAC (HMAC, CMAC).
 
 A caller encrypting a long message in several TPM2_EncryptDecrypt calls feeds
 each call's ivOut into the next call's ivIn, so ivOut must be exactly the
@@ -22,6 +23,9 @@ Only ``cryptography`` primitives are used; keys never appear in a repr or log.
 
 from __future__ import annotations
 
+import hmac
+
+from cryptography.hazmat.primitives import cmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 try:  # cryptography >= 43 keeps CFB and OFB among the "decrepit" modes
@@ -103,6 +107,33 @@ def encrypt_decrypt(key: bytes, mode: int, iv: bytes, data: bytes, decrypt: bool
     out = _run(key, mode, iv, data, decrypt) if data else b""
     ciphertext = data if decrypt else out
     return out, _next_iv(key, mode, iv, ciphertext)
+
+
+class Cmac:
+    """AES-CMAC (NIST SP 800-38B) with the update/digest interface of an ``hmac`` object.
+
+    A MAC sequence (TPM2_MAC_Start) holds one, so HMAC and CMAC sequences are
+    fed and finished the same way; ``digest`` leaves the state usable.
+    """
+
+    __slots__ = ("_mac",)
+
+    def __init__(self, key: bytes, data: bytes = b"") -> None:
+        self._mac = cmac.CMAC(algorithms.AES(bytes(key)))
+        self._mac.update(bytes(data))
+
+    def update(self, data: bytes) -> None:
+        self._mac.update(bytes(data))
+
+    def digest(self) -> bytes:
+        return self._mac.copy().finalize()
+
+
+def new_mac(alg: int, key: bytes, data: bytes = b""):
+    """A MAC over ``data`` that can be fed more: CMAC for TPM_ALG_CMAC, else HMAC with hash ``alg``."""
+    if alg == TPM_ALG.CMAC:
+        return Cmac(key, data)
+    return hmac.new(key, data, hash_alg(alg).hashlib_name)
 
 
 def symmetric_unique(name_alg: int, seed_value: bytes, key: bytes) -> bytes:

@@ -14,6 +14,8 @@ __all__ = ["AREAS", "COMMANDS"]
 #: The command modules, by Part 3 area.
 AREAS = (
     "asymmetric",  # 14
+    "attestation",  # 18 (and NV_Certify, 31.16)
+    "audit",  # 21
     "capability",  # 30
     "clock",  # 29
     "context",  # 28
@@ -23,7 +25,10 @@ AREAS = (
     "nv",  # 31
     "object",  # 12
     "pcr",  # 22
+    "platform",  # 26 (PP_Commands, SetAlgorithmSet) and Vendor_TCG_Test
     "policy",  # 23 (and PolicyRestart, 11)
+    "policy_authorizations",  # 23.3-23.5, 23.16, 23.22
+    "policy_conditions",  # 23.9, 23.10, 23.23 (1.83)
     "random",  # 16
     "sequences",  # 15.4, 17
     "session",  # 11

@@ -1,11 +1,15 @@
 """Asymmetric primitives (Part 3, clause 14): TPM2_RSA_Encrypt, TPM2_RSA_Decrypt,
-TPM2_ECDH_KeyGen, TPM2_ECDH_ZGen, TPM2_ECC_Parameters, TPM2_Commit, TPM2_EC_Ephemeral and
-TPM2_ZGen_2Phase.
+TPM2_ECDH_KeyGen, TPM2_ECDH_ZGen, TPM2_ECC_Parameters, TPM2_Commit, TPM2_EC_Ephemeral,
+TPM2_ZGen_2Phase, and TPM2_ECC_Encrypt / TPM2_ECC_Decrypt of revision 1.83.
 
 The arithmetic is in :mod:`~vtpm_cuse.tpm.asymmetric`; this module checks keys,
 attributes, labels and schemes in the order Part 3 lists them.
 
-Not declared, so answered TPM_RC_COMMAND_CODE: TPM2_ECC_Encrypt and TPM2_ECC_Decrypt (1.83).
+TPM2_ECC_Encrypt needs the public key only: like the reference TPM it takes any ECC key,
+without authorization or attribute checks; TPM2_ECC_Decrypt wants an unrestricted
+decryption key.  Both use the caller's KDF scheme, or the key's if the caller gives
+TPM_ALG_NULL, and the only KDF the reference implements for them: KDF2 (TPM_RC_SCHEME
+for any other).  Debian's libtpms does not have these commands.
 
 TPM2_Commit is declared because a client must learn that no key can use it: its key must
 have an anonymous signing scheme (ECDAA), which needs point addition that ``cryptography``
@@ -37,14 +41,17 @@ from ..objects import LoadedObject
 from ..persistent import find_object
 from ..types import (
     TPM2B_DATA,
+    TPM2B_DIGEST,
     TPM2B_ECC_PARAMETER,
     TPM2B_ECC_POINT,
+    TPM2B_MAX_BUFFER,
     TPM2B_PUBLIC_KEY_RSA,
     TPM2B_SENSITIVE_DATA,
     TPMI_DH_OBJECT,
     TPMI_ECC_CURVE,
     TPMI_ECC_KEY_EXCHANGE,
     TPMS_ALGORITHM_DETAIL_ECC,
+    TPMT_KDF_SCHEME,
     TPMT_RSA_DECRYPT,
 )
 
@@ -146,6 +153,52 @@ def ecdh_zgen(ctx, keyHandle: int, inPoint):
     except TpmError as err:
         raise err.about("inPoint") from None
     return ctx.response(outPoint=asym.multiply(curve_id, asym.private_scalar(key), peer))
+
+
+def _kdf_scheme(key: LoadedObject, inScheme):
+    scheme = asym.select_kdf_scheme(key.area.parameters.kdf, inScheme)
+    if scheme is None:
+        raise TpmError(TPM_RC.SCHEME, "no KDF scheme, or not the key's", at="inScheme")
+    if scheme.scheme != asym.ECC_ENCRYPT_KDF:
+        raise TpmError(TPM_RC.SCHEME, f"KDF 0x{scheme.scheme:04x} is not KDF2", at="inScheme")
+    return scheme
+
+
+@command(
+    TPM_CC.ECC_Encrypt,
+    handles=[H("keyHandle", TPMI_DH_OBJECT)],
+    params=[("plainText", TPM2B_MAX_BUFFER), ("inScheme", TPMT_KDF_SCHEME)],
+    response=[("C1", TPM2B_ECC_POINT), ("C2", TPM2B_MAX_BUFFER), ("C3", TPM2B_DIGEST)],
+)
+def ecc_encrypt(ctx, keyHandle: int, plainText: bytes, inScheme):
+    key = key_of_type(ctx, keyHandle, TPM_ALG.ECC, at="keyHandle")
+    scheme = _kdf_scheme(key, inScheme)
+    curve_id = key.area.parameters.curveID
+    try:
+        recipient = asym.public_key(curve_id, key.area.unique)
+    except TpmError:
+        raise TpmError(TPM_RC.KEY, "the key's public point is not on its curve", at="keyHandle") from None
+    out = asym.ecc_encrypt(curve_id, recipient, scheme.details.hashAlg, plainText, ctx.engine.random)
+    return ctx.response(C1=out.c1, C2=out.c2, C3=out.c3)
+
+
+@command(
+    TPM_CC.ECC_Decrypt,
+    handles=[H("keyHandle", TPMI_DH_OBJECT, AuthRole.USER)],
+    params=[("C1", TPM2B_ECC_POINT), ("C2", TPM2B_MAX_BUFFER), ("C3", TPM2B_DIGEST), ("inScheme", TPMT_KDF_SCHEME)],
+    response=[("plainText", TPM2B_MAX_BUFFER)],
+)
+def ecc_decrypt(ctx, keyHandle: int, C1, C2: bytes, C3: bytes, inScheme):
+    key = key_of_type(ctx, keyHandle, TPM_ALG.ECC, at="keyHandle")
+    require_unrestricted_decrypt(key, keyHandle, at="keyHandle")
+    scheme = _kdf_scheme(key, inScheme)
+    curve_id = key.area.parameters.curveID
+    try:
+        c1 = asym.public_key(curve_id, C1)
+    except TpmError as err:
+        raise err.about("C1") from None
+    message = asym.ecc_decrypt(curve_id, asym.private_scalar(key), c1, C2, C3, scheme.details.hashAlg)
+    return ctx.response(plainText=message)
 
 
 @command(

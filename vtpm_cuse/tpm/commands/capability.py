@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..algorithms import ALGORITHMS, ECC_CURVES, HASHES
+from ..audit import audited_commands
 from ..command import command
 from ..constants import (
     HR_HANDLE_MASK,
@@ -34,6 +35,7 @@ from ..objects import transient_handles
 from ..parms import check_public_parms
 from ..pcrs import pcr_properties
 from ..persistent import persistent_handles
+from ..physical_presence import pp_list
 from ..properties import fixed_properties, variable_properties
 from ..types import (
     MAX_CAP_ALGS,
@@ -102,11 +104,11 @@ def _commands(engine, start: int):
 
 
 def _audit(engine, start: int):
-    return [(cc, cc) for cc in sorted(engine.permanent.audit_commands)]
+    return [(cc, cc) for cc in audited_commands(engine)]
 
 
 def _pp(engine, start: int):
-    return []  # no implemented command needs physical presence
+    return [(cc, cc) for cc in pp_list(engine)]
 
 
 def _properties(engine, start: int):

@@ -35,6 +35,7 @@ from ..hierarchy import (
 from ..keys import cancel_checkpoint, create_object
 from ..object_rules import adjust_auth, create_checks
 from ..objects import LoadedObject, hierarchy_name, load, object_name, qualified_name, require_free_slot
+from ..pcrs import clear_pcr_policies
 from ..protection import CONTEXT_HASH
 from ..types import (
     TPM2B_AUTH,
@@ -209,6 +210,7 @@ def change_pps(ctx, authHandle: int):
     # A new phProof: the platform hierarchy's saved contexts and tickets are refused from now on.
     replace_proof(engine, TPM_RH.PLATFORM)
     set_hierarchy_policy(engine, TPM_RH.PLATFORM, NO_POLICY)
+    clear_pcr_policies(engine)  # as libtpms does: the PCR policies are the platform's
     flush_hierarchy(engine, TPM_RH.PLATFORM)
     evict_hierarchy(engine, TPM_RH.PLATFORM)
 

@@ -21,6 +21,7 @@ from ..constants import (
     MAX_NV_BUFFER_SIZE,
     MAX_NV_INDEX_SIZE,
     TPM_CC,
+    TPM_HT,
     TPM_NT,
     TPM_RH,
     TPMA_NV,
@@ -39,10 +40,12 @@ from ..types import (
     TPM2B_MAX_NV_BUFFER,
     TPM2B_NAME,
     TPM2B_NV_PUBLIC,
+    TPM2B_NV_PUBLIC_2,
     TPMI_RH_NV_AUTH,
     TPMI_RH_NV_INDEX,
     TPMI_RH_PLATFORM,
     TPMI_RH_PROVISION,
+    TPMT_NV_PUBLIC_2,
 )
 
 #: The attributes a caller may not set in NV_DefineSpace: they are the index's state.
@@ -93,7 +96,7 @@ def _typed_write_target(ctx, auth_handle: int, handle: int, nt: TPM_NT) -> NvInd
     return nv
 
 
-def _read_checks(auth_handle: int, nv: NvIndex, *, need_written: bool = True) -> None:
+def read_checks(auth_handle: int, nv: NvIndex, *, need_written: bool = True) -> None:
     """NV read access: not read-locked, authorized, and (for reading data) written."""
     if nv.has(TPMA_NV.READLOCKED):
         raise TpmError(TPM_RC.NV_LOCKED, f"index 0x{nv.index:08x} is read-locked")
@@ -189,6 +192,22 @@ def _define_attribute_checks(attrs: int, platform: bool, data_size: int) -> None
     nv=True,
 )
 def nv_define_space(ctx, authHandle: int, auth: bytes, publicInfo):
+    _define_index(ctx, authHandle, auth, publicInfo)
+
+
+@command(
+    TPM_CC.NV_DefineSpace2,
+    handles=[H("authHandle", TPMI_RH_PROVISION, AuthRole.USER)],
+    params=[("auth", TPM2B_AUTH), ("publicInfo", TPM2B_NV_PUBLIC_2)],
+    nv=True,
+)
+def nv_define_space2(ctx, authHandle: int, auth: bytes, publicInfo):
+    """1.83's NV_DefineSpace with TPMS_NV_PUBLIC_2: this TPM's only handle type is
+    TPM_HT_NV_INDEX (the union refuses the others), which is NV_DefineSpace's index."""
+    _define_index(ctx, authHandle, auth, publicInfo.nvPublic2)
+
+
+def _define_index(ctx, authHandle: int, auth: bytes, publicInfo) -> None:
     _define_checks(ctx, authHandle, auth, publicInfo)
     if nv_get(ctx.engine, publicInfo.nvIndex) is not None:
         raise TpmError(TPM_RC.NV_DEFINED, f"index 0x{publicInfo.nvIndex:08x} is already defined")
@@ -245,6 +264,17 @@ def nv_undefine_space_special(ctx, nvIndex: int, platform: int):
 def nv_read_public(ctx, nvIndex: int):
     nv = _index(ctx, nvIndex)
     return ctx.response(nvPublic=nv.public(), nvName=nv.name)
+
+
+@command(
+    TPM_CC.NV_ReadPublic2,
+    handles=[H("nvIndex", TPMI_RH_NV_INDEX)],
+    response=[("nvPublic", TPM2B_NV_PUBLIC_2), ("nvName", TPM2B_NAME)],
+)
+def nv_read_public2(ctx, nvIndex: int):
+    nv = _index(ctx, nvIndex)
+    public = TPMT_NV_PUBLIC_2(handleType=TPM_HT.NV_INDEX, nvPublic2=nv.public())
+    return ctx.response(nvPublic=public, nvName=nv.name)
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -329,7 +359,7 @@ def nv_global_write_lock(ctx, authHandle: int):
 )
 def nv_read(ctx, authHandle: int, nvIndex: int, size: int, offset: int):
     nv = _index(ctx, nvIndex)
-    _read_checks(authHandle, nv)
+    read_checks(authHandle, nv)
     if size > MAX_NV_BUFFER_SIZE:
         raise TpmError(TPM_RC.VALUE, f"size {size} exceeds MAX_NV_BUFFER_SIZE", at="size")
     if offset > nv.data_size:
@@ -343,7 +373,7 @@ def nv_read(ctx, authHandle: int, nvIndex: int, size: int, offset: int):
 def nv_read_lock(ctx, authHandle: int, nvIndex: int):
     nv = _index(ctx, nvIndex)
     try:
-        _read_checks(authHandle, nv, need_written=False)
+        read_checks(authHandle, nv, need_written=False)
     except TpmError as err:
         if err.rc != TPM_RC.NV_LOCKED:
             raise

@@ -1,17 +1,25 @@
 """Integrity collection (Part 3, clause 22): PCR_Extend, PCR_Event,
-PCR_Read, PCR_Allocate, PCR_Reset."""
+PCR_Read, PCR_Allocate, PCR_SetAuthPolicy, PCR_SetAuthValue, PCR_Reset.
+
+A PCR in an authorization group (pcrs.PCR_AUTH_GROUPS / PCR_POLICY_GROUPS) is
+authorized by its group's authValue or authPolicy (entities.pcr_entity); every
+other PCR by the empty authValue.
+"""
 
 from __future__ import annotations
 
 from ..algorithms import HASHES, hash_alg
+from ..auth import strip_trailing_zeros
 from ..command import AuthRole, H, command
-from ..constants import IMPLEMENTATION_PCR, PCR_SELECT_MAX, TPM_CC, TPM_RH
+from ..constants import IMPLEMENTATION_PCR, PCR_SELECT_MAX, TPM_ALG, TPM_CC, TPM_RH
 from ..errors import TPM_RC, TpmError
 from ..marshal import UINT32
 from ..pcr_selection import filter_selection
-from ..pcrs import DRTM_PCR, HCRTM_PCR, may_extend, may_reset
+from ..pcrs import DRTM_PCR, HCRTM_PCR, PCR_AUTH_GROUPS, PCR_POLICY_GROUPS, group_of, may_extend, may_reset
 from ..types import (
+    TPM2B_DIGEST,
     TPM2B_EVENT,
+    TPMI_ALG_HASH,
     TPMI_DH_PCR,
     TPMI_RH_PLATFORM,
     TPMI_YES_NO,
@@ -111,6 +119,39 @@ def pcr_allocate(ctx, authHandle: int, pcrAllocation: list):
     return ctx.response(
         allocationSuccess=1, maxPCR=IMPLEMENTATION_PCR, sizeNeeded=size_needed, sizeAvailable=size_available
     )
+
+
+@command(
+    TPM_CC.PCR_SetAuthPolicy,
+    handles=[H("authHandle", TPMI_RH_PLATFORM, AuthRole.USER)],
+    params=[("authPolicy", TPM2B_DIGEST), ("hashAlg", TPMI_ALG_HASH.plus()), ("pcrNum", TPMI_DH_PCR)],
+    nv=True,
+)
+def pcr_set_auth_policy(ctx, authHandle: int, authPolicy: bytes, hashAlg: int, pcrNum: int):
+    expected = 0 if hashAlg == TPM_ALG.NULL else hash_alg(hashAlg).digest_size
+    if len(authPolicy) != expected:
+        raise TpmError(
+            TPM_RC.SIZE,
+            f"authPolicy of {len(authPolicy)} bytes, hashAlg 0x{hashAlg:x} needs {expected}",
+            at="authPolicy",
+        )
+    group = group_of(PCR_POLICY_GROUPS, pcrNum)
+    if group is None:
+        raise TpmError(TPM_RC.VALUE, f"PCR {pcrNum} is in no policy group", at="pcrNum")
+    ctx.engine.permanent.pcr_policies[group] = (hashAlg, authPolicy)
+
+
+@command(
+    TPM_CC.PCR_SetAuthValue,
+    handles=[H("pcrHandle", TPMI_DH_PCR, AuthRole.USER)],
+    params=[("auth", TPM2B_DIGEST)],
+)
+def pcr_set_auth_value(ctx, pcrHandle: int, auth: bytes):
+    group = group_of(PCR_AUTH_GROUPS, pcrHandle)
+    if group is None:
+        # Unplaced, as libtpms answers it (Part 3 names no position for it).
+        raise TpmError(TPM_RC.VALUE, f"PCR {pcrHandle} is in no auth group")
+    ctx.engine.volatile.pcr_auth_values[group] = strip_trailing_zeros(auth)
 
 
 assert PCR_SELECT_MAX * 8 >= IMPLEMENTATION_PCR

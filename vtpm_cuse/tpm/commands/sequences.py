@@ -1,4 +1,4 @@
-"""Hash, HMAC and event sequences (Part 3, clauses 15.4 and 17): Hash, HMAC_Start,
+"""Hash, MAC and event sequences (Part 3, clauses 15.4 and 17): Hash, MAC_Start (HMAC_Start),
 HashSequenceStart, SequenceUpdate, SequenceComplete, EventSequenceComplete."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from ..types import (
     TPM2B_DIGEST,
     TPM2B_MAX_BUFFER,
     TPMI_ALG_HASH,
+    TPMI_ALG_MAC_SCHEME,
     TPMI_DH_OBJECT,
     TPMI_DH_PCR,
     TPMI_RH_HIERARCHY,
@@ -24,7 +25,7 @@ from ..types import (
     TPMT_HA,
     TPMT_TK_HASHCHECK,
 )
-from .symmetric import hmac_key
+from .symmetric import mac_key
 
 
 def _check_hierarchy(ctx, hierarchy: int) -> None:
@@ -63,14 +64,15 @@ def hash_sequence_start(ctx, auth: bytes, hashAlg: int):
 
 
 @command(
-    TPM_CC.HMAC_Start,
+    TPM_CC.MAC_Start,
     handles=[H("handle", TPMI_DH_OBJECT, AuthRole.USER)],
-    params=[("auth", TPM2B_AUTH), ("hashAlg", TPMI_ALG_HASH.plus())],
+    params=[("auth", TPM2B_AUTH), ("inScheme", TPMI_ALG_MAC_SCHEME.plus())],
     response_handles=[H("sequenceHandle", TPMI_DH_OBJECT)],
 )
-def hmac_start(ctx, handle: int, auth: bytes, hashAlg: int):
-    """An HMAC sequence: SequenceUpdate feeds it, SequenceComplete returns the HMAC (no ticket)."""
-    key, alg = hmac_key(ctx, handle, hashAlg)
+def mac_start(ctx, handle: int, auth: bytes, inScheme: int):
+    """A MAC sequence (TPM2_MAC_Start, which is TPM2_HMAC_Start for a keyed-hash key):
+    SequenceUpdate feeds it, SequenceComplete returns the HMAC or CMAC (no ticket)."""
+    key, alg = mac_key(ctx, handle, inScheme)
     seq_handle = _free_transient_handle(ctx)
     ctx.engine.volatile.sequences[seq_handle] = SequenceObject(
         hash_alg=alg, auth=auth, algs=[alg], hmac_key=key.sensitive

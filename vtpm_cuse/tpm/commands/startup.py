@@ -12,6 +12,7 @@ startup type and the last orderly shutdown recorded in NV:
 from __future__ import annotations
 
 from .. import dictionary_attack, hierarchy, nv_index
+from ..audit import reset_command_audit
 from ..command import command
 from ..constants import IMPLEMENTATION_PCR, TPM_CC, TPM_RH, TPM_SU
 from ..errors import TPM_RC, TpmError
@@ -43,6 +44,7 @@ def startup(ctx, startupType: int):
         perm.total_reset_count += 1
         perm.restart_count = 0
         hierarchy.tpm_reset(engine)
+        reset_command_audit(engine)
         vol.pcr_counter = 0
         if perm.pending_pcr_allocation is not None:
             perm.pcr_allocation = perm.pending_pcr_allocation
@@ -70,6 +72,8 @@ def startup(ctx, startupType: int):
         set_hierarchy_auth(engine, TPM_RH.PLATFORM, b"")
         set_hierarchy_policy(engine, TPM_RH.PLATFORM, NO_POLICY)
         vol.ph_enable = vol.sh_enable = vol.eh_enable = vol.ph_enable_nv = True
+    # PCR auth values are TPM_SU_STATE data: a Resume brings back what Shutdown(STATE) saved.
+    vol.pcr_auth_values = dict(saved.pcr_auth_values) if resume else {}
     vol.startup_locality = locality
     vol.pcr_reconfigured = False
     vol.started = True
@@ -96,6 +100,7 @@ def shutdown(ctx, shutdownType: int):
             pcr_counter=vol.pcr_counter,
             clock_safe_time=engine.clock(),
             drtm_pre_startup=vol.drtm_pre_startup,
+            pcr_auth_values=dict(vol.pcr_auth_values),
         )
     else:
         perm.saved = None

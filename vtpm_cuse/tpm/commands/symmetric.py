@@ -1,32 +1,30 @@
-"""Symmetric primitives (Part 3, clause 15): TPM2_EncryptDecrypt, TPM2_EncryptDecrypt2, TPM2_HMAC.
+"""Symmetric primitives (Part 3, clause 15): TPM2_EncryptDecrypt, TPM2_EncryptDecrypt2, TPM2_MAC.
 
 TPM2_MAC (and TPM2_MAC_Start) of revision 1.59 share their command codes with
 TPM2_HMAC (TPM2_HMAC_Start): a TPM implements one or the other.  Their
-inScheme is wire-identical to HMAC's hashAlg for a keyed-hash key, and the
-only thing they add is CMAC with a symmetric key, which this TPM does not
-implement (TPM_ALG_CMAC is not in :data:`~vtpm_cuse.tpm.algorithms.ALGORITHMS`),
-so the HMAC forms are the ones declared.
+inScheme (TPMI_ALG_MAC_SCHEME) is wire-identical to HMAC's hashAlg for a
+keyed-hash key; what they add is CMAC with a symmetric key.  The MAC forms are
+declared, as libtpms does, so HMAC clients see the same commands and CMAC
+works too.
 
-The key checks of TPM2_HMAC are shared with TPM2_HMAC_Start
-(:mod:`.sequences`), which names its handle the same way.
+The key checks of TPM2_MAC are shared with TPM2_MAC_Start (:mod:`.sequences`),
+which names its handle the same way.
 """
 
 from __future__ import annotations
 
-import hmac
-
-from ..algorithms import hash_alg
+from ..algorithms import HASHES, SYM_MAC_MODES
 from ..command import AuthRole, H, command
 from ..constants import TPM_ALG, TPM_CC, TPMA_OBJECT
-from ..errors import TPM_RC, TpmError
+from ..errors import TPM_RC, TpmError, errors_at
 from ..objects import LoadedObject
 from ..persistent import find_object
-from ..symmetric import AES_BLOCK_SIZE, BLOCK_ALIGNED_MODES, encrypt_decrypt, iv_size
+from ..symmetric import AES_BLOCK_SIZE, BLOCK_ALIGNED_MODES, encrypt_decrypt, iv_size, new_mac
 from ..types import (
     TPM2B_DIGEST,
     TPM2B_IV,
     TPM2B_MAX_BUFFER,
-    TPMI_ALG_HASH,
+    TPMI_ALG_MAC_SCHEME,
     TPMI_ALG_SYM_MODE,
     TPMI_DH_OBJECT,
     TPMI_YES_NO,
@@ -61,6 +59,13 @@ def _cipher_key(ctx, keyHandle: int, decrypt: bool) -> LoadedObject:
     return key
 
 
+def _check_key_size(key: LoadedObject, handle: int) -> None:
+    """A symmetric key has keyBits bits: only an object from outside could have others (bare code)."""
+    bits = key.area.parameters.sym.keyBits
+    if len(key.sensitive) * 8 != bits:
+        raise TpmError(TPM_RC.KEY, f"0x{handle:08x}: key of {len(key.sensitive)} octets, keyBits {bits}")
+
+
 def _select_mode(key_mode: int | None, mode: int) -> int:
     """The key's mode wins; only a key with TPM_ALG_NULL lets the caller pick one."""
     if key_mode not in (None, TPM_ALG.NULL):
@@ -76,8 +81,8 @@ def _encrypt_decrypt(ctx, keyHandle: int, decrypt: int, mode: int, ivIn: bytes, 
     """The shared body of EncryptDecrypt and EncryptDecrypt2 (whose parameters have the same names)."""
     key = _cipher_key(ctx, keyHandle, decrypt)
     sym = key.area.parameters.sym
-    if len(key.sensitive) * 8 != sym.keyBits:  # only an object from outside could have one
-        raise TpmError(TPM_RC.KEY, f"key of {len(key.sensitive)} octets, keyBits {sym.keyBits}", at="keyHandle")
+    with errors_at("keyHandle"):
+        _check_key_size(key, keyHandle)
     mode = _select_mode(sym.mode, mode)
     if len(ivIn) != iv_size(mode):
         raise TpmError(TPM_RC.SIZE, f"ivIn of {len(ivIn)} octets, mode needs {iv_size(mode)}", at="ivIn")
@@ -118,42 +123,74 @@ def encrypt_decrypt2(ctx, keyHandle: int, inData: bytes, decrypt: int, mode: int
     return _encrypt_decrypt(ctx, keyHandle, decrypt, mode, ivIn, inData)
 
 
-# --- TPM2_HMAC (and the key checks of TPM2_HMAC_Start) ---------------------------------
+# --- TPM2_MAC / TPM2_HMAC (and the key checks of TPM2_MAC_Start) -------------------------
 
 
-def hmac_key(ctx, handle: int, hashAlg: int) -> tuple[LoadedObject, int]:
-    """The HMAC key at ``handle`` and the hash to use with it.
+def _key_mac(area) -> int:
+    """The MAC a key is fixed to: its keyed-hash scheme's hash, or its symmetric mode."""
+    if area.type == TPM_ALG.KEYEDHASH:
+        scheme = area.parameters.scheme
+        return TPM_ALG.NULL if scheme.scheme == TPM_ALG.NULL else scheme.details.hashAlg
+    return area.parameters.sym.mode or TPM_ALG.NULL
 
-    A key whose scheme names a hash fixes it (hashAlg must be that hash or
-    TPM_ALG_NULL); a key with the NULL scheme lets the caller choose, but then
-    the caller must (TPM_RC_VALUE).
+
+def _select_mac(area, inScheme: int) -> int:
+    """The MAC to compute with key ``area`` for inScheme (Part 3, TPM2_MAC).
+
+    A key fixed to a MAC takes only that one (or TPM_ALG_NULL for it); a key
+    fixed to none needs the caller to name one (TPM_RC_VALUE either way).  The
+    MAC must then suit the key: a hash for a keyed-hash key, a block-cipher MAC
+    mode for a symmetric one (TPM_RC_SCHEME) -- so a symmetric key made for an
+    encryption mode does no MAC at all.
+    """
+    fixed = _key_mac(area)
+    if inScheme != TPM_ALG.NULL:
+        if fixed not in (TPM_ALG.NULL, inScheme):
+            raise TpmError(TPM_RC.VALUE, f"inScheme 0x{inScheme:04x}, the key is fixed to 0x{fixed:04x}")
+        alg = inScheme
+    elif fixed == TPM_ALG.NULL:
+        raise TpmError(TPM_RC.VALUE, "neither the key nor the caller names a MAC")
+    else:
+        alg = fixed
+    usable = HASHES if area.type == TPM_ALG.KEYEDHASH else SYM_MAC_MODES
+    if alg not in usable:
+        raise TpmError(TPM_RC.SCHEME, f"MAC 0x{alg:04x} does not suit a key of type 0x{area.type:04x}")
+    return alg
+
+
+def mac_key(ctx, handle: int, inScheme: int) -> tuple[LoadedObject, int]:
+    """The MAC key at ``handle`` and the MAC (a hash, or TPM_ALG_CMAC) to compute with it.
+
+    TPM2_MAC and TPM2_MAC_Start of revision 1.59 took over the command codes of
+    TPM2_HMAC and TPM2_HMAC_Start; with a keyed-hash key and a hash they are the
+    same commands.  The checks run in the order libtpms answers them: the key
+    type (handle), the MAC for the key (inScheme), then restricted and sign
+    (handle).
     """
     key = find_object(ctx.engine, handle)
-    if key is None or key.type != TPM_ALG.KEYEDHASH:
-        raise TpmError(TPM_RC.TYPE, f"0x{handle:08x} is not a keyed-hash key", at="handle")
+    if key is None or key.type not in (TPM_ALG.KEYEDHASH, TPM_ALG.SYMCIPHER):
+        raise TpmError(TPM_RC.TYPE, f"0x{handle:08x} is neither a keyed-hash nor a symmetric key", at="handle")
+    with errors_at("inScheme"):
+        alg = _select_mac(key.area, inScheme)
     attrs = key.attributes
     if attrs & TPMA_OBJECT.restricted:
         raise TpmError(TPM_RC.ATTRIBUTES, f"0x{handle:08x} is a restricted key", at="handle")
     if not attrs & TPMA_OBJECT.sign:
         raise TpmError(TPM_RC.KEY, f"0x{handle:08x} is not a signing key", at="handle")
     require_private_part(key, handle)
-    scheme = key.area.parameters.scheme
-    alg = hashAlg
-    if scheme.scheme != TPM_ALG.NULL:
-        alg = scheme.details.hashAlg
-        if hashAlg not in (TPM_ALG.NULL, alg):
-            raise TpmError(TPM_RC.VALUE, f"hashAlg 0x{hashAlg:04x}, the key is fixed to 0x{alg:04x}", at="hashAlg")
-    if alg == TPM_ALG.NULL:
-        raise TpmError(TPM_RC.VALUE, "neither the key nor the caller names a hash", at="hashAlg")
+    if key.type == TPM_ALG.SYMCIPHER:
+        with errors_at("handle"):
+            _check_key_size(key, handle)
     return key, alg
 
 
 @command(
-    TPM_CC.HMAC,
+    TPM_CC.MAC,
     handles=[H("handle", TPMI_DH_OBJECT, AuthRole.USER)],
-    params=[("buffer", TPM2B_MAX_BUFFER), ("hashAlg", TPMI_ALG_HASH.plus())],
-    response=[("outHMAC", TPM2B_DIGEST)],
+    params=[("buffer", TPM2B_MAX_BUFFER), ("inScheme", TPMI_ALG_MAC_SCHEME.plus())],
+    response=[("outMAC", TPM2B_DIGEST)],
 )
-def hmac_(ctx, handle: int, buffer: bytes, hashAlg: int):
-    key, alg = hmac_key(ctx, handle, hashAlg)
-    return ctx.response(outHMAC=hmac.new(key.sensitive, buffer, hash_alg(alg).hashlib_name).digest())
+def mac(ctx, handle: int, buffer: bytes, inScheme: int):
+    """TPM2_MAC, which is TPM2_HMAC when the key is a keyed-hash key."""
+    key, alg = mac_key(ctx, handle, inScheme)
+    return ctx.response(outMAC=new_mac(alg, key.sensitive, buffer).digest())

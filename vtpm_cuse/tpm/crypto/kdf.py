@@ -102,5 +102,14 @@ class KdfStream:
             8 * size,
         )
 
+    def skip(self, size: int) -> None:
+        """Pass over the next request of ``size`` octets: its octets would be discarded unread.
+
+        Each request is a function of its number alone, so the requests after it
+        are the same whether it was computed or not (the prime search discards
+        the Miller-Rabin base of every candidate it proves composite otherwise).
+        """
+        self._requests += 1
+
     def __repr__(self) -> str:
         return f"<KdfStream alg=0x{self._alg:04x} requests={self._requests}>"

@@ -9,6 +9,7 @@ not re-exported: they live in :mod:`vtpm_cuse.tpm.marshal`.
 
 from . import (
     asymmetric,
+    attest,
     buffers,
     capability,
     duplication,
@@ -23,6 +24,22 @@ from . import (
     symmetric,
 )
 from .asymmetric import TPMS_ALGORITHM_DETAIL_ECC, TPMT_RSA_DECRYPT
+from .attest import (
+    MAX_ATTEST_SIZE,
+    TPM2B_ATTEST,
+    TPM_GENERATED,
+    TPMI_ST_ATTEST,
+    TPMS_ATTEST,
+    TPMS_CERTIFY_INFO,
+    TPMS_COMMAND_AUDIT_INFO,
+    TPMS_CREATION_INFO,
+    TPMS_NV_CERTIFY_INFO,
+    TPMS_NV_DIGEST_CERTIFY_INFO,
+    TPMS_QUOTE_INFO,
+    TPMS_SESSION_AUDIT_INFO,
+    TPMS_TIME_ATTEST_INFO,
+    TPMU_ATTEST,
+)
 from .buffers import (
     MAX_ECC_KEY_BYTES,
     MAX_RSA_KEY_BYTES,
@@ -102,6 +119,7 @@ from .interfaces import (
     TPMI_ALG_HASH,
     TPMI_ALG_KDF,
     TPMI_ALG_KEYEDHASH_SCHEME,
+    TPMI_ALG_MAC_SCHEME,
     TPMI_ALG_PUBLIC,
     TPMI_ALG_RSA_DECRYPT,
     TPMI_ALG_RSA_SCHEME,
@@ -145,7 +163,7 @@ from .misc import (
     TPMT_TK_HASHCHECK,
     TPMT_TK_VERIFIED,
 )
-from .nv import TPM2B_NV_PUBLIC, TPMA_NV_T, TPMS_NV_PUBLIC
+from .nv import TPM2B_NV_PUBLIC, TPM2B_NV_PUBLIC_2, TPMA_NV_T, TPMS_NV_PUBLIC, TPMT_NV_PUBLIC_2
 from .objects import (
     MAX_PRIVATE_SIZE,
     MAX_PUBLIC_SIZE,
@@ -223,6 +241,7 @@ from .symmetric import TPM2B_SENSITIVE_OR_EMPTY
 
 __all__ = [
     *asymmetric.__all__,
+    *attest.__all__,
     *buffers.__all__,
     *capability.__all__,
     *duplication.__all__,

@@ -6,7 +6,7 @@ the response code for a rejected value is the one Part 2 names for the type.
 
 from __future__ import annotations
 
-from ..algorithms import ECC_CURVES, HASHES, KDFS, RSA_KEY_BITS, SYM_KEY_BITS, SYM_MODES
+from ..algorithms import ECC_CURVES, HASHES, KDFS, RSA_KEY_BITS, SYM_KEY_BITS, SYM_MAC_MODES, SYM_MODES
 from ..constants import (
     HR_HMAC_SESSION,
     HR_NV_INDEX,
@@ -19,6 +19,7 @@ from ..constants import (
     TPM_ALG,
     TPM_CAP,
     TPM_ECC_CURVE,
+    TPM_EO,
     TPM_RH,
     TPM_SE,
     TPM_ST,
@@ -37,6 +38,7 @@ __all__ = [
     "TPMI_AES_KEY_BITS",
     "TPMI_ALG_ECC_SCHEME",
     "TPMI_ALG_HASH",
+    "TPMI_ALG_MAC_SCHEME",
     "TPMI_ALG_KDF",
     "TPMI_ALG_KEYEDHASH_SCHEME",
     "TPMI_ALG_PUBLIC",
@@ -75,6 +77,7 @@ __all__ = [
     "TPMI_YES_NO",
     "TPM_ALG_ID",
     "TPM_CAP_T",
+    "TPM_EO_T",
     "TPM_CC_T",
     "TPM_ECC_CURVE_T",
     "TPM_HANDLE",
@@ -103,6 +106,7 @@ TPM_ECC_CURVE_T = UINT16
 TPM_SU_T = enum_interface("TPM_SU", UINT16, TPM_SU)
 TPM_SE_T = enum_interface("TPM_SE", UINT8, TPM_SE)
 TPM_CAP_T = enum_interface("TPM_CAP", UINT32, TPM_CAP)
+TPM_EO_T = enum_interface("TPM_EO", UINT16, TPM_EO)
 TPM_ST_T = enum_interface("TPM_ST", UINT16, TPM_ST, rc=TPM_RC.TAG)
 TPMI_YES_NO = Interface("TPMI_YES_NO", UINT8, (0, 1))
 TPMI_ST_COMMAND_TAG = Interface("TPMI_ST_COMMAND_TAG", UINT16, (TPM_ST.NO_SESSIONS, TPM_ST.SESSIONS), rc=TPM_RC.BAD_TAG)
@@ -111,11 +115,15 @@ TPMI_ALG_HASH = Interface("TPMI_ALG_HASH", UINT16, HASHES, rc=TPM_RC.HASH, null=
 TPMI_ALG_SYM = Interface("TPMI_ALG_SYM", UINT16, (*SYM_KEY_BITS, TPM_ALG.XOR), rc=TPM_RC.SYMMETRIC, null=TPM_ALG.NULL)
 TPMI_ALG_SYM_OBJECT = Interface("TPMI_ALG_SYM_OBJECT", UINT16, SYM_KEY_BITS, rc=TPM_RC.SYMMETRIC, null=TPM_ALG.NULL)
 TPMI_ALG_SYM_MODE = Interface("TPMI_ALG_SYM_MODE", UINT16, SYM_MODES, rc=TPM_RC.MODE, null=TPM_ALG.NULL)
+#: TPM2_MAC's inScheme: a hash (keyed-hash key) or a block-cipher MAC mode (symmetric key).
+TPMI_ALG_MAC_SCHEME = Interface(
+    "TPMI_ALG_MAC_SCHEME", UINT16, (*HASHES, *SYM_MAC_MODES), rc=TPM_RC.SYMMETRIC, null=TPM_ALG.NULL
+)
 TPMI_ALG_KDF = Interface("TPMI_ALG_KDF", UINT16, KDFS, rc=TPM_RC.KDF, null=TPM_ALG.NULL)
 TPMI_ALG_SIG_SCHEME = Interface(
     "TPMI_ALG_SIG_SCHEME",
     UINT16,
-    (TPM_ALG.RSASSA, TPM_ALG.RSAPSS, TPM_ALG.ECDSA, TPM_ALG.HMAC),
+    (TPM_ALG.RSASSA, TPM_ALG.RSAPSS, TPM_ALG.ECDSA, TPM_ALG.ECSCHNORR, TPM_ALG.HMAC),
     rc=TPM_RC.SCHEME,
     null=TPM_ALG.NULL,
 )
@@ -131,7 +139,7 @@ TPMI_ALG_RSA_SCHEME = Interface(
 )
 TPMI_ALG_RSA_DECRYPT = Interface("TPMI_ALG_RSA_DECRYPT", UINT16, (TPM_ALG.RSAES, TPM_ALG.OAEP), null=TPM_ALG.NULL)
 TPMI_ALG_ECC_SCHEME = Interface(
-    "TPMI_ALG_ECC_SCHEME", UINT16, (TPM_ALG.ECDSA, TPM_ALG.ECDH), rc=TPM_RC.SCHEME, null=TPM_ALG.NULL
+    "TPMI_ALG_ECC_SCHEME", UINT16, (TPM_ALG.ECDSA, TPM_ALG.ECSCHNORR, TPM_ALG.ECDH), rc=TPM_RC.SCHEME, null=TPM_ALG.NULL
 )
 TPMI_ECC_CURVE = Interface("TPMI_ECC_CURVE", UINT16, ECC_CURVES, rc=TPM_RC.CURVE, null=TPM_ECC_CURVE.NONE)
 TPMI_RSA_KEY_BITS = Interface("TPMI_RSA_KEY_BITS", UINT16, RSA_KEY_BITS)

@@ -1,7 +1,7 @@
 """Signature schemes and signatures (Part 2, clauses 11.2.1.5 and 11.3).
 
 Only the schemes this engine implements have union members: RSASSA, RSAPSS,
-ECDSA and HMAC.  ECDAA, SM2 and ECSCHNORR are refused by TPMI_ALG_SIG_SCHEME
+ECDSA, ECSCHNORR and HMAC.  ECDAA and SM2 are refused by TPMI_ALG_SIG_SCHEME
 itself (TPM_RC_SCHEME at unmarshalling), as Part 2 requires for an
 unimplemented algorithm, so no command ever sees them.
 """
@@ -18,6 +18,7 @@ __all__ = [
     "SIGNING_SCHEMES",
     "TPMS_SIGNATURE_ECC",
     "TPMS_SIGNATURE_ECDSA",
+    "TPMS_SIGNATURE_ECSCHNORR",
     "TPMS_SIGNATURE_RSA",
     "TPMS_SIGNATURE_RSAPSS",
     "TPMS_SIGNATURE_RSASSA",
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 #: The signature schemes with a TPMU_SIG_SCHEME / TPMU_SIGNATURE member here.
-SIGNING_SCHEMES = (TPM_ALG.RSASSA, TPM_ALG.RSAPSS, TPM_ALG.ECDSA, TPM_ALG.HMAC)
+SIGNING_SCHEMES = (TPM_ALG.RSASSA, TPM_ALG.RSAPSS, TPM_ALG.ECDSA, TPM_ALG.ECSCHNORR, TPM_ALG.HMAC)
 
 # --- schemes ---------------------------------------------------------------------------------------
 TPMU_SIG_SCHEME = Union("TPMU_SIG_SCHEME", {**{alg: TPMS_SCHEME_HASH for alg in SIGNING_SCHEMES}, TPM_ALG.NULL: None})
@@ -49,6 +50,7 @@ TPMS_SIGNATURE_ECC = Struct(
     [("hash", TPMI_ALG_HASH), ("signatureR", TPM2B_ECC_PARAMETER), ("signatureS", TPM2B_ECC_PARAMETER)],
 )
 TPMS_SIGNATURE_ECDSA = TPMS_SIGNATURE_ECC
+TPMS_SIGNATURE_ECSCHNORR = TPMS_SIGNATURE_ECC
 #: An HMAC signature is a TPMT_HA whose hash may not be TPM_ALG_NULL (TPMT_HA without "+").
 _TPMT_HA_SIGNATURE = Struct("TPMT_HA", [("hashAlg", TPMI_ALG_HASH), U("digest", TPMU_HA, "hashAlg")])
 TPMU_SIGNATURE = Union(
@@ -57,6 +59,7 @@ TPMU_SIGNATURE = Union(
         TPM_ALG.RSASSA: TPMS_SIGNATURE_RSASSA,
         TPM_ALG.RSAPSS: TPMS_SIGNATURE_RSAPSS,
         TPM_ALG.ECDSA: TPMS_SIGNATURE_ECDSA,
+        TPM_ALG.ECSCHNORR: TPMS_SIGNATURE_ECSCHNORR,
         TPM_ALG.HMAC: _TPMT_HA_SIGNATURE,
         TPM_ALG.NULL: None,
     },
