@@ -28,6 +28,7 @@ PATHS = (
     "qemu-passthrough second opener",
     "qemu-passthrough cancel",
     "libvirt passthrough",
+    "qemu-passthrough tpm-crb by path",
 )
 
 
