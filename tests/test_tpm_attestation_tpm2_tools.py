@@ -52,9 +52,12 @@ def step(tpm2, *args: str) -> None:  # noqa: F811 (the fixture)
     tpm2("flushcontext", "-t")
 
 
-def verify_plain(pem: str, attest: bytes, signature: bytes) -> None:
-    key = serialization.load_pem_public_key(Path(pem).read_bytes())
-    key.verify(signature, attest, padding.PKCS1v15(), hashes.SHA256())
+def verified_attest(ak: dict, attest: Path, sig: Path) -> T.TPMS_ATTEST:
+    """The TPMS_ATTEST a tool wrote, once the AK's plain RSASSA-SHA256 signature over it checks out."""
+    data = attest.read_bytes()
+    key = serialization.load_pem_public_key(Path(ak["pem"]).read_bytes())
+    key.verify(sig.read_bytes(), data, padding.PKCS1v15(), hashes.SHA256())
+    return T.TPMS_ATTEST.unpack(data)
 
 
 def test_tpm2_quote_and_checkquote(tpm2, ak, work):  # noqa: F811 (the fixture)
@@ -105,8 +108,7 @@ def test_tpm2_certify(tpm2, ak, work):  # noqa: F811 (the fixture)
         "-f",
         "plain",
     )
-    verify_plain(ak["pem"], attest.read_bytes(), sig.read_bytes())
-    info = T.TPMS_ATTEST.unpack(attest.read_bytes())
+    info = verified_attest(ak, attest, sig)
     assert info.type == TPM_ST.ATTEST_CERTIFY and len(info.attested.name) == 34
 
 
@@ -138,8 +140,7 @@ def test_tpm2_certifycreation(tpm2, ak, work):  # noqa: F811 (the fixture)
         "--attestation",
         str(attest),
     )
-    verify_plain(ak["pem"], attest.read_bytes(), sig.read_bytes())
-    info = T.TPMS_ATTEST.unpack(attest.read_bytes())
+    info = verified_attest(ak, attest, sig)
     assert info.type == TPM_ST.ATTEST_CREATION and info.attested.creationHash == chash.read_bytes()[2:]
 
 
@@ -163,8 +164,7 @@ def test_tpm2_gettime(tpm2, ak, work):  # noqa: F811 (the fixture)
         "--attestation",
         str(attest),
     )
-    verify_plain(ak["pem"], attest.read_bytes(), sig.read_bytes())
-    info = T.TPMS_ATTEST.unpack(attest.read_bytes())
+    info = verified_attest(ak, attest, sig)
     assert (info.type, info.extraData) == (TPM_ST.ATTEST_TIME, bytes.fromhex("11223344"))
     assert info.attested.time.clockInfo.clock >= 0
 
@@ -198,8 +198,7 @@ def test_tpm2_nvcertify(tpm2, ak, work):  # noqa: F811 (the fixture)
         "4",
         NV_INDEX,
     )
-    verify_plain(ak["pem"], attest.read_bytes(), sig.read_bytes())
-    info = T.TPMS_ATTEST.unpack(attest.read_bytes())
+    info = verified_attest(ak, attest, sig)
     assert info.type == TPM_ST.ATTEST_NV
     assert (info.attested.offset, info.attested.nvContents) == (4, data.read_bytes()[4:20])
 
@@ -243,8 +242,7 @@ def test_tpm2_setcommandauditstatus_and_getcommandauditdigest(tpm2, ak, work):  
             "-f",
             "plain",
         )
-        verify_plain(ak["pem"], attest.read_bytes(), sig.read_bytes())
-        info = T.TPMS_ATTEST.unpack(attest.read_bytes())
+        info = verified_attest(ak, attest, sig)
         assert info.type == TPM_ST.ATTEST_COMMAND_AUDIT
         return info.attested
 
@@ -282,7 +280,6 @@ def test_tpm2_getsessionauditdigest(tpm2, ak, work):  # noqa: F811 (the fixture)
         "plain",
     )
     tpm2("flushcontext", session)
-    verify_plain(ak["pem"], attest.read_bytes(), sig.read_bytes())
-    info = T.TPMS_ATTEST.unpack(attest.read_bytes())
+    info = verified_attest(ak, attest, sig)
     assert info.type == TPM_ST.ATTEST_SESSION_AUDIT
     assert info.attested.sessionDigest == audit_chain("sha256", *entries)
