@@ -17,81 +17,100 @@ Typical use::
     wire = by_name("PTM_INIT").pack_socket_request(PtmInitRequest(1))  # client
 """
 
-from . import ioc
-from .abi import I386, KNOWN_ABIS, X86_64, Abi, compat_abi, host_abi, resolve_abi
-from .commands import (
-    COMMANDS,
-    PTM_GET_INFO_I386,
-    CommandSpec,
-    IoctlMatch,
-    PtmIoctl,
-    by_cmd,
-    by_ioctl,
-    by_name,
-)
-from .constants import (
-    PTM_GETINFO_SIZE,
-    PTM_HDATA_MAX,
-    PTM_IOC_MAGIC,
-    PTM_STATE_BLOB_SIZE,
-    PtmBlobType,
-    PtmCap,
-    PtmCmd,
-    PtmConfigFlag,
-    PtmInitFlag,
-    PtmStateFlag,
-    SwtpmInfo,
-)
-from .errors import MalformedMessage, PayloadTooLarge, UnknownCommand
-from .framing import SOCKET_CMD_SIZE, pack_socket_command, split_socket_command
-from .ioc import IocDir, IocFields, IocLayout
-from .part import CStruct, Part, ResultPart
-from .results import TPM_NON_FATAL, PtmResult, is_non_fatal, result_name
-from .structs import (
-    STRUCTS,
-    PtmCapNRequest,
-    PtmCapNResponse,
-    PtmCapRequest,
-    PtmCapResponse,
-    PtmEstRequest,
-    PtmEstResponse,
-    PtmGetConfigRequest,
-    PtmGetConfigResponse,
-    PtmGetInfoRequest,
-    PtmGetInfoResponse,
-    PtmGetStateRequest,
-    PtmGetStateResponse,
-    PtmHdataRequest,
-    PtmHdataResponse,
-    PtmInitRequest,
-    PtmInitResponse,
-    PtmLockStorageRequest,
-    PtmLockStorageResponse,
-    PtmLocRequest,
-    PtmLocResponse,
-    PtmResetEstRequest,
-    PtmResetEstResponse,
-    PtmResRequest,
-    PtmResResponse,
-    PtmSetBufferSizeRequest,
-    PtmSetBufferSizeResponse,
-    PtmSetStateRequest,
-    PtmSetStateResponse,
-    ptm_cap,
-    ptm_cap_n,
-    ptm_est,
-    ptm_getconfig,
-    ptm_getinfo,
-    ptm_getstate,
-    ptm_hdata,
-    ptm_init,
-    ptm_loc,
-    ptm_lockstorage,
-    ptm_res,
-    ptm_reset_est,
-    ptm_setbuffersize,
-    ptm_setstate,
-)
+import importlib
+from typing import Any
+
+#: public name -> (defining module, attribute; None: the module itself).  Loaded when first
+#: used (PEP 562): ``from ioctl_defs import PtmResult`` (the state layer's errors, imported
+#: while the daemon parses its options) loads ``.results`` and not every struct layout.
+_DEFINED_IN: dict[str, tuple[str, str | None]] = {
+    "ioc": (".ioc", None),
+    "I386": (".abi", "I386"),
+    "KNOWN_ABIS": (".abi", "KNOWN_ABIS"),
+    "X86_64": (".abi", "X86_64"),
+    "Abi": (".abi", "Abi"),
+    "compat_abi": (".abi", "compat_abi"),
+    "host_abi": (".abi", "host_abi"),
+    "resolve_abi": (".abi", "resolve_abi"),
+    "COMMANDS": (".commands", "COMMANDS"),
+    "PTM_GET_INFO_I386": (".commands", "PTM_GET_INFO_I386"),
+    "CommandSpec": (".commands", "CommandSpec"),
+    "IoctlMatch": (".commands", "IoctlMatch"),
+    "PtmIoctl": (".commands", "PtmIoctl"),
+    "by_cmd": (".commands", "by_cmd"),
+    "by_ioctl": (".commands", "by_ioctl"),
+    "by_name": (".commands", "by_name"),
+    "PTM_GETINFO_SIZE": (".constants", "PTM_GETINFO_SIZE"),
+    "PTM_HDATA_MAX": (".constants", "PTM_HDATA_MAX"),
+    "PTM_IOC_MAGIC": (".constants", "PTM_IOC_MAGIC"),
+    "PTM_STATE_BLOB_SIZE": (".constants", "PTM_STATE_BLOB_SIZE"),
+    "PtmBlobType": (".constants", "PtmBlobType"),
+    "PtmCap": (".constants", "PtmCap"),
+    "PtmCmd": (".constants", "PtmCmd"),
+    "PtmConfigFlag": (".constants", "PtmConfigFlag"),
+    "PtmInitFlag": (".constants", "PtmInitFlag"),
+    "PtmStateFlag": (".constants", "PtmStateFlag"),
+    "SwtpmInfo": (".constants", "SwtpmInfo"),
+    "MalformedMessage": (".errors", "MalformedMessage"),
+    "PayloadTooLarge": (".errors", "PayloadTooLarge"),
+    "UnknownCommand": (".errors", "UnknownCommand"),
+    "SOCKET_CMD_SIZE": (".framing", "SOCKET_CMD_SIZE"),
+    "pack_socket_command": (".framing", "pack_socket_command"),
+    "split_socket_command": (".framing", "split_socket_command"),
+    "IocDir": (".ioc", "IocDir"),
+    "IocFields": (".ioc", "IocFields"),
+    "IocLayout": (".ioc", "IocLayout"),
+    "CStruct": (".part", "CStruct"),
+    "Part": (".part", "Part"),
+    "ResultPart": (".part", "ResultPart"),
+    "TPM_NON_FATAL": (".results", "TPM_NON_FATAL"),
+    "PtmResult": (".results", "PtmResult"),
+    "is_non_fatal": (".results", "is_non_fatal"),
+    "result_name": (".results", "result_name"),
+    "STRUCTS": (".structs", "STRUCTS"),
+    "PtmCapNRequest": (".structs", "PtmCapNRequest"),
+    "PtmCapNResponse": (".structs", "PtmCapNResponse"),
+    "PtmCapRequest": (".structs", "PtmCapRequest"),
+    "PtmCapResponse": (".structs", "PtmCapResponse"),
+    "PtmEstRequest": (".structs", "PtmEstRequest"),
+    "PtmEstResponse": (".structs", "PtmEstResponse"),
+    "PtmGetConfigRequest": (".structs", "PtmGetConfigRequest"),
+    "PtmGetConfigResponse": (".structs", "PtmGetConfigResponse"),
+    "PtmGetInfoRequest": (".structs", "PtmGetInfoRequest"),
+    "PtmGetInfoResponse": (".structs", "PtmGetInfoResponse"),
+    "PtmGetStateRequest": (".structs", "PtmGetStateRequest"),
+    "PtmGetStateResponse": (".structs", "PtmGetStateResponse"),
+    "PtmHdataRequest": (".structs", "PtmHdataRequest"),
+    "PtmHdataResponse": (".structs", "PtmHdataResponse"),
+    "PtmInitRequest": (".structs", "PtmInitRequest"),
+    "PtmInitResponse": (".structs", "PtmInitResponse"),
+    "PtmLockStorageRequest": (".structs", "PtmLockStorageRequest"),
+    "PtmLockStorageResponse": (".structs", "PtmLockStorageResponse"),
+    "PtmLocRequest": (".structs", "PtmLocRequest"),
+    "PtmLocResponse": (".structs", "PtmLocResponse"),
+    "PtmResetEstRequest": (".structs", "PtmResetEstRequest"),
+    "PtmResetEstResponse": (".structs", "PtmResetEstResponse"),
+    "PtmResRequest": (".structs", "PtmResRequest"),
+    "PtmResResponse": (".structs", "PtmResResponse"),
+    "PtmSetBufferSizeRequest": (".structs", "PtmSetBufferSizeRequest"),
+    "PtmSetBufferSizeResponse": (".structs", "PtmSetBufferSizeResponse"),
+    "PtmSetStateRequest": (".structs", "PtmSetStateRequest"),
+    "PtmSetStateResponse": (".structs", "PtmSetStateResponse"),
+    "ptm_cap": (".structs", "ptm_cap"),
+    "ptm_cap_n": (".structs", "ptm_cap_n"),
+    "ptm_est": (".structs", "ptm_est"),
+    "ptm_getconfig": (".structs", "ptm_getconfig"),
+    "ptm_getinfo": (".structs", "ptm_getinfo"),
+    "ptm_getstate": (".structs", "ptm_getstate"),
+    "ptm_hdata": (".structs", "ptm_hdata"),
+    "ptm_init": (".structs", "ptm_init"),
+    "ptm_loc": (".structs", "ptm_loc"),
+    "ptm_lockstorage": (".structs", "ptm_lockstorage"),
+    "ptm_res": (".structs", "ptm_res"),
+    "ptm_reset_est": (".structs", "ptm_reset_est"),
+    "ptm_setbuffersize": (".structs", "ptm_setbuffersize"),
+    "ptm_setstate": (".structs", "ptm_setstate"),
+}
 
 __all__ = [
     # ioctl number encoding
@@ -188,3 +207,15 @@ __all__ = [
     "PtmLockStorageRequest",
     "PtmLockStorageResponse",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _DEFINED_IN:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module_name, attribute = _DEFINED_IN[name]
+    module = importlib.import_module(module_name, __name__)
+    return module if attribute is None else getattr(module, attribute)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -153,9 +153,11 @@ class PtmResetEstResponse(ResultPart):
 
 @dataclass(frozen=True)
 class PtmInitRequest(Part):
-    """``init_flags``: :class:`~ioctl_defs.PtmInitFlag` bits.  Socket body must be exactly 4 bytes."""
+    """``init_flags``: :class:`~ioctl_defs.PtmInitFlag` bits.  Trailing socket bytes are
+    ignored, as for every fixed-size body (swtpm refuses them for INIT alone)."""
 
     LAYOUT = Layout(u32("init_flags"))
+    SOCKET_EXACT = False
     init_flags: int = 0
 
 

@@ -11,6 +11,8 @@
 
 Also: ``tpm2_hash`` of 1 MiB (a HashSequence of 1 KiB updates) through each TPM device,
 and start-up (exec of ``vtpm-cuse cuse`` -> device node present -> first GetRandom answered).
+Measurements start once the daemons' derive-ahead children have finished (they would
+otherwise steal emulated CPU from whatever runs first) and are interleaved over the devices.
 
 One round trip = write() of a TPM2_GetRandom(16) command + read() of the response
 (the echo device returns the command bytes instead). Needs root and /dev/cuse; on a
@@ -160,6 +162,37 @@ def start_vtpm(name: str, state: Path, env: dict[str, str], tree: Path = PROJECT
     return appeared, answered
 
 
+QUIET_TIMEOUT = 300.0
+
+
+def daemon_processes(names: list[str]) -> int:
+    """Processes running ``vtpm-cuse cuse -n NAME`` for any of ``names``: the daemons and
+    their forked derive-ahead children (a fork keeps the command line)."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"cuse" in argv and any(name.encode() in argv for name in names):
+            count += 1
+    return count
+
+
+def wait_until_quiet(names: list[str]) -> float:
+    """Wait until each daemon's derive-ahead child (RSA prime searches, niced, up to
+    derive_ahead.JOB_TIMEOUT) is gone: under TCG it would compete for the vCPUs -- and
+    for the host's cores -- with whatever is measured first. Returns the seconds waited."""
+    start = time.monotonic()
+    while daemon_processes(names) > len(names):
+        if time.monotonic() - start > QUIET_TIMEOUT:
+            raise TimeoutError(f"derive-ahead children of {names} still running after {QUIET_TIMEOUT:.0f} s")
+        time.sleep(0.5)
+    return time.monotonic() - start
+
+
 def time_tpm2_hash(devices: dict[str, str], work: Path) -> dict[str, float]:
     """Median seconds of ``tpm2_hash`` of 1 MiB through each node (device TCTI), interleaved."""
     data = work / "hash-input"
@@ -225,6 +258,8 @@ def bench(rounds: int, baseline: Path | None) -> dict[str, object]:
         devices["proxy"] = tpm_node
         echo.stdout.readline()  # "ready /dev/NAME"
         wait_for(f"/dev/{echo_name}")
+        quiet_s = wait_until_quiet([vtpm_name] + ([before_name] if baseline is not None else []))
+        loadavg = Path("/proc/loadavg").read_text().split()[0]
         measured: dict[str, tuple[str, int | None]] = {name: (node, None) for name, node in devices.items()}
         measured["echo"] = (f"/dev/{echo_name}", len(GET_RANDOM_16))
         figures = measure_interleaved(measured, rounds)
@@ -253,6 +288,8 @@ def bench(rounds: int, baseline: Path | None) -> dict[str, object]:
     result["ratios"] = ratios
     result["tpm2_hash_1MiB_s"] = hashing
     result["startup_s"] = {name: {"node": node, "first_answer": first} for name, (node, first) in startup.items()}
+    result["quiet_wait_s"] = quiet_s
+    result["loadavg_before"] = float(loadavg)
     return result
 
 
@@ -276,6 +313,10 @@ def report(result: dict[str, object]) -> None:
         print(f"  ratio {name:18s} {value:6.2f}")
     for name, seconds in result["tpm2_hash_1MiB_s"].items():  # type: ignore[union-attr]
         print(f"  tpm2_hash 1 MiB via {name:8s} {seconds * 1e3:9.1f} ms")
+    print(
+        f"  waited {result['quiet_wait_s']:.1f} s for derive-ahead children; "
+        f"1-min load average before measuring {result['loadavg_before']:.2f}"
+    )
     for name, times in result["startup_s"].items():  # type: ignore[union-attr]
         print(
             f"  start-up {name:8s} exec->node {times['node'] * 1e3:8.1f} ms  "

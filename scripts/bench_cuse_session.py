@@ -6,7 +6,8 @@ boundaries like /dev/cuse): CUSE_INIT, OPEN, then WRITE(GetRandom(16)) + READ pe
 round trip, each waiting for its reply.  The parent runs the real CuseSession with
 the vTPM device (CUSE protocol + device + Vtpm + engine) or the echo device (the
 protocol floor).  Where /dev/cuse exists only in the TCG guest, this is the quick,
-profilable view of the same code path; ``--profile`` prints the parent's cProfile.
+profilable view of the same code path; ``--profile`` prints the cProfile of the
+session's data thread (which serves the round trips) and of the trio thread.
 
     .venv/bin/python scripts/bench_cuse_session.py [--rounds N] [--device vtpm|echo] [--tss] [--profile]
 """
@@ -101,18 +102,37 @@ def main() -> int:
         kernel(kernel_sock, args.rounds, result_w, args.tss)
         os._exit(0)
     kernel_sock.close()
-    profile = cProfile.Profile() if args.profile else None
-    if profile is not None:
-        profile.enable()
+    profiles = {"data thread": cProfile.Profile(), "trio thread": cProfile.Profile()} if args.profile else {}
+    if profiles:
+        profile_data_thread(profiles["data thread"])
+        profiles["trio thread"].enable()
     trio.run(serve, args.device, server_sock.fileno())
-    if profile is not None:
-        profile.disable()
+    if profiles:
+        profiles["trio thread"].disable()
     os.waitpid(child, 0)
     (median,) = struct.unpack("=d", os.read(result_r, 8))
     print(f"{args.device}: WRITE+READ round trip median {median * 1e6:.1f} us over {args.rounds} rounds")
-    if profile is not None:
-        pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+    for name, profile in profiles.items():
+        print(f"--- {name} ---")
+        for order in ("cumulative", "tottime"):
+            pstats.Stats(profile).sort_stats(order).print_stats(18)
     return 0
+
+
+def profile_data_thread(profile: cProfile.Profile) -> None:
+    """Run the session's data thread under ``profile`` (cProfile sees one thread only)."""
+    from vtpm_cuse.cuse.session import CuseSession
+
+    serve_thread = CuseSession._data_thread
+
+    def profiled(session: CuseSession) -> None:
+        profile.enable()
+        try:
+            serve_thread(session)
+        finally:
+            profile.disable()
+
+    CuseSession._data_thread = profiled  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

@@ -119,6 +119,13 @@ class Server:
                 values[key] = int(rest.split()[0])
         return values["VmRSS"], values["RssAnon"]
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process (all its threads) has used so far."""
+        assert self.proc is not None
+        # Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc is None:
             return
@@ -183,6 +190,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=2000, help="round trips per measurement")
     parser.add_argument("--bytes", type=int, default=32, help="GetRandom size")
     parser.add_argument("--baseline", type=Path, help="also run the daemon from this source tree ('before')")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds the round trips are split into")
     parser.add_argument("--starts", type=int, default=5, help="launches per start-up measurement")
     parser.add_argument("--memory-commands", type=int, default=100_000, help="commands between memory readings")
     args = parser.parse_args()
@@ -202,6 +210,7 @@ def main() -> int:
         results: dict[tuple[str, str], list[float]] = {}
         startup: dict[str, tuple[float, float]] = {}
         memory: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
+        cpu: dict[str, float] = {}
         try:
             for server in servers:
                 samples = [time_startup(server, command) for _ in range(args.starts)]
@@ -215,20 +224,31 @@ def main() -> int:
                 "persistent": time_persistent,
                 "reconnect": time_reconnect,
             }
+            # Interleaved: every round measures each server in turn, so a burst of load
+            # on this shared machine hits all of them alike instead of one whole column.
             for mode, measure in modes.items():
                 for server in servers:
                     measure(server, command, min(100, args.count))  # warm-up
-                    results[(server.name, mode)] = measure(server, command, args.count)
+                    results[(server.name, mode)] = []
+                per_round = max(1, args.count // args.rounds)
+                for _ in range(args.rounds):
+                    for server in servers:
+                        results[(server.name, mode)] += measure(server, command, per_round)
             for server in servers:
                 idle = server.memory_kib()
+                cpu_before = server.cpu_seconds()
                 with server.connect() as s:
                     for _ in range(args.memory_commands):
                         tpm_roundtrip(s, command)
+                cpu[server.name] = (server.cpu_seconds() - cpu_before) / max(1, args.memory_commands)
                 memory[server.name] = (idle, server.memory_kib())
         finally:
             for server in servers:
                 server.stop()
-    print(f"TPM2_GetRandom({args.bytes}) round trips, {args.count} per measurement, loopback TCP")
+    print(
+        f"TPM2_GetRandom({args.bytes}) round trips, {args.count} per measurement in {args.rounds} interleaved rounds,"
+        f" loopback TCP; load average {os.getloadavg()[0]:.2f}"
+    )
     print(f"{'server':<10} {'mode':<11} {'mean us':>9} {'median us':>10} {'p99 us':>9} {'cmds/s':>9}")
     for (name, mode), times in results.items():
         mean = statistics.fmean(times)
@@ -246,6 +266,9 @@ def main() -> int:
     print(f"start-up, median of {args.starts} (exec -> ctrl socket connectable / -> first GetRandom answered):")
     for name, (listening, first) in startup.items():
         print(f"  {name:<10} listen {listening * 1e3:7.1f} ms   first cmd {first * 1e3:7.1f} ms")
+    print(f"server CPU time per command (user + system, all threads; {args.memory_commands} persistent commands):")
+    for name, seconds in cpu.items():
+        print(f"  {name:<10} {seconds * 1e6:7.1f} us")
     print(f"memory (VmRSS / RssAnon), idle and after {args.memory_commands} more commands:")
     for name, ((rss0, anon0), (rss1, anon1)) in memory.items():
         print(

@@ -11,6 +11,17 @@ mid-command or before reading its answer.  Prints connections, answers, errors
 daemon's peak RSS and open descriptors (sampled from /proc).
 
     .venv/bin/python scripts/load_sockets.py [--clients 200] [--seconds 20] [--swtpm]
+
+``--burst N`` instead: N per-command clients connecting at once (all connected
+before any is answered) on the data channel (GetRandom), then N on the control
+channel (CMD_GET_CAPABILITY), then N of each mixed; then ``--vanish R`` rounds of
+clients that go away mid-command, mid-response, mid-message and mid-blob.
+Prints per burst: connections, duration, errors, answered, the most later-sent
+clients answered before one (order), the daemon's peak RSS and fds; after the
+vanishing rounds its fds and RSS beside their values before.  With ``--swtpm``
+both servers run, interleaved (ours, swtpm, ours, ...), ``--repeat`` times.
+
+    .venv/bin/python scripts/load_sockets.py --burst 1000 --vanish 2000 --swtpm --repeat 3
 """
 
 from __future__ import annotations
@@ -28,6 +39,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support.load_clients import (  # noqa: E402
+    CMD_GET_CAPABILITY,
+    GET_CAPABILITY_RESPONSE_SIZE,
+    GET_RANDOM_8_RESPONSE_SIZE,
+    ProcessUsage,
+    Request,
+    burst,
+    vanishing_rounds,
+)
 from support.net import free_port, recv_exact  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,6 +199,66 @@ def run_load(port: int, clients: int, seconds: float, timeout: float, tally: Tal
     selector.close()
 
 
+def stop_server(proc: subprocess.Popen[bytes], ctrl_port: int) -> None:
+    try:
+        with socket.create_connection(("127.0.0.1", ctrl_port), timeout=5) as c:
+            c.sendall(CMD_SHUTDOWN)
+            c.recv(4)
+        proc.wait(20)
+    except (OSError, subprocess.TimeoutExpired):
+        proc.kill()
+        proc.wait()
+
+
+def burst_plan(kind: str, n: int, data_port: int, ctrl_port: int) -> list[Request]:
+    data = Request(data_port, GET_RANDOM_8, GET_RANDOM_8_RESPONSE_SIZE)
+    ctrl = Request(ctrl_port, CMD_GET_CAPABILITY, GET_CAPABILITY_RESPONSE_SIZE)
+    if kind == "data":
+        return [data] * n
+    if kind == "ctrl":
+        return [ctrl] * n
+    return [data, ctrl] * n
+
+
+def run_bursts(swtpm: bool, n: int, vanish: int, timeout: float) -> bool:
+    """One server: the three bursts and the vanishing rounds; True when nothing failed."""
+    name = "swtpm" if swtpm else "vtpm-cuse"
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="load-sockets-") as tmp:
+        proc, data_port, ctrl_port = start_server(swtpm, Path(tmp))
+        try:
+            usage = ProcessUsage(proc.pid)
+            base_rss, base_fds = usage.sample()
+            print(f"{name}: before: RSS {base_rss / 1024:.1f} MB, {base_fds} fds")
+            for kind in ("data", "ctrl", "mixed"):
+                with usage:
+                    result = burst(burst_plan(kind, n, data_port, ctrl_port), timeout)
+                order = " ".join(
+                    f"{'ctrl' if k == CMD_GET_CAPABILITY else 'data'} {v}" for k, v in result.max_overtaken.items()
+                )
+                print(
+                    f"  burst {kind:5} {result.clients:5} connections  {result.duration:6.2f} s  "
+                    f"answered {result.answered}  errors {result.error_count} {result.errors or ''}  "
+                    f"slowest {result.slowest:.2f} s  most overtaken: {order}  "
+                    f"peak RSS {usage.peak_rss_kib / 1024:.1f} MB  peak fds {usage.peak_fds}"
+                )
+                ok = ok and result.error_count == 0
+            if vanish:
+                started = time.monotonic()
+                made = vanishing_rounds(data_port, ctrl_port, vanish)
+                time.sleep(1.0)  # let the daemon notice the last ones
+                after = burst(burst_plan("mixed", 1, data_port, ctrl_port), timeout)
+                rss, fds = usage.sample()
+                print(
+                    f"  vanishing: {made} connections in {time.monotonic() - started:.1f} s; afterwards "
+                    f"RSS {rss / 1024:.1f} MB, {fds} fds (before {base_fds}), still answering: {after.answered == 2}"
+                )
+                ok = ok and after.answered == 2
+        finally:
+            stop_server(proc, ctrl_port)
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=200, help="connections in flight at once")
@@ -186,7 +266,16 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a client waits for its answer")
     parser.add_argument("--swtpm", action="store_true", help="load Debian's swtpm instead")
     parser.add_argument("--polite", action="store_true", help="no idle, slow or vanishing clients")
+    parser.add_argument("--burst", type=int, default=0, help="N clients at once per channel (see above)")
+    parser.add_argument("--vanish", type=int, default=0, help="rounds of vanishing clients after the bursts")
+    parser.add_argument("--repeat", type=int, default=1, help="burst runs per server")
     args = parser.parse_args()
+    if args.burst:
+        ok = True
+        for _ in range(args.repeat):
+            for swtpm in (False, True) if args.swtpm else (False,):
+                ok = run_bursts(swtpm, args.burst, args.vanish, args.timeout) and ok
+        return 0 if ok else 1
     with tempfile.TemporaryDirectory(prefix="load-sockets-") as tmp:
         proc, data_port, ctrl_port = start_server(args.swtpm, Path(tmp))
         tally = Tally()
@@ -208,14 +297,7 @@ def main() -> int:
                 helper.join()
             if idle is not None:
                 idle.close()
-            try:
-                with socket.create_connection(("127.0.0.1", ctrl_port), timeout=5) as c:
-                    c.sendall(CMD_SHUTDOWN)
-                    c.recv(4)
-                proc.wait(20)
-            except (OSError, subprocess.TimeoutExpired):
-                proc.kill()
-                proc.wait()
+            stop_server(proc, ctrl_port)
     name = "swtpm" if args.swtpm else "vtpm-cuse"
     errors = sum(tally.errors.values())
     hostile = "" if args.polite else " (+1 idle, +1 sending a byte per 0.5 s, 1 in 10 vanishing)"

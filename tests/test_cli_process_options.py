@@ -53,8 +53,8 @@ def test_runas_serves_as_that_user_and_writes_state_as_it(world_dir: Path) -> No
     os.chown(state, NOBODY.pw_uid, NOBODY.pw_gid)
     d = Daemon(state, extra=["--runas", "nobody", "--flags", "not-need-init"]).start()
     try:
+        assert _random(d).rc == 0  # serving: the sockets listen before the daemon drops root
         assert _status(d, "Uid") == [str(NOBODY.pw_uid)] * 4
-        assert _random(d).rc == 0
         assert (state / "tpm2-00.permall").stat().st_uid == NOBODY.pw_uid
     finally:
         d.stop()

@@ -291,6 +291,19 @@ async def test_interrupt_of_blocked_read_answers_eintr_while_ioctls_still_work()
 
 
 @trio_test
+async def test_forget_and_batch_forget_get_no_reply() -> None:
+    """fuse.h: FORGET and BATCH_FORGET are never answered (found by tests/fuzz/target_cuse.py:
+    the session answered ENOSYS, a reply for an id the kernel does not wait on)."""
+    async with cuse_server(EchoDevice(), echo_options()) as h:
+        peer = h.peer
+        await peer.send(2, struct.pack("=Q", 1))  # FORGET(nlookup=1)
+        await peer.send(42, struct.pack("=II", 0, 0))  # BATCH_FORGET(count=0)
+        await peer.expect_silence()
+        fh = await peer.call_open()  # and the session still serves
+        assert fh
+
+
+@trio_test
 async def test_blocked_read_completes_when_another_opener_writes() -> None:
     async with cuse_server(EchoDevice(), echo_options()) as h:
         peer = h.peer
@@ -469,6 +482,9 @@ async def test_notify_poll_can_be_sent_by_anyone_holding_the_session() -> None:
 
 
 class NoPollDevice(EchoDevice):
+    def poll_now(self, fh: int, kh: int, flags: PollFlags, events: int, notify_poll: NotifyPoll) -> int | None:
+        return CuseDevice.poll_now(self, fh, kh, flags, events, notify_poll)  # None: ask poll() on trio
+
     async def poll(self, fh: int, kh: int, flags: PollFlags, events: int, notify_poll: NotifyPoll) -> int:
         return await CuseDevice.poll(self, fh, kh, flags, events, notify_poll)
 

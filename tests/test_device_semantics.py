@@ -157,6 +157,7 @@ def gate_execute(vtpm: Vtpm) -> trio.Event:
         return await real(command)
 
     vtpm.execute = gated  # type: ignore[method-assign]
+    vtpm.execute_inline = lambda command: None  # type: ignore[method-assign]  # a long command: never inline
     return gate
 
 
@@ -281,6 +282,19 @@ async def test_blocking_read_waits_for_the_command_and_interrupt_gives_eintr(tmp
         gate.set()
         reply = await dev.h.peer.reply_to(blocked)
         assert reply.error == 0 and rc(reply.body) == 0 and len(reply.body) == 20
+
+
+@trio_test
+async def test_close_during_a_command_leaves_no_response_for_the_next_opener(tmp_path: Path) -> None:
+    async with open_device(tmp_path) as dev:
+        gate = gate_execute(dev.vtpm)
+        assert await dev.write(GET_RANDOM_8, O_NONBLOCK_RW) == len(GET_RANDOM_8)
+        await dev.h.peer.reply_to(await dev.h.peer.release(dev.fh))
+        dev.fh = await dev.h.peer.call_open()
+        assert await dev.write(GET_RANDOM_8) == -errno.EBUSY  # the old command still runs
+        gate.set()
+        assert await dev.read() == b""  # waited for it; its response went with the old file
+        assert rc(await dev.command(GET_RANDOM_8)) == 0
 
 
 @trio_test

@@ -27,7 +27,7 @@ from support.tpm2_tools import tpm2_runner
 
 VENV_BIN = REPO / ".venv" / "bin"
 TOOLS = {
-    "swtpm": VENV_BIN / "vtpm-swtpm",  # vtpm-cuse behind a launcher that binds the socket at once
+    "swtpm": VENV_BIN / "vtpm-swtpm",  # the daemon, under the name libvirt looks for
     "swtpm_setup": VENV_BIN / "vtpm-setup",
     "swtpm_ioctl": VENV_BIN / "vtpm-ioctl",
 }
@@ -148,9 +148,9 @@ def booted(host):
 
 def test_libvirt_starts_our_daemon_with_swtpms_command_line(host, booted):
     argv = [a.decode() for a in booted["cmdline"] if a]
-    # vtpm-swtpm bound libvirt's socket and exec'd the daemon with it as --ctrl fd=N.
-    assert argv[:4] == [str(VENV_BIN / "python"), "-m", "vtpm_cuse.cli.entry", "socket"]
-    assert re.fullmatch(r"fd=\d+", argv[argv.index("--ctrl") + 1])
+    # vtpm-swtpm is the daemon itself: it creates libvirt's socket before its heavy imports.
+    assert Path(argv[1]).resolve() == (VENV_BIN / "vtpm-swtpm").resolve() and argv[2] == "socket"
+    assert argv[argv.index("--ctrl") + 1].startswith("type=unixio,path=")
     assert "--terminate" in argv and "--tpm2" in argv
     assert argv[argv.index("--tpmstate") + 1] == f"dir={host.swtpm_state(UUID)},mode=0600"
     (sock,) = booted["sockets"]
@@ -209,8 +209,11 @@ def test_launcher_passes_other_command_lines_through():
 def test_launcher_reports_a_socket_it_cannot_create(tmp_path):
     ctrl = f"type=unixio,path={tmp_path}/missing/dir/s,mode=0600"
     result = subprocess.run(
-        [str(VENV_BIN / "vtpm-swtpm"), "socket", "--tpm2", "--ctrl", ctrl], capture_output=True, text=True, timeout=60
+        [str(VENV_BIN / "vtpm-swtpm"), "socket", "--tpm2", "--tpmstate", f"dir={tmp_path}", "--ctrl", ctrl],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1
-    assert result.stderr.startswith("swtpm: cannot create the control socket:")
+    assert result.stderr.startswith("vtpm-cuse: cannot listen on UnixIO socket ")
     assert len(result.stderr.splitlines()) == 1

@@ -284,6 +284,8 @@ def test_print_capabilities_has_swtpm_setups_tpm2_features(config):
         (["--tpm-state", "{dir}", "--createek"], "TPM 1.2 is not supported"),
         (["--tpm2", "--tpm-state", "{dir}", "--pcr-banks", "md5"], "Unsupported PCR bank(s) md5"),
         (["--tpm2", "--tpm-state", "{dir}", "--rsa-keysize", "1000"], "Unsupported RSA key size 1000."),
+        # str.isdigit() accepts "²", int() does not: was a ValueError (tests/fuzz/target_options.py)
+        (["--tpm2", "--tpm-state", "{dir}", "--rsa-keysize", "\u00b2"], "Unsupported RSA key size \u00b2."),
         (["--tpm2", "--tpm-state", "{dir}", "--cipher", "des"], "Unsupported cipher des."),
         (["--tpm2", "--tpm-state", "file:///x"], "file:// backend is not supported"),
         (["--tpm2", "--tpm-state", "{dir}", "--reconfigure"], "Cannot reconfigure: no TPM state"),

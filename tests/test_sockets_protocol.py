@@ -78,7 +78,7 @@ def test_qemu_sequence_with_set_datafd(unix_daemon: Daemon) -> None:
     [
         (cmd(0xFFFF), "0000000a"),  # unknown command
         (cmd(0x02), "00000003"),  # INIT without its body (after the bounded wait)
-        (cmd(0x02, bytes(5)), "00000003"),  # INIT with a body of the wrong size
+        (cmd(0x0F, b"x"), "00000003"),  # GET_CONFIG with a body (trailing bytes: test_sockets_hostile)
         (cmd(0x0E, b"x"), "00000003"),  # STOP with a body
         (b"\x00\x00", "00000003"),  # not even a command code
         (cmd(0x10), "0000001f"),  # SET_DATAFD without a descriptor (TCP)
@@ -88,7 +88,7 @@ def test_qemu_sequence_with_set_datafd(unix_daemon: Daemon) -> None:
     ids=[
         "unknown",
         "init-short",
-        "init-long",
+        "getconfig-body",
         "stop-body",
         "short-code",
         "datafd-tcp",

@@ -211,9 +211,10 @@ def test_load_external_refusals(tpm):
         fixed = dataclasses.replace(public, objectAttributes=public.objectAttributes | attrs)
         rc = Response(tpm.execute(load_external_cmd(fixed, TPM_ALG.SYMCIPHER, key, seed))).rc
         assert rc == TPM_RC.ATTRIBUTES | P(2)
-    # Binding: another key, or another seed, than unique names.
+    # Binding: another key, or another seed, than unique names; unplaced, as libtpms answers it
+    # (the mismatch is between inPrivate and inPublic; found by tests/support/differential.py).
     rc = Response(tpm.execute(load_external_cmd(public, TPM_ALG.SYMCIPHER, os.urandom(16), seed))).rc
-    assert rc == TPM_RC.BINDING | P(2)
+    assert rc == TPM_RC.BINDING
     # Wrong key size for keyBits, wrong sensitive type.
     rc = Response(tpm.execute(load_external_cmd(public, TPM_ALG.SYMCIPHER, os.urandom(24), seed))).rc
     assert rc == TPM_RC.KEY_SIZE | P(1)

@@ -54,6 +54,7 @@ from __future__ import annotations
 import errno
 import logging
 import select
+import threading
 from collections.abc import Callable
 
 import trio
@@ -114,28 +115,103 @@ class VtpmDevice(CuseDevice):
         finishes after its file was closed (or the TPM stopped) does not leave a
         response behind for someone else."""
         self._poll_waiters = PollWaiters()
+        self._lock = threading.Lock()
+        """Held by every ``*_now`` call (the CUSE data thread) and by the background
+        task of an O_NONBLOCK write while it publishes its response: the only trio
+        code that can run while ``*_now`` does (see :mod:`vtpm_cuse.cuse.device`)."""
         self.terminated = False
         self._booted = trio.Event()
         """Closed while :meth:`boot` starts the TPM behind an already visible node."""
         if not booting:
             self._booted.set()
 
-    # --- which calls return at once (the session then runs them without a task) -----------
+    # --- what the CUSE data thread serves itself (nothing here waits) --------------------
 
-    INSTANT_CALLS = frozenset({"open", "release", "poll"})
+    def open_now(self, flags: int) -> int:
+        with self._lock:
+            if self._fh is not None:
+                raise OSError(errno.EBUSY, "the vTPM is already open (one opener at a time)")
+            self._fh = self._next_fh
+            self._next_fh += 1
+            self._drop_response()
+            self.transfer.reset()
+            return self._fh
 
-    def read_returns_at_once(self, fh: int, nonblock: bool) -> bool:
-        """Only a blocking read while a command runs (or the TPM boots) waits."""
-        return self._booted.is_set() and (nonblock or self._done is None)
+    def release_now(self, fh: int, flags: int) -> bool:
+        with self._lock:
+            if fh == self._fh:
+                self._fh = None
+                self._drop_response()
+                self.transfer.reset()
+                self._poll_waiters.clear()
+        return True
 
-    def write_returns_at_once(self, fh: int, data: bytes, nonblock: bool) -> bool:
-        """A command the Vtpm runs inline (short, nothing else running or queued), or a
-        write that fails or feeds a state-blob transfer at once."""
-        if not self._booted.is_set():
-            return False
-        if self._done is not None or self.transfer.mode is not TransferMode.IDLE:
-            return True  # EBUSY, EIO, or appended to the SET_STATEBLOB transfer
-        return self.vtpm.runs_inline_now(data)
+    def poll_now(self, fh: int, kh: int, flags: PollFlags, events: int, notify_poll: NotifyPoll) -> int:
+        with self._lock:
+            self._check(fh)
+            revents = 0
+            if self._done is None:
+                revents |= WRITABLE
+                if self.pending or self.transfer.mode is TransferMode.GET:
+                    revents |= READABLE
+            if flags & PollFlags.SCHEDULE_NOTIFY and not revents & events:
+                self._poll_waiters.add(kh, notify_poll)
+            return revents
+
+    def read_now(self, fh: int, size: int, nonblock: bool) -> bytes | None:
+        """None for a blocking read while a command runs or the TPM boots."""
+        with self._lock:
+            self._check(fh)
+            if not self._booted.is_set():
+                return None
+            mode = self.transfer.mode
+            if mode is TransferMode.GET:
+                return self.transfer.read(size)
+            if mode is TransferMode.SET:
+                self.transfer.reset()
+                raise OSError(errno.EIO, "read during a SET_STATEBLOB transfer")
+            if self._done is not None:
+                if nonblock:
+                    raise OSError(errno.EAGAIN, "the TPM command is still executing")
+                return None
+            start = self._read_offset
+            chunk = self._response[start : start + size]
+            self._read_offset += len(chunk)
+            if self._read_offset >= len(self._response):
+                self._drop_response()
+            return chunk
+
+    def write_now(self, fh: int, data: bytes, nonblock: bool) -> int | None:
+        """A command the Vtpm runs inline (short, nothing else running or queued:
+        :meth:`Vtpm.execute_inline`), or a write that fails or feeds a state-blob
+        transfer at once; None (nothing done) for the rest."""
+        with self._lock:
+            self._check(fh)
+            if not self._booted.is_set():
+                return None
+            mode = self.transfer.mode
+            if mode is TransferMode.SET:
+                return self.transfer.write(data)
+            if mode is TransferMode.GET:
+                self.transfer.reset()
+                raise OSError(errno.EIO, "write during a GET_STATEBLOB transfer")
+            if self._done is not None:
+                raise OSError(errno.EBUSY, "a TPM command is still executing")
+            if self.vtpm.running and len(data) > self.vtpm.buffer_size:
+                log.debug("command of %d bytes exceeds the buffer size %d", len(data), self.vtpm.buffer_size)
+                response: bytes | None = error_response(TPM_RC.COMMAND_SIZE)
+            else:
+                try:
+                    response = self.vtpm.execute_inline(data)
+                except Exception:  # as in _execute: the writer still wrote a command
+                    log.exception("TPM command failed unexpectedly")
+                    response = error_response(TPM_RC.FAILURE)
+                if response is None:
+                    return None
+            self._drop_response()
+            self._response = response
+        self._poll_waiters.wake()
+        return len(data)
 
     async def boot(self) -> None:
         """Start the TPM as ``--flags`` ask (:meth:`Vtpm.boot`), then let requests in.
@@ -170,9 +246,6 @@ class VtpmDevice(CuseDevice):
         self._read_offset = 0
         self._generation += 1
 
-    async def _wake_pollers(self) -> None:
-        await self._poll_waiters.wake()
-
     async def _wait_booted(self) -> None:
         if not self._booted.is_set():
             await self._booted.wait()
@@ -181,43 +254,21 @@ class VtpmDevice(CuseDevice):
         while self._done is not None:
             await self._done.wait()
 
-    # --- open / release ----------------------------------------------------------------------
+    # --- the same on trio, where writes of long commands and reads behind them wait ---------
 
     async def open(self, flags: int) -> int:
-        if self._fh is not None:
-            raise OSError(errno.EBUSY, "the vTPM is already open (one opener at a time)")
-        self._fh = self._next_fh
-        self._next_fh += 1
-        self._drop_response()
-        self.transfer.reset()
-        return self._fh
+        return self.open_now(flags)
 
     async def release(self, fh: int, flags: int) -> None:
-        if fh != self._fh:
-            return
-        self._fh = None
-        self._drop_response()
-        self.transfer.reset()
-        self._poll_waiters.clear()
-
-    # --- write: one command ----------------------------------------------------------------
+        self.release_now(fh, flags)
 
     async def write(self, fh: int, data: bytes, nonblock: bool) -> int:
         self._check(fh)
         await self._wait_booted()
-        mode = self.transfer.mode
-        if mode is TransferMode.SET:
-            return self.transfer.write(data)
-        if mode is TransferMode.GET:
-            self.transfer.reset()
-            raise OSError(errno.EIO, "write during a GET_STATEBLOB transfer")
-        if self._done is not None:
-            raise OSError(errno.EBUSY, "a TPM command is still executing")
+        taken = self.write_now(fh, data, nonblock)
+        if taken is not None:
+            return taken
         self._drop_response()
-        if self.vtpm.running and len(data) > self.vtpm.buffer_size:
-            log.debug("command of %d bytes exceeds the buffer size %d", len(data), self.vtpm.buffer_size)
-            await self._finish(error_response(TPM_RC.COMMAND_SIZE), self._generation)
-            return len(data)
         done = self._done = trio.Event()
         generation = self._generation
         command = bytes(data)
@@ -231,56 +282,29 @@ class VtpmDevice(CuseDevice):
         """Run one command; shielded because the engine cannot stop half-way and the
         response must be published (a cancelled writer still wrote the command)."""
         with trio.CancelScope(shield=True):
+            response = error_response(TPM_RC.FAILURE)
             try:
                 response = await self.vtpm.execute(command)
             except Exception:
                 log.exception("TPM command failed unexpectedly")
-                response = error_response(TPM_RC.FAILURE)
             finally:
-                self._done = None
+                with self._lock:  # the response first: the data thread reads once _done is None
+                    if generation == self._generation:
+                        self._response = response
+                        self._read_offset = 0
+                    self._done = None
                 done.set()
-            await self._finish(response, generation)
-
-    async def _finish(self, response: bytes, generation: int) -> None:
-        if generation == self._generation:
-            self._response = response
-            self._read_offset = 0
-        await self._wake_pollers()
-
-    # --- read: the response ------------------------------------------------------------------
+            self._poll_waiters.wake()
 
     async def read(self, fh: int, size: int, nonblock: bool) -> bytes:
         self._check(fh)
         await self._wait_booted()
-        mode = self.transfer.mode
-        if mode is TransferMode.GET:
-            return self.transfer.read(size)
-        if mode is TransferMode.SET:
-            self.transfer.reset()
-            raise OSError(errno.EIO, "read during a SET_STATEBLOB transfer")
-        if self._done is not None:
-            if nonblock:
-                raise OSError(errno.EAGAIN, "the TPM command is still executing")
+        while (chunk := self.read_now(fh, size, nonblock)) is None:
             await self._wait_idle()  # cancelled by INTERRUPT -> EINTR
-        start = self._read_offset
-        chunk = self._response[start : start + size]
-        self._read_offset += len(chunk)
-        if self._read_offset >= len(self._response):
-            self._drop_response()
         return chunk
 
-    # --- poll ----------------------------------------------------------------------------------
-
     async def poll(self, fh: int, kh: int, flags: PollFlags, events: int, notify_poll: NotifyPoll) -> int:
-        self._check(fh)
-        revents = 0
-        if self._done is None:
-            revents |= WRITABLE
-            if self.pending or self.transfer.mode is TransferMode.GET:
-                revents |= READABLE
-        if flags & PollFlags.SCHEDULE_NOTIFY and not revents & events:
-            self._poll_waiters.add(kh, notify_poll)
-        return revents
+        return self.poll_now(fh, kh, flags, events, notify_poll)
 
     # --- ioctl: the PTM control operations -------------------------------------------------
 
@@ -310,7 +334,7 @@ class VtpmDevice(CuseDevice):
         if result.terminate:
             self._terminate()
         elif self._poll_waiters and self.transfer.mode is TransferMode.GET:
-            await self._wake_pollers()  # a GET_STATEBLOB tail is now readable
+            self._poll_waiters.wake()  # a GET_STATEBLOB tail is now readable
         return 0, reply
 
     def _terminate(self) -> None:

@@ -137,18 +137,16 @@ def _response_code(response: bytes) -> int:
     return TPM_RC.FAILURE if rc is None else rc
 
 
-#: Codes from the store that mean "the key is wrong / missing": reported as is.
-_KEY_RESULTS = frozenset(
+#: Codes from the store that mean "this state cannot be used": a damaged file or the
+#: wrong / a missing key.  INIT answers TPM_RC_FAILURE for all of them, as swtpm does
+#: for a TPM 2 (libtpms refuses the state; swtpm's own test of a wrong state key expects
+#: 0x101); the log line names the file and the reason, so the operator still learns
+#: which input is wrong.
+_UNUSABLE_STATE_RESULTS = frozenset(
     {
         PtmResult.TPM_DECRYPT_ERROR,
         PtmResult.TPM_KEYNOTFOUND,
         PtmResult.TPM_BAD_KEY_PROPERTY,
-    }
-)
-#: Codes from the store that mean "the file is damaged": INIT reports TPM_RC_FAILURE,
-#: as libtpms does for a state it cannot use.
-_DAMAGE_RESULTS = frozenset(
-    {
         PtmResult.TPM_BAD_PARAMETER,
         PtmResult.TPM_BAD_VERSION,
         PtmResult.TPM_BAD_DATASIZE,
@@ -291,16 +289,21 @@ class Vtpm:
             try:
                 permanent = self.store.load(StateKind.PERMANENT)
                 volatile = self.store.load(StateKind.VOLATILE) if permanent else None
+                if permanent is None and self.store.exists(StateKind.VOLATILE):
+                    # Its permanent state was lost: manufacturing a new TPM would silently
+                    # replace the one the volatile state belongs to.
+                    raise StateError(
+                        PtmResult.TPM_RC_FAILURE,
+                        f"{self.store.path_for(StateKind.VOLATILE)} exists but "
+                        f"{self.store.path_for(StateKind.PERMANENT)} is missing; refusing to manufacture a new TPM",
+                    )
             except StorageLockError:
                 raise
             except StateError as exc:
                 raise self._init_error(exc) from exc
-        from .tpm.state import StateBlobError
-
-        try:
-            engine = load_engine().from_blobs(permanent, volatile, **self.engine_options)
-        except StateBlobError as exc:
-            raise StateError(PtmResult.TPM_RC_FAILURE, f"state in {directory} is not usable: {exc}") from exc
+        engine_class = load_engine()  # imports the engine and its state module
+        perm, vol = self._decode_state(StateKind.PERMANENT, permanent), self._decode_state(StateKind.VOLATILE, volatile)
+        engine = engine_class(perm, vol, **self.engine_options)
         engine.max_command_size = engine.max_response_size = self.buffer_size
         with self._store_mutex:
             # A fresh TPM was manufactured: its seeds must reach the disk now.
@@ -315,6 +318,18 @@ class Vtpm:
             "fresh" if permanent is None else "resumed" if volatile else "permanent state",
         )
 
+    def _decode_state(self, kind: StateKind, blob: bytes | None) -> Any:
+        """The engine's state object of ``kind`` (None for no blob); a damaged one is
+        TPM_RC_FAILURE naming the file, as libtpms refuses a state it cannot use."""
+        from .tpm.state import BlobKind, StateBlobError, deserialise
+
+        if not blob:
+            return None
+        try:
+            return deserialise(BlobKind(int(kind)), blob)
+        except StateBlobError as exc:
+            raise StateError(PtmResult.TPM_RC_FAILURE, f"{self.store.path_for(kind)} is not usable: {exc}") from exc
+
     def _ensure_directory(self) -> None:
         """Create the state directory (one level, like swtpm's mkdir) if it is missing."""
         directory = self.store.directory
@@ -325,9 +340,7 @@ class Vtpm:
 
     @staticmethod
     def _init_error(exc: StateError) -> StateError:
-        if exc.result_code in _KEY_RESULTS:
-            return exc
-        if exc.result_code in _DAMAGE_RESULTS:
+        if exc.result_code in _UNUSABLE_STATE_RESULTS:
             return StateError(PtmResult.TPM_RC_FAILURE, exc.message)
         return exc
 
@@ -368,16 +381,28 @@ class Vtpm:
         changed is written to the store before the response is returned.
         """
         command = bytes(command)
+        answer = self.execute_inline(command)
+        if answer is not None:
+            return answer
+        code = command_code(command)
+        assert code is not None
+        return await self.run_on_worker(lambda: self._execute_blocking(command, code))
+
+    def execute_inline(self, command: bytes) -> bytes | None:
+        """:meth:`execute` right here, if that does not wait: the answers without the
+        engine, or a short command while no job runs or waits (:meth:`_runs_inline`,
+        :meth:`Worker.try_run_inline`); else None and nothing happened. Callable from
+        the event loop and from the CUSE data thread (it only takes the turn if free)."""
+        command = bytes(command)
         answer = self._answer_without_engine(command)
         if answer is not None:
             return answer
         code = command_code(command)
         assert code is not None
-        if self._runs_inline(code):
-            done = self._worker.try_run_inline(lambda: self._execute_blocking(command, code))
-            if done is not None:
-                return done.unwrap()
-        return await self.run_on_worker(lambda: self._execute_blocking(command, code))
+        if not self._runs_inline(code):
+            return None
+        done = self._worker.try_run_inline(lambda: self._execute_blocking(command, code))
+        return None if done is None else done.unwrap()
 
     def execute_here(self, command: bytes) -> bytes:
         """:meth:`execute` for a thread that may block (the socket data thread): the
@@ -386,9 +411,7 @@ class Vtpm:
         answer = self._answer_without_engine(command)
         if answer is not None:
             return answer
-        code = command_code(command)
-        assert code is not None
-        return self._worker.run_here(lambda: self._execute_blocking(command, code))
+        return self._worker.run_here(self._execute_blocking, command, command_code(command))
 
     def _answer_without_engine(self, command: bytes) -> bytes | None:
         """The answers that need no engine: stopped TPM, less than a header, vendor SET_LOCALITY."""
@@ -400,14 +423,6 @@ class Vtpm:
         if code == TPM2_CC_SET_LOCALITY:
             return self._vendor_set_locality(command)
         return None
-
-    def runs_inline_now(self, command: bytes) -> bool:
-        """Whether :meth:`execute` of ``command`` would finish without waiting for the
-        worker: answered without the engine, or short and nothing running or queued."""
-        code = command_code(command)
-        if self.engine is None or code is None or code == TPM2_CC_SET_LOCALITY:
-            return True  # answered by _answer_without_engine
-        return self._runs_inline(code) and self._worker.idle
 
     def _runs_inline(self, code: int) -> bool:
         """Whether the command is known to be short, so the event loop may run it itself.
@@ -437,15 +452,18 @@ class Vtpm:
         engine = self.engine
         if engine is None:  # stopped while this command was queued
             return fatal_error_response()
-        try:
-            with self._store_mutex:
-                self._ensure_locked()
-        except StateError as exc:
-            log.error("TPM command 0x%x refused: %s", code, exc)
-            return fatal_error_response()
+        store = self.store
+        if store.locking_enabled and not store.locked:  # re-checked under the mutex
+            try:
+                with self._store_mutex:
+                    self._ensure_locked()
+            except StateError as exc:
+                log.error("TPM command 0x%x refused: %s", code, exc)
+                return fatal_error_response()
         self.last_command = code
         # Clear before cancel() can see the command as running, so no cancel is lost.
         engine.cancel_requested.clear()
+        clock_before = engine.clock()
         self._busy = True
         try:
             response = engine.execute(command, self.locality, fresh_cancel=False)
@@ -455,11 +473,32 @@ class Vtpm:
             with self._store_mutex:
                 self._persist_locked(engine)
         except StateError as exc:
-            # The TPM's NV write failed: the command must not appear to have succeeded.
             log.error("persisting permanent state after command 0x%x failed: %s", code, exc)
-            engine.mark_permanent_dirty()
-            return error_response(TPM_RC.FAILURE)
+            return self._nv_unavailable(engine, clock_before)
         return response
+
+    def _nv_unavailable(self, engine: Engine, clock_before: int) -> bytes:
+        """The answer when the NV write a command needs failed (disk full, read-only
+        directory): TPM_RC_NV_UNAVAILABLE, Part 1's "NV is not accessible, retry" --
+        not NV_RATE (that is the TPM's own wear limiter), not FAILURE (the TPM is fine).
+
+        The command's NV change is undone in RAM too (the state on disk is the last
+        good one, and a later write must not store a change the caller was told
+        failed).  If even the last good state cannot be read back, it stays marked
+        dirty so that the next command writes it once space is back.
+        """
+        from .tpm.state import BlobKind, StateBlobError, deserialise
+
+        try:
+            with self._store_mutex:
+                stored = self.store.load(StateKind.PERMANENT)
+            if stored is None:
+                raise StateError(PtmResult.TPM_FAIL, f"no permanent state in {self.store.directory}")
+            engine.restore_permanent(deserialise(BlobKind.PERMANENT, stored), clock_before)
+        except (StateError, StateBlobError) as exc:
+            log.error("cannot put back the last stored permanent state: %s", exc)
+            engine.mark_permanent_dirty()
+        return error_response(TPM_RC.NV_UNAVAILABLE)
 
     def cancel(self) -> bool:
         """PTM_CANCEL_TPM_CMD: ask the running command to stop (TPM_RC_CANCELED).

@@ -17,7 +17,7 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
-from .info import Mode
+from .modes import Mode
 
 __all__ = ["OPTIONS", "ORDER", "add_mode_arguments", "swtpm_option_names"]
 
@@ -85,7 +85,7 @@ OPTIONS: dict[str, Option] = {
             ("--server",),
             "data channel server",
             "[type=tcp][,port=<port>[,bindaddr=<addr>[,ifname=<if>]]][,fd=<fd>][,disconnect]"
-            "|type=unixio,path=<path>[,fd=<fd>][,mode=0...][,uid=<uid>][,gid=<gid>]",
+            "|type=unixio,path=<path>[,fd=<fd>][,mode=0...][,uid=<uid>][,gid=<gid>]; both: [,idle-timeout=<s>]",
         ),
         Option(("--vtpm-proxy",), "create a Linux vTPM proxy device (/dev/tpmN) and serve its commands"),
         Option(

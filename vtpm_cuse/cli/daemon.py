@@ -11,6 +11,15 @@ applied by :mod:`.startup`.  Subcommands are registered in :data:`SUBCOMMANDS`.
 Option errors are one line on stderr and exit status 1; nothing (socket,
 state directory, key file) is touched before the whole command line has
 been parsed.
+
+Start-up order, and why: a client (libvirt waits 1 s for the control socket,
+QEMU, a test) may connect as soon as the process exists, and the interpreter
+needs far longer for trio, ``cryptography`` and the engine than for parsing
+and binding.  So this module imports only what parsing and binding need (the
+standard library, :mod:`.options`, :mod:`.arguments`, :mod:`.startup`,
+:mod:`vtpm_cuse.sockets.endpoints`); each mode opens its endpoints first and
+imports what serves them afterwards (in ``run_socket`` / ``run_chardev``); the
+kernel queues connections meanwhile.  ``tests/test_cli_startup_order.py`` holds it to that.
 """
 
 from __future__ import annotations
@@ -22,31 +31,17 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
-
-import trio
+from typing import TYPE_CHECKING, NoReturn
 
 from vtpm_cuse import __version__
-from vtpm_cuse.cancel_fifo import CancelFifo, CancelFifoError, serve_with_cancel_fifo
-from vtpm_cuse.cuse.protocol import CuseProtocolError
-from vtpm_cuse.cuse.session import CUSE_PATH, CuseOptions
-from vtpm_cuse.cuse_service import serve_vtpm_device
 from vtpm_cuse.sockets.endpoints import EndpointError, OpenedEndpoint, open_endpoint
-from vtpm_cuse.sockets.server import SocketServerConfig, serve
-from vtpm_cuse.state import (
-    DirectoryStore,
-    OptionError,
-    StateError,
-    load_key_option,
-    resolve_tpmstate,
-)
+from vtpm_cuse.state.errors import OptionError, StateError
+from vtpm_cuse.state.tpmstate import resolve_tpmstate
 from vtpm_cuse.tpm.constants import DEFAULT_OBJECT_SLOTS, MAX_LOADED_OBJECTS
-from vtpm_cuse.vtpm import Vtpm
 
 from .arguments import add_mode_arguments
-from .chardev import ChardevConfig, serve_chardev
 from .exit_codes import ExitCode
-from .info import Mode
+from .modes import Mode
 from .options import (
     CliOptionError,
     CtrlOption,
@@ -61,6 +56,10 @@ from .process import Daemonizer, configure_logging, notify_systemd
 from .seccomp import SeccompError
 from .startup import CommonSettings, parse_common, print_requested
 from .vtpm_proxy import ProxyControl, VtpmProxyError
+
+if TYPE_CHECKING:
+    from vtpm_cuse.state.crypto import StateKey
+    from vtpm_cuse.vtpm import Vtpm
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
@@ -134,13 +133,35 @@ def _parse_socket_settings(args: argparse.Namespace) -> SocketSettings:
     return SocketSettings(server=server, ctrl=ctrl, terminate=args.terminate or args.fd is not None)
 
 
-def _build_vtpm(args: argparse.Namespace, common: CommonSettings) -> Vtpm:
-    """The TPM from ``--tpmstate``/``TPM_PATH``, ``--key``, ``--migration-key``, ``--flags``,
-    ``--migration`` (reads key files; touches nothing else)."""
+@dataclass(frozen=True)
+class StateKeys:
+    """``--key`` / ``--migration-key`` read from their files before the sockets are bound:
+    a missing or malformed key file is reported like a bad option value (the one case in
+    which ``cryptography`` is imported before listening)."""
+
+    file_key: StateKey | None
+    migration_key: StateKey | None
+
+    @classmethod
+    def load(cls, args: argparse.Namespace) -> StateKeys:
+        if args.key is None and args.migration_key is None:
+            return cls(None, None)  # no key: cryptography stays unimported until the TPM starts
+        from vtpm_cuse.state.keyoption import load_key_option
+
+        return cls(
+            load_key_option(args.key, "--key") if args.key is not None else None,
+            load_key_option(args.migration_key, "--migration-key") if args.migration_key is not None else None,
+        )
+
+
+def _build_vtpm(args: argparse.Namespace, common: CommonSettings, keys: StateKeys) -> Vtpm:
+    """The TPM from ``--tpmstate``/``TPM_PATH``, the keys, ``--flags``, ``--migration``
+    and ``--pcap`` (imports the serving side: call it once the endpoints are open)."""
+    from vtpm_cuse.state.store import DirectoryStore
+    from vtpm_cuse.vtpm import Vtpm
+
     tpmstate = resolve_tpmstate(args.tpmstate)
-    file_key = load_key_option(args.key, "--key") if args.key is not None else None
-    migration_key = load_key_option(args.migration_key, "--migration-key") if args.migration_key is not None else None
-    store = DirectoryStore.from_option(tpmstate, file_key=file_key, migration_key=migration_key)
+    store = DirectoryStore.from_option(tpmstate, file_key=keys.file_key, migration_key=keys.migration_key)
     vtpm = Vtpm(
         store,
         flags=common.flags,
@@ -193,6 +214,19 @@ def _open(option: ServerOption | CtrlOption | None, what: str) -> OpenedEndpoint
     return opened
 
 
+def _idle_timeout_setting(server: ServerOption | None) -> dict[str, float]:
+    """``--server ...,idle-timeout=S`` for SocketServerConfig; nothing keeps its default."""
+    if server is None or server.idle_timeout is None:
+        return {}
+    return {"idle_timeout": server.idle_timeout}
+
+
+def _close_all(*opened: OpenedEndpoint | None) -> None:
+    for endpoint in opened:
+        if endpoint is not None:
+            endpoint.close()
+
+
 def run_socket(args: argparse.Namespace) -> int:
     if args.version:
         print_version()
@@ -205,18 +239,28 @@ def run_socket(args: argparse.Namespace) -> int:
     resolve_tpmstate(args.tpmstate)  # a missing state directory is reported before logging starts
     configure_logging(common.log)
     common.enter_chroot()
-    vtpm = _build_vtpm(args, common)
+    keys = StateKeys.load(args)  # after the chroot: key paths are inside the new root, as before
     data = _open(settings.server, "--server")
     try:
         ctrl = _open(settings.ctrl, "--ctrl")
     except BaseException:
-        if data is not None:
-            data.close()
+        _close_all(data)
+        raise
+    # Listening: clients queue in the kernel while the serving side is imported.
+    try:
+        import trio
+
+        from vtpm_cuse.sockets.server import SocketServerConfig, serve
+
+        vtpm = _build_vtpm(args, common, keys)
+    except BaseException:
+        _close_all(data, ctrl)
         raise
     config = SocketServerConfig(
         data=data,
         ctrl=ctrl,
         disconnect=bool(settings.server and settings.server.disconnect),
+        **_idle_timeout_setting(settings.server),
         terminate_on_data_loss=settings.terminate,
         terminate_on_ctrl_loss=bool(settings.ctrl and settings.ctrl.terminate),
     )
@@ -266,6 +310,15 @@ def _add_cuse_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cuse(args: argparse.Namespace) -> int:
+    # The node appears only once the CUSE session (trio) answers the kernel's CUSE_INIT,
+    # so this mode has nothing to open before the serving side is imported.
+    import trio
+
+    from vtpm_cuse.cancel_fifo import CancelFifo, CancelFifoError, serve_with_cancel_fifo
+    from vtpm_cuse.cuse.protocol import CuseProtocolError
+    from vtpm_cuse.cuse.session import CUSE_PATH, CuseOptions
+    from vtpm_cuse.cuse_service import serve_vtpm_device
+
     if args.version:
         print(f"TPM emulator CUSE interface ({PROGRAM}) version {__version__}")
         return ExitCode.OK
@@ -287,7 +340,7 @@ def run_cuse(args: argparse.Namespace) -> int:
         raise UsageError(f"{PROGRAM} cuse: {CUSE_PATH} does not exist: this kernel has no CUSE (modprobe cuse)")
     configure_logging(common.log)
     common.enter_chroot()
-    vtpm = _build_vtpm(args, common)
+    vtpm = _build_vtpm(args, common, StateKeys.load(args))
     cancel_fifo = CancelFifo(args.cancel_fifo) if args.cancel_fifo else None
     if cancel_fifo is not None:
         try:
@@ -387,8 +440,19 @@ def run_chardev(args: argparse.Namespace) -> int:
     source_ready = _open_chardev(source, args)  # errors reach the terminal, before logging starts
     configure_logging(common.log)
     common.enter_chroot()
-    vtpm = _build_vtpm(args, common)
+    keys = StateKeys.load(args)
     ctrl = _open(ctrl_option, "--ctrl")
+    try:
+        import trio
+
+        from vtpm_cuse.sockets.server import SocketServerConfig
+
+        from .chardev import ChardevConfig, serve_chardev
+
+        vtpm = _build_vtpm(args, common, keys)
+    except BaseException:
+        _close_all(ctrl)
+        raise
     config = ChardevConfig(
         source_ready,
         SocketServerConfig(data=None, ctrl=ctrl, terminate_on_ctrl_loss=bool(ctrl_option and ctrl_option.terminate)),

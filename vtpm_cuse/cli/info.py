@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from enum import Enum
 
 from vtpm_cuse import __version__
 from vtpm_cuse.state import StateKind
 
 from . import seccomp
+from .modes import Mode  # defined apart, so that arguments.py imports no more than it needs
 from .options import CliOptionError, ProfileOption
 
 __all__ = ["Mode", "features", "capabilities_json", "states_json", "info_json", "profile_names", "check_profile"]
@@ -27,14 +27,6 @@ SWTPM_TYPE = "swtpm"
 
 AVAILABLE_PROFILES = 0x40
 """The SwtpmInfo bit of the built-in profile list (also ``--print-profiles``)."""
-
-
-class Mode(Enum):
-    """The daemon's interfaces, named as swtpm's."""
-
-    SOCKET = "socket"
-    CHARDEV = "chardev"
-    CUSE = "cuse"
 
 
 _COMMON_FEATURES = (

@@ -109,6 +109,9 @@ class ServerOption:
     """Close the connection after each response (``disconnect``, implied by ``-p``)."""
     owner: SocketOwner | None = None
     """``uid=``/``gid=`` of a ``type=unixio`` socket file."""
+    idle_timeout: float | None = None
+    """``idle-timeout=S`` (ours, not swtpm's): seconds a data or control connection may
+    idle while its table is full and others wait; None keeps the default."""
 
 
 @dataclass(frozen=True)
@@ -263,7 +266,23 @@ def _bind_address(items: Mapping[str, str | None], option: str) -> str:
     return f"{bindaddr}%{ifname}"
 
 
-_SERVER_NAMES = ("type", "port", "bindaddr", "ifname", "path", "mode", "uid", "gid", "fd", "disconnect")
+_SERVER_NAMES = ("type", "port", "bindaddr", "ifname", "path", "mode", "uid", "gid", "fd", "disconnect", "idle-timeout")
+MAX_IDLE_TIMEOUT = 86400.0
+"""A day: anything longer is a typo, not a policy."""
+
+
+def _idle_timeout(items: Mapping[str, str | None], option: str) -> float | None:
+    """``idle-timeout=S``: a positive number of seconds up to :data:`MAX_IDLE_TIMEOUT`."""
+    if "idle-timeout" not in items:
+        return None
+    text = _required(items, "idle-timeout", option)
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise CliOptionError(f"{option}: idle-timeout={text!r} is not a number of seconds") from None
+    if not 0 < seconds <= MAX_IDLE_TIMEOUT:  # also refuses nan
+        raise CliOptionError(f"{option}: idle-timeout={text} is outside (0, {MAX_IDLE_TIMEOUT:.0f}] seconds")
+    return seconds
 
 
 def parse_server_option(value: str, environ: Mapping[str, str] | None = None) -> ServerOption:
@@ -276,19 +295,20 @@ def parse_server_option(value: str, environ: Mapping[str, str] | None = None) ->
     items = _items(value, _SERVER_NAMES, option)
     kind = _type(items, option, "tcp")
     disconnect = _flag(items, "disconnect", option)
+    idle = _idle_timeout(items, option)
     if "fd" in items:
         for name in ("port", "path", "bindaddr", "ifname", "uid", "gid", "mode"):
             if name in items:
                 raise CliOptionError(f"{option}: fd= and {name}= are mutually exclusive")
-        return ServerOption(ListeningFd(_fd(items["fd"], option, "fd")), disconnect)
+        return ServerOption(ListeningFd(_fd(items["fd"], option, "fd")), disconnect, idle_timeout=idle)
     owner = _owner(items, kind, option)
     if kind == "unixio":
         _only_for(items, ("port", "bindaddr", "ifname", "disconnect"), "unixio", option)
         path = _required(items, "path", option)
-        return ServerOption(UnixEndpoint(Path(path), _socket_mode(items, option)), owner=owner)
+        return ServerOption(UnixEndpoint(Path(path), _socket_mode(items, option)), owner=owner, idle_timeout=idle)
     _only_for(items, ("path", "mode"), "tcp", option)
     port = _port(items["port"], option) if "port" in items else _env_port(environ)
-    return ServerOption(TcpEndpoint(port, _bind_address(items, option)), disconnect)
+    return ServerOption(TcpEndpoint(port, _bind_address(items, option)), disconnect, idle_timeout=idle)
 
 
 def parse_port_option(value: str) -> ServerOption:

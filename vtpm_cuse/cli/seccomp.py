@@ -25,7 +25,6 @@ elsewhere a requested filter is an error rather than silently absent.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 import struct
@@ -162,6 +161,8 @@ def install_filter(action: SeccompAction, machine: str | None = None) -> bool:
         return False
     arch = _architecture(machine)
     program = build_filter(action, machine)
+    import ctypes.util  # subprocess and friends: imported when the filter is installed, not at start-up
+
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise SeccompError(f"--seccomp: prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(ctypes.get_errno())}")

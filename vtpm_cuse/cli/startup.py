@@ -15,18 +15,18 @@ does it:
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
-import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import vtpm_cuse
 from vtpm_cuse.flags import LocalityPolicy, StartupMode, VtpmFlags
-from vtpm_cuse.state import DirectoryStore, StateKind, parse_key_option, resolve_tpmstate
+from vtpm_cuse.state.kinds import StateKind
+from vtpm_cuse.state.tpmstate import resolve_tpmstate
 
-from . import info, seccomp
+from . import seccomp
+from .modes import Mode
 from .options import (
     CliOptionError,
     LogOption,
@@ -45,7 +45,6 @@ from .options import (
     parse_profile_option,
     parse_seccomp_option,
 )
-from .pcap import PcapWriter, record_commands
 from .process import PidFile, RunAs
 
 __all__ = ["CommonSettings", "parse_common", "print_requested"]
@@ -53,8 +52,10 @@ __all__ = ["CommonSettings", "parse_common", "print_requested"]
 log = logging.getLogger(__name__)
 
 
-def print_requested(args: argparse.Namespace, mode: info.Mode) -> str | None:
+def print_requested(args: argparse.Namespace, mode: Mode) -> str | None:
     """The document a ``--print-*`` option asks for, or None to go on and serve."""
+    from . import info  # json and the feature tables: only for the documents
+
     if args.print_capabilities:
         return info.capabilities_json(mode)
     if args.print_profiles:
@@ -62,6 +63,8 @@ def print_requested(args: argparse.Namespace, mode: info.Mode) -> str | None:
     if args.print_info is not None:
         return info.info_json(parse_print_info_option(args.print_info))
     if args.print_states:
+        from vtpm_cuse.state.store import DirectoryStore
+
         store = DirectoryStore.from_option(resolve_tpmstate(args.tpmstate))
         return info.states_json((kind, store.stored_size(kind)) for kind in StateKind)
     return None
@@ -87,6 +90,8 @@ class CommonSettings:
         """``--pcap``: open the capture (errors reported now, before start-up) and record ``vtpm``."""
         if self.pcap is None:
             return
+        from .pcap import PcapWriter, record_commands
+
         try:
             writer = PcapWriter.open(self.pcap)
         except OSError as exc:
@@ -123,6 +128,9 @@ class CommonSettings:
 
 def _import_everything() -> None:
     """Load every module of the package (and the encodings logging may need) before a chroot."""
+    import importlib
+    import pkgutil
+
     for module in pkgutil.walk_packages(vtpm_cuse.__path__, prefix="vtpm_cuse."):
         if not module.name.endswith(("__main__", ".entry")):
             importlib.import_module(module.name)
@@ -134,7 +142,7 @@ def _default_seccomp() -> SeccompOption:
     return SeccompOption(SeccompAction.KILL if seccomp.supported() else SeccompAction.NONE)
 
 
-def parse_common(args: argparse.Namespace, mode: info.Mode, *, vtpm_proxy: bool = False) -> CommonSettings:
+def parse_common(args: argparse.Namespace, mode: Mode, *, vtpm_proxy: bool = False) -> CommonSettings:
     """Every shared option of ``args`` as values; raises CliOptionError naming a bad one.
 
     ``vtpm_proxy``: swtpm's defaults for ``--vtpm-proxy`` (startup-clear unless
@@ -142,6 +150,8 @@ def parse_common(args: argparse.Namespace, mode: info.Mode, *, vtpm_proxy: bool 
     """
     for name in ("key", "migration_key"):  # read later; a bad value is reported now
         if getattr(args, name) is not None:
+            from vtpm_cuse.state.keyoption import parse_key_option  # cryptography: only with a key
+
             parse_key_option(getattr(args, name), "--" + name.replace("_", "-"))
     flags = parse_flags_option(args.flags) if args.flags is not None else VtpmFlags()
     locality = parse_locality_option(args.locality) if args.locality is not None else LocalityPolicy()
@@ -151,6 +161,8 @@ def parse_common(args: argparse.Namespace, mode: info.Mode, *, vtpm_proxy: bool 
         locality = LocalityPolicy(locality.reject_locality_4, allow_set_locality=True)
     profile = None
     if args.profile is not None:
+        from . import info
+
         profile = info.check_profile(parse_profile_option(args.profile), info.profile_names())
     try:
         runas = RunAs.lookup(args.runas) if args.runas is not None else None

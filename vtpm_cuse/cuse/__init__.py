@@ -1,4 +1,5 @@
-"""Our own implementation of the CUSE (character device in userspace) protocol on trio.
+"""Our own implementation of the CUSE (character device in userspace) protocol: one
+data thread serves what needs no waiting, trio the rest (see :mod:`.session`).
 
 pyfuse3 and the other Python FUSE bindings have no CUSE API, so the package speaks the
 kernel protocol on /dev/cuse itself: :mod:`.protocol` (wire format), :mod:`.session`

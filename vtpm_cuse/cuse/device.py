@@ -6,12 +6,18 @@ the session turns that into the errno the caller of read()/write()/ioctl() sees.
 Any other exception is a device bug: the session logs it and answers EIO, and keeps
 serving.
 
-Every method is async and runs in its own task, so a method may block (a read
-waiting for data) while other requests, ioctls in particular, are being served --
-unless the device says beforehand that the call returns at once
-(:attr:`CuseDevice.INSTANT_CALLS`, :meth:`CuseDevice.read_returns_at_once`,
-:meth:`CuseDevice.write_returns_at_once`): then the session runs it in the task
-that reads the channel, which saves a task switch per request. A
+Two ways in. The session's data thread, which reads the channel, first offers a
+request to the device's synchronous ``*_now`` method (:meth:`CuseDevice.open_now`,
+``read_now``, ``write_now``, ``poll_now``, ``release_now``): a device that can
+finish the call without waiting does it there and then, which saves every hand-off
+of a round trip; one that cannot returns None *without having changed anything*,
+and the request goes to trio. The data thread offers a request only while no
+earlier request is being served on trio, so ``*_now`` never runs concurrently with
+a device's async methods -- only with the device's own background trio tasks, whose
+state changes it must guard with a ``threading.Lock``.
+
+The async methods run on trio, one task per request, so a method may block (a read
+waiting for data) while other requests, ioctls in particular, are being served. A
 blocked call is cancelled (trio cancellation) when the kernel interrupts it because
 the caller got a signal; the caller then sees EINTR. Devices must therefore be safe
 against concurrent calls, and should leave their state consistent when cancelled.
@@ -21,34 +27,42 @@ from __future__ import annotations
 
 import abc
 import errno
-from collections.abc import Awaitable, Callable
-
-import trio
+import threading
+from collections.abc import Callable
 
 from .protocol import IoctlFlags, PollFlags
 
-NotifyPoll = Callable[[int], Awaitable[None]]
-"""``await notify_poll(kh)``: tell the kernel the file with kernel handle ``kh`` may
-have become ready, so a poll()/select() sleeping on it polls again."""
+NotifyPoll = Callable[[int], None]
+"""``notify_poll(kh)``: tell the kernel the file with kernel handle ``kh`` may have
+become ready, so a poll()/select() sleeping on it polls again. Synchronous and
+callable from any thread: /dev/cuse takes a notification inside write()."""
 
 
 class CuseDevice(abc.ABC):
     """What a CUSE session serves. ``fh`` is the value :meth:`open` returned; the
     kernel hands it back with every request on that open file."""
 
-    INSTANT_CALLS: frozenset[str] = frozenset()
-    """Names of the methods (``open``, ``release``, ``poll``, ``flush``, ``fsync``) that
-    never wait for anything on this device; the session runs them without a task."""
+    # --- the data thread's synchronous fast path (see the module docstring) ------------
 
-    def read_returns_at_once(self, fh: int, nonblock: bool) -> bool:
-        """Whether :meth:`read` would return (or fail) now without waiting. A promise:
-        while it runs, the session reads no further requests. Default: no."""
+    def open_now(self, flags: int) -> int | None:
+        """:meth:`open` without waiting, or None to have it served on trio. Default: None."""
+        return None
+
+    def release_now(self, fh: int, flags: int) -> bool:
+        """:meth:`release` without waiting; False to have it served on trio. Default: False."""
         return False
 
-    def write_returns_at_once(self, fh: int, data: bytes, nonblock: bool) -> bool:
-        """Whether :meth:`write` of ``data`` would return (or fail) now, without
-        waiting for anything but brief work. A promise, as for reads. Default: no."""
-        return False
+    def poll_now(self, fh: int, kh: int, flags: PollFlags, events: int, notify_poll: NotifyPoll) -> int | None:
+        """:meth:`poll` without waiting, or None to have it served on trio. Default: None."""
+        return None
+
+    def read_now(self, fh: int, size: int, nonblock: bool) -> bytes | None:
+        """:meth:`read` if it needs no waiting (data ready, EOF, or EAGAIN), else None. Default: None."""
+        return None
+
+    def write_now(self, fh: int, data: bytes, nonblock: bool) -> int | None:
+        """:meth:`write` if it needs nothing but brief work, else None. Default: None."""
+        return None
 
     @abc.abstractmethod
     async def open(self, flags: int) -> int:
@@ -80,7 +94,7 @@ class CuseDevice(abc.ABC):
     async def poll(self, fh: int, kh: int, flags: PollFlags, events: int, notify_poll: NotifyPoll) -> int:
         """Return the ready poll events (select.POLLIN, POLLOUT, ...). If ``flags``
         has SCHEDULE_NOTIFY and the device is not ready for ``events``, remember
-        ``kh`` and ``await notify_poll(kh)`` once readiness changes (once is enough:
+        ``kh`` and call ``notify_poll(kh)`` once readiness changes (once is enough:
         the kernel polls again and re-arms). The default, ENOSYS, makes the kernel
         stop asking and report the device as always readable and writable."""
         raise OSError(errno.ENOSYS, "poll is not supported by this device")
@@ -103,26 +117,28 @@ class CuseDevice(abc.ABC):
 
 class PollWaiters:
     """The poll()ers sleeping on a device, remembered by kernel handle until readiness
-    changes. Waking is shielded: the state already changed, and a cancelled
-    notification would leave a poller asleep for good."""
+    changes. Thread-safe: the data thread adds waiters while a trio task may wake them."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._waiters: dict[int, NotifyPoll] = {}
 
     def __bool__(self) -> bool:
         return bool(self._waiters)
 
     def add(self, kh: int, notify_poll: NotifyPoll) -> None:
-        self._waiters[kh] = notify_poll
+        with self._lock:
+            self._waiters[kh] = notify_poll
 
     def clear(self) -> None:
-        self._waiters.clear()
+        with self._lock:
+            self._waiters.clear()
 
-    async def wake(self) -> None:
+    def wake(self) -> None:
         """Notify every waiter once; the kernel polls again and re-arms if still waiting."""
         if not self._waiters:
             return
-        waiters, self._waiters = self._waiters, {}
-        with trio.CancelScope(shield=True):
-            for kh, notify in waiters.items():
-                await notify(kh)
+        with self._lock:
+            waiters, self._waiters = self._waiters, {}
+        for kh, notify in waiters.items():
+            notify(kh)

@@ -45,20 +45,21 @@ DEFAULT_CAPACITY = 1 << 20
 
 
 class EchoDevice(CuseDevice):
-    INSTANT_CALLS = frozenset({"open", "release", "poll"})
-
-    def read_returns_at_once(self, fh: int, nonblock: bool) -> bool:
-        return nonblock or bool(self._fifo) or fh not in self._handles
-
-    def write_returns_at_once(self, fh: int, data: bytes, nonblock: bool) -> bool:
-        return nonblock or len(self._fifo) < self.capacity or fh not in self._handles
+    """The FIFO device. Its ``*_now`` methods serve everything that need not wait, on
+    the session's data thread; only blocking reads of an empty FIFO and blocking
+    writes to a full one wait, on trio. The two never overlap (the session offers a
+    request to ``*_now`` only while none is being served on trio) and the device has
+    no background tasks, so it needs no lock; and since a waiting read or write is a
+    request being served on trio, no trio task waits on ``_changed`` while ``*_now``
+    runs."""
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         if capacity <= 0:
             raise ValueError(f"capacity {capacity} must be positive")
         self.capacity = capacity
         self._fifo = bytearray()
-        self._changed = trio.Event()
+        self._changed: trio.Event | None = None
+        """What blocked readers and writers wait on; made by the first of them."""
         self._handles: set[int] = set()
         self._next_fh = 1
         self._counter = 0
@@ -71,46 +72,80 @@ class EchoDevice(CuseDevice):
         if fh not in self._handles:
             raise OSError(errno.EBADF, f"file handle {fh} is not open")
 
+    def _announce_change(self) -> None:
+        """Wake blocked readers/writers and notify pollers. Costs nothing when nobody
+        waits -- the usual case, and always the case on the data thread."""
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
+        self._poll_waiters.wake()
+
     async def _wait_for_change(self) -> None:
+        if self._changed is None:
+            self._changed = trio.Event()
         await self._changed.wait()
 
-    async def _announce_change(self) -> None:
-        """Wake blocked readers/writers and notify pollers."""
-        self._changed.set()
-        self._changed = trio.Event()
-        await self._poll_waiters.wake()
+    # --- CuseDevice: what never waits ------------------------------------------------------
 
-    # --- CuseDevice ---------------------------------------------------------------------
-
-    async def open(self, flags: int) -> int:
+    def open_now(self, flags: int) -> int:
         fh = self._next_fh
         self._next_fh += 1
         self._handles.add(fh)
         return fh
 
-    async def release(self, fh: int, flags: int) -> None:
+    def release_now(self, fh: int, flags: int) -> bool:
         self._handles.discard(fh)
+        return True
 
-    async def read(self, fh: int, size: int, nonblock: bool) -> bytes:
+    def read_now(self, fh: int, size: int, nonblock: bool) -> bytes | None:
         self._check(fh)
-        while not self._fifo:
+        if not self._fifo:
             if nonblock:
                 raise OSError(errno.EAGAIN, "echo FIFO is empty")
-            await self._wait_for_change()
+            return None
         data = bytes(self._fifo[:size])
         del self._fifo[:size]
-        await self._announce_change()
+        self._announce_change()
+        return data
+
+    def write_now(self, fh: int, data: bytes, nonblock: bool) -> int | None:
+        self._check(fh)
+        if len(self._fifo) >= self.capacity:
+            if nonblock:
+                raise OSError(errno.EAGAIN, f"echo FIFO is full ({self.capacity} bytes)")
+            return None
+        taken = min(len(data), self.capacity - len(self._fifo))
+        self._fifo += data[:taken]
+        self._announce_change()
+        return taken
+
+    def poll_now(self, fh: int, kh: int, flags: PollFlags, events: int, notify_poll: NotifyPoll) -> int:
+        self._check(fh)
+        revents = 0
+        if self._fifo:
+            revents |= select.POLLIN | select.POLLRDNORM
+        if len(self._fifo) < self.capacity:
+            revents |= select.POLLOUT | select.POLLWRNORM
+        if flags & PollFlags.SCHEDULE_NOTIFY:
+            self._poll_waiters.add(kh, notify_poll)
+        return revents
+
+    # --- CuseDevice: the same on trio, where reads and writes may wait ----------------------
+
+    async def open(self, flags: int) -> int:
+        return self.open_now(flags)
+
+    async def release(self, fh: int, flags: int) -> None:
+        self.release_now(fh, flags)
+
+    async def read(self, fh: int, size: int, nonblock: bool) -> bytes:
+        while (data := self.read_now(fh, size, nonblock)) is None:
+            await self._wait_for_change()
         return data
 
     async def write(self, fh: int, data: bytes, nonblock: bool) -> int:
-        self._check(fh)
-        while len(self._fifo) >= self.capacity:
-            if nonblock:
-                raise OSError(errno.EAGAIN, f"echo FIFO is full ({self.capacity} bytes)")
+        while (taken := self.write_now(fh, data, nonblock)) is None:
             await self._wait_for_change()
-        taken = min(len(data), self.capacity - len(self._fifo))
-        self._fifo += data[:taken]
-        await self._announce_change()
         return taken
 
     async def ioctl(
@@ -133,20 +168,12 @@ class EchoDevice(CuseDevice):
         if cmd == ECHO_IOC_CLEAR:
             dropped = len(self._fifo)
             self._fifo.clear()
-            await self._announce_change()
+            self._announce_change()
             return dropped, b""
         raise OSError(errno.ENOTTY, f"echo device has no ioctl {cmd:#010x}")
 
     async def poll(self, fh: int, kh: int, flags: PollFlags, events: int, notify_poll: NotifyPoll) -> int:
-        self._check(fh)
-        revents = 0
-        if self._fifo:
-            revents |= select.POLLIN | select.POLLRDNORM
-        if len(self._fifo) < self.capacity:
-            revents |= select.POLLOUT | select.POLLWRNORM
-        if flags & PollFlags.SCHEDULE_NOTIFY:
-            self._poll_waiters.add(kh, notify_poll)
-        return revents
+        return self.poll_now(fh, kh, flags, events, notify_poll)
 
     async def destroy(self) -> None:
         self.destroyed = True

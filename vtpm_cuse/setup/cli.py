@@ -115,7 +115,7 @@ def _file_key(args: argparse.Namespace):
 
 def _rsa_keysize(args: argparse.Namespace, default: int) -> int:
     text = args.rsa_keysize or str(default)
-    size = 3072 if text == "max" else int(text) if text.isdigit() else 0
+    size = 3072 if text == "max" else int(text) if text.isascii() and text.isdigit() else 0
     if size not in (2048, 3072):
         raise UsageError(f"Unsupported RSA key size {text}.")
     return size

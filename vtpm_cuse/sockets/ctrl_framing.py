@@ -8,9 +8,19 @@ message; missing bytes are waited for, but never for more than
 :data:`BODY_TIMEOUT` without progress, so a client that sends a short body
 gets ``TPM_BAD_PARAMETER`` instead of a hung channel, and never for more than
 :data:`MESSAGE_DEADLINE` in all, so a client trickling a byte now and then
-cannot hold the channel either.  Extra bytes that
-arrived in the same read stay part of the message and make it malformed, as
-in swtpm.
+cannot hold the channel either.
+
+Bytes beyond the body that arrived in the same read stay part of the
+message.  One rule decides what they do (``Part.SOCKET_EXACT`` of the request,
+checked for every command by ``tests/test_sockets_hostile.py`` against swtpm):
+after a fixed-size body (INIT, SET_LOCALITY, RESET_TPMESTABLISHED,
+GET_STATEBLOB, SET_BUFFERSIZE, GET_INFO, LOCK_STORAGE) they are ignored, as
+swtpm does for all of them but INIT (QEMU pads ``loc`` to 4 bytes); a command
+without a body or with a length-prefixed payload (HASH_DATA, SET_STATEBLOB)
+must be exact, else TPM_BAD_PARAMETER, as swtpm does for all of them but
+GET_CAPABILITY (which it answers anyway) and HASH_DATA (where it stops
+answering).  A short body is answered TPM_BAD_PARAMETER once the wait is over;
+swtpm closes the connection instead for most commands.
 """
 
 from __future__ import annotations
@@ -38,10 +48,10 @@ __all__ = [
 ]
 
 BODY_TIMEOUT: Final = 0.5
+"""Seconds without progress after which an incomplete message is answered as malformed."""
 MESSAGE_DEADLINE: Final = 10.0
 """Seconds from a message's first byte by which all of it must have arrived (a
 SET_STATEBLOB of several MB over loopback takes milliseconds)."""
-"""Seconds without progress after which an incomplete message is answered as malformed."""
 FIRST_READ_SIZE: Final = 4 + 4100
 """swtpm's ``struct input``: the command code plus the largest fixed body (ptm_hdata)."""
 MAX_STATE_BLOB: Final = 512 * 1024

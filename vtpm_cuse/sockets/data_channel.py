@@ -33,6 +33,7 @@ A client that goes away mid-command or mid-response only loses its answer.
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import os
 import select
@@ -71,6 +72,10 @@ Applies only then, so QEMU's and tpm2-tss' long-lived connections are never cut 
 TPM that is not overrun."""
 SEND_TIMEOUT = 5.0
 """Seconds a client may take to accept a response before it is disconnected."""
+ACCEPT_BACKOFF = 0.1
+"""Seconds the listener is left alone after accept() failed for lack of resources
+(EMFILE, ENFILE, ENOBUFS, ENOMEM): poll() is level-triggered, retrying at once would spin."""
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 _READABLE = select.POLLIN | select.POLLPRI
 
@@ -84,7 +89,7 @@ class CommandExecutor(Protocol):
     def execute_here(self, command: bytes) -> bytes: ...
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Client:
     """One data connection and the command it is sending."""
 
@@ -130,7 +135,13 @@ class DataChannel:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._stopping = False
+        self._accept_resume = 0.0
+        """time.monotonic() before which the listener is not polled (after a resource error)."""
+        self._accept_failing = False
         self._token: trio.lowlevel.TrioToken | None = None
+        self._partial: set[_Client] = set()
+        """Clients with part of a command received (data thread only): the only ones
+        with a completion deadline, so an idle loop iteration looks at nobody."""
 
     @property
     def in_use(self) -> bool:
@@ -215,12 +226,17 @@ class DataChannel:
         poller.register(self._wake_r, select.POLLIN)
         clients: dict[int, _Client] = {}
         run_queue: collections.deque[_Client] = collections.deque()
+        self._partial.clear()
         listening = False
         if listener is not None:
             listener.setblocking(False)
         try:
             while not self._stopping:
-                want_listen = listener is not None and len(clients) < self._max_clients
+                want_listen = (
+                    listener is not None
+                    and len(clients) < self._max_clients
+                    and time.monotonic() >= self._accept_resume
+                )
                 if want_listen != listening:
                     if want_listen:
                         poller.register(listener, select.POLLIN)
@@ -250,7 +266,9 @@ class DataChannel:
 
     def _poll_timeout(self, clients: dict[int, _Client], full: bool) -> int | None:
         """Milliseconds until the next completion deadline or idle check; None: none pending."""
-        deadlines = [c.started + COMPLETION_TIMEOUT for c in clients.values() if c.received and not c.queued]
+        deadlines = [c.started + COMPLETION_TIMEOUT for c in self._partial]
+        if self._accept_resume > time.monotonic():
+            deadlines.append(self._accept_resume)
         if full:  # someone may be waiting to get in
             deadlines.extend(c.last_active + self._idle_timeout for c in clients.values() if not c.queued)
         if not deadlines:
@@ -269,19 +287,27 @@ class DataChannel:
             self._add(sock, poller, clients)
 
     def _accept(self, listener: socket.socket, poller: select.poll, clients: dict[int, _Client]) -> None:
-        while len(clients) < self._max_clients:
-            try:
-                sock, _ = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # e.g. EMFILE, or the peer reset before accept
+        """One connection per readiness: poll is level-triggered, so the next loop takes
+        the next one, and the usual lone client costs no second, failing accept()."""
+        try:
+            sock, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # e.g. EMFILE, or the peer reset before accept
+            if exc.errno in _RESOURCE_ERRNOS:
+                self._accept_resume = time.monotonic() + ACCEPT_BACKOFF
+                if not self._accept_failing:  # once per burst, not ten lines a second
+                    log.warning("accepting a data connection failed: %s; retrying every %.1f s", exc, ACCEPT_BACKOFF)
+                self._accept_failing = True
+            else:
                 log.warning("accepting a data connection failed: %s", exc)
-                return
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                self._open += 1
-            self._add(sock, poller, clients)
+            return
+        self._accept_failing = False
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            self._open += 1
+        self._add(sock, poller, clients)
 
     def _add(self, sock: socket.socket, poller: select.poll, clients: dict[int, _Client]) -> None:
         sock.setblocking(False)
@@ -306,16 +332,20 @@ class DataChannel:
             self._close(client, poller, clients)
             return
         now = time.monotonic()
-        if not client.received:
+        received = client.received
+        if not received:
             client.started = now
-        client.received += data
+        received += data
         client.last_active = now
-        if len(client.received) >= expected_length(client.received):
+        if len(received) >= expected_length(received):
             self._queue(client, poller, run_queue)
+        else:
+            self._partial.add(client)
 
     def _queue(self, client: _Client, poller: select.poll, run_queue: collections.deque[_Client]) -> None:
         """The command is complete (or its time is up): stop reading, wait for its turn."""
         client.queued = True
+        self._partial.discard(client)
         poller.unregister(client.sock)
         run_queue.append(client)
 
@@ -327,11 +357,8 @@ class DataChannel:
         full_listener: socket.socket | None,
     ) -> None:
         now = time.monotonic()
-        for client in list(clients.values()):
-            if client.queued:
-                continue
-            if client.received and now - client.started >= COMPLETION_TIMEOUT:
-                self._queue(client, poller, run_queue)  # incomplete: the TPM names the size error
+        for client in [c for c in self._partial if now - c.started >= COMPLETION_TIMEOUT]:
+            self._queue(client, poller, run_queue)  # incomplete: the TPM names the size error
         if full_listener is None:
             return
         idle = [c for c in clients.values() if not c.queued and not c.received]
@@ -385,6 +412,7 @@ class DataChannel:
         if registered if registered is not None else not client.queued:
             poller.unregister(fd)
         clients.pop(fd, None)
+        self._partial.discard(client)
         client.sock.close()
         with self._lock:
             self._open -= 1
@@ -400,11 +428,33 @@ def _has_waiting_connection(listener: socket.socket) -> bool:
 
 
 def _send_all(sock: socket.socket, data: bytes, timeout: float) -> bool:
-    """Send ``data`` whole within ``timeout`` seconds; False if the client is gone or too slow."""
-    view = memoryview(data)
+    """Send ``data`` whole within ``timeout`` seconds; False if the client is gone or too slow.
+
+    One send() is the whole job nearly always (a response fits the socket buffer); the
+    deadline and the poll for writability are set up only when it was not."""
+    try:
+        sent = sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError as exc:
+        log.info("data connection lost while answering: %s", exc)
+        return False
+    if sent == len(data):
+        return True
+    return _send_rest(sock, memoryview(data)[sent:], timeout)
+
+
+def _send_rest(sock: socket.socket, view: memoryview, timeout: float) -> bool:
+    """The rest of :func:`_send_all`, waiting for the client to make room."""
     deadline = time.monotonic() + timeout
-    probe: select.poll | None = None
+    probe = select.poll()
+    probe.register(sock, select.POLLOUT)
     while view:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            log.info("data client did not take its response within %.0f s; disconnecting", timeout)
+            return False
+        probe.poll(int(remaining * 1000) + 1)
         try:
             sent = sock.send(view)
         except (BlockingIOError, InterruptedError):
@@ -413,13 +463,4 @@ def _send_all(sock: socket.socket, data: bytes, timeout: float) -> bool:
             log.info("data connection lost while answering: %s", exc)
             return False
         view = view[sent:]
-        if view:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                log.info("data client did not take its response within %.0f s; disconnecting", timeout)
-                return False
-            if probe is None:
-                probe = select.poll()
-                probe.register(sock, select.POLLOUT)
-            probe.poll(int(remaining * 1000) + 1)
     return True

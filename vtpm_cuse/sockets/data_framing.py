@@ -18,9 +18,8 @@ Microsoft simulator's data port) wraps a command in
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 from vtpm_cuse.tpm.wire import HEADER_SIZE
 
@@ -42,7 +41,7 @@ MAX_MESSAGE: Final = TPM_BUFFER_MAX + SEND_HEADER_SIZE
 """swtpm's read buffer: the largest command plus the send-command header."""
 COMPLETION_TIMEOUT: Final = 0.5
 """Seconds to wait for the rest of a command after its first bytes (swtpm's control-channel bound)."""
-_TPM_TAGS: Final = (0x8001, 0x8002, 0x00C1, 0x00C2, 0x00C3)
+_TPM_TAGS: Final = frozenset({0x8001, 0x8002, 0x00C1, 0x00C2, 0x00C3})
 """TPM 2 (NO_SESSIONS, SESSIONS) and TPM 1.2 request tags: such a message is raw."""
 _U32 = struct.Struct(">I")
 
@@ -55,9 +54,9 @@ class MssimCommand(IntEnum):
     """Sent by tpm2-tss' mssim TCTI when it closes; there is nothing to answer."""
 
 
-@dataclass(frozen=True)
-class DataMessage:
-    """One message from a data client."""
+class DataMessage(NamedTuple):
+    """One message from a data client (a NamedTuple: immutable, and built for every
+    command at a third of a frozen dataclass's cost)."""
 
     command: bytes
     """The TPM command bytes (without any send-command header)."""
@@ -70,7 +69,7 @@ class DataMessage:
 
 
 def _is_raw(prefix: bytes) -> bool:
-    return len(prefix) >= 2 and int.from_bytes(prefix[:2], "big") in _TPM_TAGS
+    return len(prefix) >= 2 and (prefix[0] << 8 | prefix[1]) in _TPM_TAGS
 
 
 def expected_length(prefix: bytes) -> int:

@@ -37,7 +37,7 @@ class SocketServerConfig:
     disconnect: bool = False
     """Close data connections after each response."""
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
-    """Seconds a data connection may idle while the client table is full and others wait."""
+    """Seconds a data or control connection may idle while its table is full and others wait."""
     max_clients: int = MAX_CLIENTS
     """Data connections served at once; more wait in the listen queue."""
     terminate_on_data_loss: bool = False
@@ -87,6 +87,7 @@ async def serve(
                     data,
                     request_exit=request_exit,
                     terminate_on_disconnect=config.terminate_on_ctrl_loss,
+                    idle_timeout=config.idle_timeout,
                 )
                 await nursery.start(
                     ctrl.run,

@@ -14,20 +14,31 @@ Modules:
 * :mod:`.store`       -- DirectoryStore, tying it all together
 """
 
-from .crypto import StateKey
-from .errors import (
-    KeyOptionError,
-    OptionError,
-    PtmResult,
-    StateError,
-    StorageLockError,
-    TpmStateOptionError,
-)
-from .keyoption import KeyOption, load_key_option, parse_key_option
-from .kinds import StateKind
-from .lock import StorageLock
-from .store import DirectoryStore, PtmConfigFlag
-from .tpmstate import TpmStateOption, parse_tpmstate_option, resolve_tpmstate
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it.  Loaded when first used (PEP 562), so that
+#: the daemon's option parsing (``.optionstring``, ``.tpmstate``, ``.errors``) does not
+#: import ``cryptography`` through ``.crypto`` before its sockets are listening.
+_DEFINED_IN = {
+    "DirectoryStore": ".store",
+    "KeyOption": ".keyoption",
+    "KeyOptionError": ".errors",
+    "OptionError": ".errors",
+    "PtmConfigFlag": ".store",
+    "PtmResult": ".errors",
+    "StateError": ".errors",
+    "StateKey": ".crypto",
+    "StateKind": ".kinds",
+    "StorageLock": ".lock",
+    "StorageLockError": ".errors",
+    "TpmStateOption": ".tpmstate",
+    "TpmStateOptionError": ".errors",
+    "load_key_option": ".keyoption",
+    "parse_key_option": ".keyoption",
+    "parse_tpmstate_option": ".tpmstate",
+    "resolve_tpmstate": ".tpmstate",
+}
 
 __all__ = [
     "DirectoryStore",
@@ -48,3 +59,13 @@ __all__ = [
     "parse_tpmstate_option",
     "resolve_tpmstate",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _DEFINED_IN:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_DEFINED_IN[name], __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -214,33 +214,34 @@ def build_blob(flags: BlobFlag, tlvs: Iterable[Tlv]) -> bytes:
     return BlobHeader(flags=BlobFlag(flags), totlen=totlen).pack() + body
 
 
-def parse_header(data: bytes) -> BlobHeader:
-    """Validate the header of ``data`` (the complete blob) in swtpm's order."""
+def parse_header(data: bytes, *, where: str = "state blob") -> BlobHeader:
+    """Validate the header of ``data`` (the complete blob) in swtpm's order; the
+    messages start with ``where`` (a file name names the file that is damaged)."""
     if len(data) < HEADER_SIZE:
         raise StateError(
             PtmResult.TPM_BAD_PARAMETER,
-            f"state blob of {len(data)} bytes is shorter than the {HEADER_SIZE}-byte header",
+            f"{where} of {len(data)} bytes is shorter than the {HEADER_SIZE}-byte header",
         )
     version, min_version, hdrsize, flags, totlen = _HEADER.unpack_from(data, 0)
     if totlen != len(data):
         raise StateError(
             PtmResult.TPM_BAD_PARAMETER,
-            f"state blob header says totlen {totlen} but the blob has {len(data)} bytes",
+            f"{where} header says totlen {totlen} but the blob has {len(data)} bytes",
         )
     if min_version > BLOB_VERSION:
         raise StateError(
             PtmResult.TPM_BAD_VERSION,
-            f"state blob needs reader version {min_version}; we support {BLOB_VERSION}",
+            f"{where} needs reader version {min_version}; we support {BLOB_VERSION}",
         )
     if hdrsize != HEADER_SIZE:
         raise StateError(
             PtmResult.TPM_BAD_DATASIZE,
-            f"state blob header size {hdrsize} != {HEADER_SIZE}",
+            f"{where} header size {hdrsize} != {HEADER_SIZE}",
         )
     if version < BLOB_VERSION:
         raise StateError(
             PtmResult.TPM_BAD_VERSION,
-            f"state blob header version {version} (pre-TLV layout) is not supported",
+            f"{where} header version {version} (pre-TLV layout) is not supported",
         )
     return BlobHeader(
         flags=BlobFlag(flags),
@@ -253,6 +254,6 @@ def parse_header(data: bytes) -> BlobHeader:
 
 def parse_blob(data: bytes, *, where: str = "state blob") -> ParsedBlob:
     """Validate header and TLV framing of a complete container."""
-    header = parse_header(data)
+    header = parse_header(data, where=where)
     tlvs = decode_tlvs(bytes(data[header.hdrsize :]), where=where)
     return ParsedBlob(header=header, tlvs=tlvs)

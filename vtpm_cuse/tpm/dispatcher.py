@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import struct
 from typing import TYPE_CHECKING, Any
 
 from . import audit
 from .algorithms import hash_alg
 from .auth import SessionUse
-from .command import AuthRole, Command, CommandTable
-from .constants import TPM_CC, TPM_RH, TPM_RS_PW, TPM_ST, TPMA_SESSION
+from .command import Command, CommandTable
+from .constants import TPM_RH, TPM_RS_PW, TPM_ST, TPMA_SESSION
+from .dispatcher_plan import FAILURE_MODE_COMMANDS, CommandPlan, PlanCache
 from .entities import Entity
 from .errors import TPM_RC, Area, TpmError, rc_name
 from .handle_types import load_session, resolve
@@ -40,18 +42,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+__all__ = ["FAILURE_MODE_COMMANDS", "CommandContext", "Dispatcher", "HandlerBug"]
+
 MAX_SESSIONS = 3
 #: The smallest TPMS_AUTH_COMMAND: handle (4), empty nonce (2), attributes (1), empty hmac (2).
 MIN_AUTH_SIZE = 9
-#: Commands a TPM in failure mode still answers (Part 3, "Failure Mode").
-FAILURE_MODE_COMMANDS = frozenset({TPM_CC.GetTestResult, TPM_CC.GetCapability})
+#: tag, commandSize, commandCode: read in one go when the whole header is there.
+_HEADER = struct.Struct(">HII")
+# Plain ints: an IntFlag operator is a Python-level call on every command.
+_SESSIONS_TAG = int(TPM_ST.SESSIONS)
+_DECRYPT = int(TPMA_SESSION.decrypt)
+_ENCRYPT = int(TPMA_SESSION.encrypt)
+#: One plan per command declaration, shared by every engine of the process.
+_PLANS = PlanCache()
 
 
 class HandlerBug(Exception):
     """A handler broke its declaration's contract (an engine bug, never a client's)."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class CommandContext:
     """Everything a handler may need about the command being executed."""
 
@@ -108,64 +118,74 @@ class Dispatcher:
     def execute(self, request: bytes, locality: int) -> tuple[bytes, Command | None]:
         """Run one command; never raises.  Returns the response and the command (if known)."""
         command: Command | None = None
-        tag = TPM_ST.NO_SESSIONS
         try:
-            r = Reader(bytes(request))
-            tag = TPMI_ST_COMMAND_TAG.unmarshal(r)
-            size = UINT32.unmarshal(r)
-            if size != len(request) or size > self.engine.max_command_size:
-                raise TpmError(TPM_RC.COMMAND_SIZE, f"commandSize {size}, received {len(request)}")
-            code = UINT32.unmarshal(r)
+            tag, code, r = self._header(bytes(request))
             command = self.table.get(code)
             if command is None:
                 raise TpmError(TPM_RC.COMMAND_CODE, f"command 0x{code:x} not implemented")
-            return self._run(command, tag, r, locality), command
+            return self._run(_PLANS.plan(command), tag, r, locality), command
         except TpmError as err:
             if err.rc == TPM_RC.BAD_TAG:
                 # A TPM 1.2 driver must understand the answer to its command (Part 3, 5.2).
                 return error_response(err.rc, TPM_ST.RSP_COMMAND), command
-            log.debug("%s: %s (%s)", command.name if command else "?", rc_name(err.rc), err.detail)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s: %s (%s)", command.name if command else "?", rc_name(err.rc), err.detail)
             return error_response(err.rc), command
         except Exception:  # an engine bug must not take the transport down
             log.exception("internal error executing %s", command.name if command else "command")
             return error_response(TPM_RC.FAILURE), command
 
-    def _run(self, command: Command, tag: int, r: Reader, locality: int) -> bytes:
+    def _header(self, request: bytes) -> tuple[int, int, Reader]:
+        """tag and commandCode, checked in Part 3's order; the Reader is at the handle area."""
+        if len(request) >= HEADER_SIZE:
+            tag, size, code = _HEADER.unpack_from(request)
+            TPMI_ST_COMMAND_TAG.check(tag)
+            self._check_size(size, len(request))
+            return tag, code, Reader(request, HEADER_SIZE)
+        r = Reader(request)  # short: each field read reports what is missing
+        tag = TPMI_ST_COMMAND_TAG.unmarshal(r)
+        self._check_size(UINT32.unmarshal(r), len(request))
+        return tag, UINT32.unmarshal(r), r
+
+    def _check_size(self, size: int, received: int) -> None:
+        if size != received or size > self.engine.max_command_size:
+            raise TpmError(TPM_RC.COMMAND_SIZE, f"commandSize {size}, received {received}")
+
+    def _run(self, plan: CommandPlan, tag: int, r: Reader, locality: int) -> bytes:
         engine = self.engine
-        if engine.failure_mode and command.code not in FAILURE_MODE_COMMANDS:
+        command = plan.command
+        if engine.failure_mode and not plan.runs_in_failure_mode:
             raise TpmError(TPM_RC.FAILURE, "TPM is in failure mode")
-        if engine.volatile.started == (command.code == TPM_CC.Startup):
+        if engine.volatile.started == plan.is_startup:
             raise TpmError(
                 TPM_RC.INITIALIZE, "TPM2_Startup already ran" if engine.volatile.started else "TPM2_Startup has not run"
             )
 
-        handles, entities = self._handles(command, r)
+        handles, entities = self._handles(plan, r)
         ctx = CommandContext(engine, command, locality, tag, handles, entities)
 
-        if tag == TPM_ST.SESSIONS:
+        if tag == _SESSIONS_TAG:
             auth_size = UINT32.unmarshal(r)
             if auth_size < MIN_AUTH_SIZE or auth_size > r.remaining:
                 raise TpmError(TPM_RC.AUTHSIZE, f"authorizationSize {auth_size}")
             auth_end = r.pos + auth_size
             ctx.cp_parameters = r.data[auth_end : r.end]
-            ctx.sessions = self._sessions(ctx, Reader(r.data, r.pos, auth_end))
-            r = Reader(r.data, auth_end, r.end)
+            ctx.sessions = self._sessions(ctx, plan, Reader(r.data, r.pos, auth_end))
+            self._authorize(ctx)
         else:
-            if command.auth_handles:
+            if plan.auth_handle_indexes:
                 raise TpmError(TPM_RC.AUTH_MISSING, f"{command.name} needs authorization")
             ctx.cp_parameters = r.data[r.pos : r.end]
 
-        self._authorize(ctx)
-        params = self._parameters(ctx, command)
-        kwargs = {spec.name: h for spec, h in zip(command.handles, handles, strict=True)}
-        kwargs.update(params)
+        kwargs = dict(zip(plan.handle_names, handles, strict=True))
+        kwargs.update(self._parameters(ctx, plan))
         # Decided before the command runs: a command that changes the audit algorithm is not
         # recorded in the digest of the new one.
         command_audit_alg = audit.command_audit_alg(engine, command.code)
         result = self._call_handler(ctx, kwargs)
         if command.nv:
             engine.mark_permanent_dirty()
-        return self._response(ctx, result, command_audit_alg)
+        return self._response(ctx, plan, result, command_audit_alg)
 
     # --- the handler -------------------------------------------------------------
     @staticmethod
@@ -183,26 +203,32 @@ class Dispatcher:
         return result
 
     # --- handle area -----------------------------------------------------------
-    def _handles(self, command: Command, r: Reader) -> tuple[list[int], list[Entity | None]]:
+    def _handles(self, plan: CommandPlan, r: Reader) -> tuple[list[int], list[Entity | None]]:
+        # Every handle is unmarshalled (its type checked) before any is looked up, as Part 3
+        # orders handle-area validation and libtpms does: a bad second handle type is reported
+        # before a first handle that does not exist.
         handles: list[int] = []
-        entities: list[Entity | None] = []
-        for number, spec in enumerate(command.handles, start=1):
+        for number, (unmarshal, _role) in enumerate(plan.handles, start=1):
             try:
-                handle = spec.type.unmarshal(r)
+                handles.append(unmarshal(r))
+            except TpmError as err:
+                raise err.placed(Area.HANDLE, number) from None
+        entities: list[Entity | None] = []
+        for number, (handle, (_unmarshal, role)) in enumerate(zip(handles, plan.handles, strict=True), start=1):
+            try:
                 entity = resolve(self.engine, handle)
-                entity.role = spec.role
-                entities.append(entity)
             except TpmError as err:
                 if err.rc == TPM_RC.REFERENCE_H0:
                     raise TpmError(TPM_RC.REFERENCE_H0 + number - 1, err.detail) from None
                 raise err.placed(Area.HANDLE, number) from None
-            handles.append(handle)
+            entity.role = role
+            entities.append(entity)
         return handles, entities
 
     # --- authorization area ------------------------------------------------------
-    def _sessions(self, ctx: CommandContext, r: Reader) -> list[SessionUse]:
+    def _sessions(self, ctx: CommandContext, plan: CommandPlan, r: Reader) -> list[SessionUse]:
         uses: list[SessionUse] = []
-        auth_handles = [i for i, spec in enumerate(ctx.command.handles) if spec.role is not AuthRole.NONE]
+        auth_handles = plan.auth_handle_indexes
         while r.remaining:
             index = len(uses) + 1
             if index > MAX_SESSIONS:
@@ -237,18 +263,18 @@ class Dispatcher:
                 raise err.at_session(use.index) from None
 
     # --- parameters --------------------------------------------------------------
-    def _parameters(self, ctx: CommandContext, command: Command) -> dict[str, Any]:
+    def _parameters(self, ctx: CommandContext, plan: CommandPlan) -> dict[str, Any]:
         data = ctx.cp_parameters
         for use in ctx.sessions:
-            if use.attributes & TPMA_SESSION.decrypt:
-                if not command.first_param_encryptable:
+            if use.attributes & _DECRYPT:
+                if not plan.first_param_encryptable:
                     raise TpmError(TPM_RC.ATTRIBUTES, "decrypt session, no encryptable parameter").at_session(use.index)
                 data = use.session.decrypt_parameter(use, ctx, data)
         r = Reader(data)
         values: dict[str, Any] = {}
-        for number, field in enumerate(command.params.fields, start=1):
+        for number, (name, unmarshal) in enumerate(plan.params, start=1):
             try:
-                values[field.name] = field.type.unmarshal(r)
+                values[name] = unmarshal(r)
             except TpmError as err:
                 raise err.placed(Area.PARAMETER, number) from None
         if r.remaining:
@@ -256,36 +282,35 @@ class Dispatcher:
         return values
 
     # --- response ----------------------------------------------------------------
-    def _response(self, ctx: CommandContext, result: Any, command_audit_alg: int | None) -> bytes:
-        command = ctx.command
+    def _response(self, ctx: CommandContext, plan: CommandPlan, result: Any, command_audit_alg: int | None) -> bytes:
         handle_area = bytearray()
-        for spec in command.response_handles:
-            spec.type.marshal(getattr(result, spec.name), handle_area)
-        params = bytearray()
-        for field in command.response.fields:
-            field.type.marshal(getattr(result, field.name), params)
-        params = bytes(params)
+        for name, marshal in plan.response_handles:
+            marshal(getattr(result, name), handle_area)
+        out = bytearray()
+        for name, marshal in plan.response_params:
+            marshal(getattr(result, name), out)
+        params = bytes(out)
         for use in ctx.sessions:
-            if use.attributes & TPMA_SESSION.encrypt:
-                if not command.first_response_encryptable:
+            if use.attributes & _ENCRYPT:
+                if not plan.first_response_encryptable:
                     raise TpmError(TPM_RC.ATTRIBUTES, "encrypt session, no encryptable response").at_session(use.index)
                 params = use.session.encrypt_parameter(use, ctx, params)
         ctx.rp_parameters = params
         audit.record(ctx, command_audit_alg)
-        if ctx.tag == TPM_ST.SESSIONS:
+        if ctx.tag == _SESSIONS_TAG:
             sessions = bytearray()
             for use in ctx.sessions:
                 nonce, attributes, mac = use.session.response(use, ctx, ctx.rp_hash)
                 TPMS_AUTH_RESPONSE.marshal(
                     TPMS_AUTH_RESPONSE(nonce=nonce, sessionAttributes=attributes, hmac=mac), sessions
                 )
-            body = bytes(handle_area) + len(params).to_bytes(4, "big") + params + bytes(sessions)
+            parts = (handle_area, len(params).to_bytes(4, "big"), params, sessions)
         else:
-            body = bytes(handle_area) + params
-        size = HEADER_SIZE + len(body)
+            parts = (handle_area, params)
+        size = HEADER_SIZE + sum(map(len, parts))
         if size > self.engine.max_response_size:
             raise TpmError(TPM_RC.SIZE, f"response of {size} bytes exceeds the buffer")
-        return response_header(ctx.tag, size, TPM_RC.SUCCESS) + body
+        return b"".join((response_header(ctx.tag, size, TPM_RC.SUCCESS), *parts))
 
 
 def _placed(command: Command, err: TpmError) -> TpmError:

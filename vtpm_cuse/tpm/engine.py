@@ -153,6 +153,28 @@ class Engine:
     def mark_permanent_dirty(self) -> None:
         self._permanent_dirty = True
 
+    def restore_permanent(self, permanent: PermanentState, clock: int) -> None:
+        """Put back the permanent state last written, after writing a newer one failed.
+
+        The command that changed it is answered TPM_RC_NV_UNAVAILABLE ("not
+        executed, retry"), so its NV effect must not survive in RAM either: a later
+        successful write would otherwise store a change the caller was told failed.
+        ``clock`` is Clock as it was before that command (undoing a failed ClockSet);
+        it runs on from there.
+
+        Dictionary-attack failures are the exception: they stay counted in RAM (and
+        reach the disk with the next NV write that succeeds), or a full disk would let
+        wrong passwords be tried without ever reaching lockout.  They do not make the
+        state dirty: that would fail every later command while the disk is full.
+        """
+        current = self.permanent
+        permanent.da_failed_tries = max(current.da_failed_tries, permanent.da_failed_tries)
+        permanent.da_lockout_auth_enabled = current.da_lockout_auth_enabled and permanent.da_lockout_auth_enabled
+        self.permanent = permanent
+        self._clock_anchor_mono = self._monotonic_ms()
+        self._clock_anchor_value = max(clock, permanent.clock)
+        self._permanent_dirty = False
+
     def take_permanent_dirty(self) -> bool:
         """Whether permanent state changed since the last call (the caller persists it)."""
         dirty, self._permanent_dirty = self._permanent_dirty, False

@@ -181,7 +181,9 @@ def transient_entity(engine: Engine, handle: int) -> Entity:
         raise TpmError(TPM_RC.REFERENCE_H0, f"object 0x{handle:08x} is not loaded")
     # A sequence object has no public area (nameAlg TPM_ALG_NULL): its Name is the Empty
     # Buffer, which is what the reference TPM puts in cpHash for it.
-    return Entity(handle, b"", seq.auth, da_exempt=True)
+    # Its authValue serves every role but DUP: it has no adminWithPolicy to ask for a policy
+    # (the reference TPM and libtpms treat a sequence's authValue as always available).
+    return Entity(handle, b"", seq.auth, da_exempt=True, admin_with_policy=False)
 
 
 def flush_transient(engine: Engine, handle: int) -> None:

@@ -139,6 +139,7 @@ class Interface(UInt):
     ) -> None:
         super().__init__(name, base.size)
         self.base = base
+        self.signed = isinstance(base, Int)
         self.values = frozenset(int(v) for v in values)
         self.ranges = tuple(ranges)
         self.rc = rc
@@ -158,11 +159,14 @@ class Interface(UInt):
             return True
         return any(lo <= value <= hi for lo, hi in self.ranges)
 
-    def unmarshal(self, r: Reader) -> int:
-        value = self.base.unmarshal(r)
-        if not self.accepts(value):
+    def check(self, value: int) -> int:
+        """``value`` if this type accepts it, else its response code (for a value read elsewhere)."""
+        if value not in self.values and not self.accepts(value):
             raise TpmError(self.rc, f"{self.name} does not accept 0x{value:x}")
         return value
+
+    def unmarshal(self, r: Reader) -> int:
+        return self.check(int.from_bytes(r.take(self.size), "big", signed=self.signed))  # the base's, inlined
 
     def marshal(self, value: int, out: bytearray) -> None:
         self.base.marshal(value, out)
@@ -211,7 +215,7 @@ class Sized(TpmType):
         self.over_rc = over_rc
 
     def unmarshal(self, r: Reader) -> bytes:
-        size = self.size_type.unmarshal(r)
+        size = int.from_bytes(r.take(self.size_type.size), "big")
         if size > self.max_size or size < self.min_size:
             raise TpmError(self.over_rc, f"{self.name} size {size} outside {self.min_size}..{self.max_size}")
         return r.take(size)
@@ -338,11 +342,18 @@ class Struct(TpmType):
         self.cls = dataclasses.make_dataclass(name, [(f.name, Any) for f in self.fields], eq=True)
         self.cls.__tpm_type__ = self
         self._plan: tuple[tuple[str, Any, str | None], ...] = tuple((f.name, f.type, f.selector) for f in self.fields)
+        # Without unions (most structures) a field never needs another's value: the
+        # bound (un)marshallers are called in order and the value built positionally.
+        self._simple = all(f.selector is None for f in self.fields)
+        self._readers = tuple(f.type.unmarshal for f in self.fields)
+        self._writers = tuple((f.name, f.type.marshal) for f in self.fields)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.cls(*args, **kwargs)
 
     def unmarshal(self, r: Reader) -> Any:
+        if self._simple:
+            return self.cls(*[read(r) for read in self._readers])
         values: dict[str, Any] = {}
         for fname, ftype, selector in self._plan:
             if selector is None:
@@ -352,6 +363,10 @@ class Struct(TpmType):
         return self.cls(**values)
 
     def marshal(self, value: Any, out: bytearray) -> None:
+        if self._simple:
+            for fname, write in self._writers:
+                write(getattr(value, fname), out)
+            return
         for fname, ftype, selector in self._plan:
             if selector is None:
                 ftype.marshal(getattr(value, fname), out)

@@ -62,32 +62,41 @@ def _rsa_secret(key: LoadedObject, label: bytes, encrypted: bytes) -> bytes:
 
 
 def _ecc_secret(key: LoadedObject, label: bytes, encrypted: bytes) -> bytes:
+    """Raises the unmarshalling code (TPM_RC_INSUFFICIENT, TPM_RC_SIZE) for a secret that is
+    not a TPMS_ECC_POINT and TPM_RC_ECC_POINT for a point that is not on the key's curve;
+    :func:`decrypt_secret` turns both into TPM_RC_VALUE unless asked for the exact code."""
     r = Reader(encrypted)
-    try:
-        point = TPMS_ECC_POINT.unmarshal(r)
-    except TpmError:
-        raise TpmError(TPM_RC.VALUE, "encrypted secret is not an ECC point") from None
+    point = TPMS_ECC_POINT.unmarshal(r)
     private = ecc_private_key(key)
     size = (private.curve.key_size + 7) // 8
     if r.remaining or len(point.x) > size or len(point.y) > size:
-        raise TpmError(TPM_RC.VALUE, "malformed ephemeral point")
+        raise TpmError(TPM_RC.ECC_POINT, "malformed ephemeral point")
     try:
         peer = ec.EllipticCurvePublicKey.from_encoded_point(
             private.curve, b"\x04" + point.x.rjust(size, b"\0") + point.y.rjust(size, b"\0")
         )
         z = private.exchange(ec.ECDH(), peer)
     except ValueError:
-        raise TpmError(TPM_RC.VALUE, "ephemeral point is not on the key's curve") from None
+        raise TpmError(TPM_RC.ECC_POINT, "ephemeral point is not on the key's curve") from None
     name_alg = key.name_alg
     return kdfe(name_alg, z, label, point.x, key.area.unique.x, 8 * hash_alg(name_alg).digest_size)
 
 
-def decrypt_secret(key: LoadedObject, label: bytes, encrypted: bytes) -> bytes:
-    """The secret ``encrypted`` carries for ``key`` (an RSA or ECC decryption key)."""
+def decrypt_secret(key: LoadedObject, label: bytes, encrypted: bytes, *, exact_ecc_codes: bool = False) -> bytes:
+    """The secret ``encrypted`` carries for ``key`` (an RSA or ECC decryption key).
+
+    ``exact_ecc_codes``: a bad ECC secret is TPM_RC_ECC_POINT / TPM_RC_INSUFFICIENT / TPM_RC_SIZE,
+    as TPM2_ActivateCredential lists them (Part 3, 12.5); elsewhere (TPM2_StartAuthSession's
+    salt) it is TPM_RC_VALUE, as in libtpms."""
     if key.type == TPM_ALG.RSA:
         secret = _rsa_secret(key, label, encrypted)
     elif key.type == TPM_ALG.ECC:
-        secret = _ecc_secret(key, label, encrypted)
+        try:
+            secret = _ecc_secret(key, label, encrypted)
+        except TpmError as err:
+            if exact_ecc_codes:
+                raise
+            raise TpmError(TPM_RC.VALUE, f"not an ECC secret for the key: {err.detail}") from None
     else:
         raise TpmError(TPM_RC.KEY, "not an asymmetric key")
     if len(secret) > hash_alg(key.name_alg).digest_size:

@@ -27,13 +27,26 @@ import types
 import typing
 from typing import Any
 
-from .algorithms import hash_alg
-from .constants import DA_DEFAULT_LOCKOUT_RECOVERY, DA_DEFAULT_MAX_TRIES, DA_DEFAULT_RECOVERY_TIME, TPM_ALG, TPM_CC
+from .algorithms import HASHES, hash_alg
+from .constants import (
+    DA_DEFAULT_LOCKOUT_RECOVERY,
+    DA_DEFAULT_MAX_TRIES,
+    DA_DEFAULT_RECOVERY_TIME,
+    IMPLEMENTATION_PCR,
+    TPM_ALG,
+    TPM_CC,
+)
 from .hierarchy import fill_missing_proofs
 from .nv_index import NvIndex
 from .objects import LoadedObject, ObjectStore
 from .sessions import SessionTable
 from .symmetric import new_mac
+
+#: Field metadata for the state's integers: the TPM type they are reported as (decoding
+#: refuses a value outside it); an integer without it is a UINT64, ``SIGNED`` an INT64.
+UINT16 = {"bits": 16}
+UINT32 = {"bits": 32}
+SIGNED = {"signed": True}
 
 BLOB_MAGIC = b"VTPM"
 BLOB_VERSION = 1
@@ -54,7 +67,7 @@ class SavedState:
     """What TPM2_Shutdown(STATE) preserves for TPM2_Startup(STATE) (Resume)."""
 
     pcrs: dict[int, list[bytes]]
-    pcr_counter: int
+    pcr_counter: int = dataclasses.field(metadata=UINT32)
     clock_safe_time: int
     drtm_pre_startup: bool
     #: The PCR auth groups' authValues (VolatileState.pcr_auth_values), restored by a Resume.
@@ -93,20 +106,20 @@ class PermanentState:
     pending_pcr_allocation: dict[int, list[int]] | None = None
     #: Clock in milliseconds as last persisted.
     clock: int = 0
-    clock_rate_adjust: int = 0
-    reset_count: int = 0
-    restart_count: int = 0
+    clock_rate_adjust: int = dataclasses.field(default=0, metadata=SIGNED)
+    reset_count: int = dataclasses.field(default=0, metadata=UINT32)
+    restart_count: int = dataclasses.field(default=0, metadata=UINT32)
     #: TPM Resets ever: like resetCount, but TPM2_Clear does not set it back, so a saved context
     #: (whose integrity covers it) of a hierarchy Clear leaves alone cannot become valid again.
     #: None only in state written before it existed; loading sets it to resetCount.
-    total_reset_count: int | None = None
+    total_reset_count: int | None = dataclasses.field(default=None, metadata=UINT32)
     #: Shutdown type of the last orderly shutdown, or None when the last power loss was disorderly.
-    orderly_state: int | None = None
+    orderly_state: int | None = dataclasses.field(default=None, metadata=UINT16)
     saved: SavedState | None = None
     # --- command audit (audit.py) ---
     #: The audit list (TPM2_SetCommandCodeAuditStatus is implied) and its hash (NULL: the default).
     audit_commands: list[int] = dataclasses.field(default_factory=list)
-    audit_hash_alg: int = TPM_ALG.NULL
+    audit_hash_alg: int = dataclasses.field(default=TPM_ALG.NULL, metadata=UINT16)
     #: auditCounter: audit sequences started; never reset.
     audit_counter: int = 0
     #: The command audit digest: state-reset data (kept by TPM Restart and Resume); empty when clear.
@@ -121,12 +134,12 @@ class PermanentState:
     persistent: dict[int, LoadedObject] = dataclasses.field(default_factory=dict)
     # --- dictionary-attack protection (dictionary_attack.py, commands/dictionary_attack.py) ---
     #: failedTries: failed authorizations of DA-protected entities not yet forgiven.
-    da_failed_tries: int = 0
-    da_max_tries: int = DA_DEFAULT_MAX_TRIES
+    da_failed_tries: int = dataclasses.field(default=0, metadata=UINT32)
+    da_max_tries: int = dataclasses.field(default=DA_DEFAULT_MAX_TRIES, metadata=UINT32)
     #: Seconds of Time per forgiven failure; 0 turns DA protection off.
-    da_recovery_time: int = DA_DEFAULT_RECOVERY_TIME
+    da_recovery_time: int = dataclasses.field(default=DA_DEFAULT_RECOVERY_TIME, metadata=UINT32)
     #: Seconds lockoutAuth stays unusable after a wrong lockoutAuth; 0: until the next Startup.
-    da_lockout_recovery: int = DA_DEFAULT_LOCKOUT_RECOVERY
+    da_lockout_recovery: int = dataclasses.field(default=DA_DEFAULT_LOCKOUT_RECOVERY, metadata=UINT32)
     da_lockout_auth_enabled: bool = True
     # --- the commit state (asymmetric.py; EC_Ephemeral, ZGen_2Phase in commands/asymmetric.py) ---
     # The reference TPM's STATE_RESET_DATA commitNonce, commitCounter and commitArray: kept across
@@ -137,7 +150,7 @@ class PermanentState:
     #: Commitments made in this TPM Reset cycle; the next one gets this count.
     commit_counter: int = 0
     #: commitArray as a number: bit (count mod 128) SET while that commitment is unused.
-    commit_array: int = 0
+    commit_array: int = dataclasses.field(default=0, metadata={"bits": 128})
     #: total_reset_count when the commit state was made: another value means a TPM Reset since.
     commit_reset_count: int | None = None
     # --- platform controls (pcrs.py, physical_presence.py, commands/pcr.py, commands/platform.py) ---
@@ -146,7 +159,7 @@ class PermanentState:
     #: Commands that need physical presence when authorized by TPM_RH_PLATFORM (PP_Commands).
     pp_commands: list[int] = dataclasses.field(default_factory=lambda: [TPM_CC.PP_Commands])
     #: TPM_PT_ALGORITHM_SET, as TPM2_SetAlgorithmSet last set it.
-    algorithm_set: int = 0
+    algorithm_set: int = dataclasses.field(default=0, metadata=UINT32)
 
 
 #: A sequence keeps its input (to survive a volatile-state snapshot) up to this size;
@@ -212,7 +225,7 @@ class VolatileState:
 
     started: bool = False
     pcrs: dict[int, list[bytes]] = dataclasses.field(default_factory=dict)
-    pcr_counter: int = 0
+    pcr_counter: int = dataclasses.field(default=0, metadata=UINT32)
     #: PCR_Allocate ran since TPM2_Startup: Shutdown(STATE) is refused until the next one.
     pcr_reconfigured: bool = False
     #: ms of Clock at power-on of this TPM Init; TPMS_TIME_INFO.time counts from here.
@@ -272,36 +285,88 @@ def _encode(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def _decode(hint: Any, raw: Any) -> Any:
+def _expect(raw: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    """``raw`` when it is the JSON type ``_encode`` writes for ``what`` (a bool is no int)."""
+    if not isinstance(raw, kind) or (isinstance(raw, bool) and kind is int):
+        raise StateBlobError(f"{what} expected, found {type(raw).__name__} {str(raw)[:40]!r}")
+    return raw
+
+
+def _decode(hint: Any, raw: Any, meta: Any = types.MappingProxyType({}), what: str = "value") -> Any:
+    """The value of type ``hint`` that ``_encode`` wrote as ``raw``; anything else is a
+    StateBlobError (its digest is no secret: a blob may come from anyone allowed to
+    SET_STATEBLOB, so a JSON value of another type is refused, never coerced)."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if raw is None:
-        return None
+        if hint is Any or (origin in (typing.Union, types.UnionType) and type(None) in args):
+            return None
+        raise StateBlobError(f"{what} is null, which only an optional field may be")
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
-        return _decode(inner[0], raw)
+        return _decode(inner[0], raw, meta, what)
     if dataclasses.is_dataclass(hint):
         hints = typing.get_type_hints(hint)
-        if not isinstance(raw, dict):
-            raise StateBlobError(f"{hint.__name__} expected an object")
-        known = {f.name for f in dataclasses.fields(hint)}
-        return hint(**{k: _decode(hints[k], v) for k, v in raw.items() if k in known})
-    if hint is bytes:
-        return bytes.fromhex(raw["$b"])
-    if hint is bytearray:
-        return bytearray.fromhex(raw["$b"])
+        _expect(raw, dict, f"{hint.__name__} object")
+        fields = {f.name: f for f in dataclasses.fields(hint)}
+        return hint(
+            **{
+                k: _decode(hints[k], v, fields[k].metadata, f"{hint.__name__}.{k}")
+                for k, v in raw.items()
+                if k in fields
+            }
+        )
+    if hint is bytes or hint is bytearray:
+        text = _expect(_expect(raw, dict, "bytes")["$b"], str, "hex string")
+        return hint.fromhex(text)
     if origin is dict:
         key_hint, value_hint = args
-        return {_decode(key_hint, k): _decode(value_hint, v) for k, v in raw["$d"]}
+        pairs = _expect(_expect(raw, dict, "mapping")["$d"], list, "mapping entries")
+        return {_decode(key_hint, k): _decode(value_hint, v) for k, v in (_expect(p, list, "pair") for p in pairs)}
     if origin is list:
-        return [_decode(args[0], v) for v in raw]
+        return [_decode(args[0], v) for v in _expect(raw, list, "list")]
     if origin is tuple:
-        return tuple(_decode(a, v) for a, v in zip(args, raw, strict=True))
+        return tuple(_decode(a, v) for a, v in zip(args, _expect(raw, list, "tuple"), strict=True))
     if hint is bool:
-        return bool(raw)
+        return _expect(raw, bool, "bool")
     if hint is int:
-        return int(raw)
+        value = _expect(raw, int, "int")
+        bits = meta.get("bits", 64)
+        low, high = (-(1 << (bits - 1)), 1 << (bits - 1)) if meta.get("signed") else (0, 1 << bits)
+        if not low <= value < high:
+            raise StateBlobError(f"{what} = {value} is out of range for its {bits}-bit type")
+        return value
     return raw
+
+
+def _check_banks(banks: dict[int, list[bytes]], where: str) -> None:
+    """Every bank holds IMPLEMENTATION_PCR values of its hash's size (empty: not allocated)."""
+    for alg, bank in banks.items():
+        if alg not in HASHES:
+            raise StateBlobError(f"{where}: PCR bank of unknown hash 0x{alg:x}")
+        size = HASHES[alg].digest_size
+        if len(bank) != IMPLEMENTATION_PCR or any(value and len(value) != size for value in bank):
+            raise StateBlobError(f"{where}: PCR bank 0x{alg:x} is not {IMPLEMENTATION_PCR} values of {size} bytes")
+
+
+def _check_allocation(allocation: dict[int, list[int]] | None, where: str) -> None:
+    """An allocation names implemented hashes and PCR numbers only."""
+    for alg, pcrs in (allocation or {}).items():
+        if alg not in HASHES:
+            raise StateBlobError(f"{where}: PCR bank of unknown hash 0x{alg:x}")
+        if any(not 0 <= pcr < IMPLEMENTATION_PCR for pcr in pcrs):
+            raise StateBlobError(f"{where}: bank 0x{alg:x} allocates PCRs outside 0..{IMPLEMENTATION_PCR - 1}")
+
+
+def _check(state: Any) -> None:
+    """The invariants the engine relies on that the types alone do not give."""
+    if isinstance(state, VolatileState):
+        _check_banks(state.pcrs, "volatile state")
+        return
+    _check_allocation(state.pcr_allocation, "PCR allocation")
+    _check_allocation(state.pending_pcr_allocation, "pending PCR allocation")
+    if state.saved is not None:
+        _check_banks(state.saved.pcrs, "saved state")
 
 
 def serialise(kind: BlobKind, state: Any) -> bytes:
@@ -325,7 +390,8 @@ def deserialise(kind: BlobKind, blob: bytes) -> Any:
     cls = PermanentState if kind == BlobKind.PERMANENT else VolatileState
     try:
         state = _decode(cls, json.loads(payload))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        _check(state)
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise StateBlobError(f"state blob contents are malformed: {exc}") from exc
     if kind == BlobKind.PERMANENT:
         fill_missing_proofs(state)

@@ -8,6 +8,7 @@ build themselves (the auto Startup/Shutdown) with ``tag || size || code``.
 
 from __future__ import annotations
 
+import struct
 from typing import Final
 
 from .constants import TPM_ST
@@ -23,10 +24,12 @@ __all__ = [
 
 #: tag + size + responseCode (or commandCode).
 HEADER_SIZE: Final = 10
+_HEADER = struct.Struct(">HII")
+"""tag (2) || size (4) || responseCode or commandCode (4)."""
 
 
 def response_header(tag: int, size: int, rc: int) -> bytes:
-    return int(tag).to_bytes(2, "big") + size.to_bytes(4, "big") + int(rc).to_bytes(4, "big")
+    return _HEADER.pack(tag, size, rc)
 
 
 def error_response(rc: int, tag: int = TPM_ST.NO_SESSIONS) -> bytes:
@@ -54,4 +57,6 @@ def command_code(command: bytes) -> int | None:
     It sits where a response has its responseCode; a separate name keeps
     callers from reading "response" where they handle a command.
     """
-    return response_code(command)
+    if len(command) < HEADER_SIZE:
+        return None
+    return int.from_bytes(command[6:HEADER_SIZE], "big")

@@ -91,7 +91,9 @@ def _handles(engine, start: int) -> list[tuple[int, int]]:
     elif kind == TPM_HT.NV_INDEX:
         found = nv_handles(engine)
     else:
-        raise TpmError(TPM_RC.VALUE, f"handle type 0x{kind:02x}", at="property")
+        # TPM_RC_HANDLE, not VALUE: the property names a handle range (Part 3 TPM2_GetCapability
+        # reference code; libtpms alike).
+        raise TpmError(TPM_RC.HANDLE, f"handle type 0x{kind:02x}", at="property")
     return [(h, h) for h in sorted(found) if h >> HR_SHIFT == kind]
 
 
@@ -130,6 +132,8 @@ def _curves(engine, start: int):
 
 
 def _auth_policies(engine, start: int):
+    if start >> HR_SHIFT != TPM_HT.PERMANENT:
+        raise TpmError(TPM_RC.VALUE, f"0x{start:08x} is not a permanent handle", at="property")
     policies = {h: hierarchy_policy(engine, h) for h in AUTH_SLOTS}
     return [
         (
@@ -175,7 +179,10 @@ CAPABILITIES: dict[int, tuple[Callable[[Any, int], list], int]] = {
 )
 def get_capability(ctx, capability: int, property: int, propertyCount: int):
     if capability == TPM_CAP.PCRS:
-        # The whole allocation is always returned; property and count do not apply.
+        # The whole allocation is always returned; the count does not apply and the property is
+        # reserved: it shall be zero (Part 3, TPM2_GetCapability, TPM_CAP_PCRS; libtpms alike).
+        if property != 0:
+            raise TpmError(TPM_RC.VALUE, f"TPM_CAP_PCRS property 0x{property:x} is not zero", at="property")
         banks = ctx.engine.permanent.pcr_allocation
         data = [
             TPMS_PCR_SELECTION(hash=alg, pcrSelect=selection_bytes(banks.get(alg, []), PCR_SELECT_MAX))

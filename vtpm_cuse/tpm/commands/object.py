@@ -23,7 +23,7 @@ from ..hierarchy import hierarchy_enabled
 from ..keys import CURVES, cancel_checkpoint, check_binding, create_object
 from ..marshal import Reader
 from ..object_rules import adjust_auth, create_checks, public_checks, scheme_checks
-from ..objects import LoadedObject, hierarchy_name, load, object_name, qualified_name, require_free_slot
+from ..objects import LoadedObject, load, object_name, qualified_name, require_free_slot
 from ..persistent import find_object
 from ..protection import credential_to_secret, secret_to_credential, unwrap_sensitive, wrap_sensitive
 from ..secret_exchange import IDENTITY_LABEL, decrypt_secret, encrypt_secret
@@ -38,6 +38,7 @@ from ..types import (
     TPM2B_NAME,
     TPM2B_PRIVATE,
     TPM2B_PUBLIC,
+    TPM2B_PUBLIC_PLUS,
     TPM2B_SENSITIVE_CREATE,
     TPM2B_SENSITIVE_DATA,
     TPM2B_SENSITIVE_OR_EMPTY,
@@ -299,7 +300,7 @@ def activate_credential(ctx, activateHandle: int, keyHandle: int, credentialBlob
     activated = loaded_object(ctx, activateHandle, at="activateHandle")
     key = credential_key(ctx, keyHandle, at="keyHandle")
     with errors_at("secret"):
-        seed = decrypt_secret(key, IDENTITY_LABEL, secret)
+        seed = decrypt_secret(key, IDENTITY_LABEL, secret, exact_ecc_codes=True)
     with errors_at("credentialBlob"):
         cert_info = credential_to_secret(key, activated.name, seed, credentialBlob)
     return ctx.response(certInfo=cert_info)
@@ -414,7 +415,7 @@ def _check_external_binding(area, sensitive) -> None:
     TPM_CC.LoadExternal,
     params=[
         ("inPrivate", TPM2B_SENSITIVE_OR_EMPTY),
-        ("inPublic", TPM2B_PUBLIC),
+        ("inPublic", TPM2B_PUBLIC_PLUS),
         ("hierarchy", TPMI_RH_HIERARCHY.plus()),
     ],
     response_handles=[H("objectHandle", TPM_HANDLE)],
@@ -443,14 +444,17 @@ def load_external(ctx, inPrivate, inPublic, hierarchy: int):
     if inPrivate is not None:
         with errors_at("inPrivate"):
             _check_external_private(inPublic, inPrivate)
-        with errors_at("inPublic"):
-            _check_external_binding(inPublic, inPrivate)
+        # Unplaced, as the reference code and libtpms answer it: the mismatch is between the two
+        # parameters, not in either (Part 3 12.3 lists TPM_RC_BINDING without a parameter).
+        _check_external_binding(inPublic, inPrivate)
     public = TPMT_PUBLIC.pack(inPublic)
     name = object_name(inPublic.nameAlg, public)
     obj = LoadedObject(
         public=public,
         hierarchy=hierarchy,
-        qualified_name=qualified_name(inPublic.nameAlg, hierarchy_name(hierarchy), name),
+        # An external object has no parent to qualify its Name with: its Qualified Name is its
+        # Name, whatever the hierarchy (TPM 2.0 Part 4, ObjectSetLoadedAttributes; libtpms alike).
+        qualified_name=name,
         auth_value=inPrivate.authValue if inPrivate is not None else b"",
         seed_value=inPrivate.seedValue if inPrivate is not None else b"",
         sensitive=inPrivate.sensitive if inPrivate is not None else b"",

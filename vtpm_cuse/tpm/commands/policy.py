@@ -166,6 +166,13 @@ def policy_name_hash(ctx, policySession: int, nameHash: bytes):
 @command(TPM_CC.PolicyTemplate, handles=[POLICY_SESSION], params=[("templateHash", TPM2B_DIGEST)])
 def policy_template(ctx, policySession: int, templateHash: bytes):
     session = policy_session(ctx, policySession)
+    policy = session.policy
+    if policy.command_hash_kind == CommandHashKind.TEMPLATE and not hmac.compare_digest(
+        policy.command_hash, templateHash
+    ):
+        # Another template digest than the one the session holds is TPM_RC_VALUE at templateHash;
+        # another kind of command digest is TPM_RC_CPHASH (Part 3, 23.21; libtpms alike).
+        raise TpmError(TPM_RC.VALUE, "the session is bound to another template digest", at="templateHash")
     # The reference TPM checks the binding before the size.
     check_command_hash(session, CommandHashKind.TEMPLATE, templateHash, repeatable=True)
     require_digest_size(session, templateHash, "templateHash")

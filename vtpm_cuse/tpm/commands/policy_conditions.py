@@ -63,13 +63,15 @@ def policy_nv(ctx, authHandle: int, nvIndex: int, policySession: int, operandB: 
 @command(TPM_CC.PolicyCounterTimer, handles=[POLICY_SESSION], params=_COMPARISON)
 def policy_counter_timer(ctx, policySession: int, operandB: bytes, offset: int, operation: int):
     session = policy_session(ctx, policySession)
+    # The bounds are checked for a trial session too: a policy naming octets outside
+    # TPMS_TIME_INFO could never be satisfied (Part 3, 23.10; libtpms alike).
+    info = TPMS_TIME_INFO.pack(time_info(ctx.engine))
+    if offset > len(info):
+        raise TpmError(TPM_RC.VALUE, f"offset {offset} beyond TPMS_TIME_INFO's {len(info)} octets", at="offset")
+    if offset + len(operandB) > len(info):
+        # Unlike PolicyNV's TPM_RC_SIZE at operandB, the reference answers a bare TPM_RC_RANGE.
+        raise TpmError(TPM_RC.RANGE, f"{len(operandB)} octets at {offset} exceed TPMS_TIME_INFO's {len(info)}")
     if not session.is_trial:
-        info = TPMS_TIME_INFO.pack(time_info(ctx.engine))
-        if offset > len(info):
-            raise TpmError(TPM_RC.VALUE, f"offset {offset} beyond TPMS_TIME_INFO's {len(info)} octets", at="offset")
-        if offset + len(operandB) > len(info):
-            # Unlike PolicyNV's TPM_RC_SIZE at operandB, the reference answers a bare TPM_RC_RANGE.
-            raise TpmError(TPM_RC.RANGE, f"{len(operandB)} octets at {offset} exceed TPMS_TIME_INFO's {len(info)}")
         require_condition(info, offset, operandB, operation)
     extend(session, TPM_CC.PolicyCounterTimer, _args(session, operandB, offset, operation))
 

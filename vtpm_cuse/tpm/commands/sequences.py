@@ -84,7 +84,8 @@ def _sequence(ctx, handle: int, *, event: bool | None = None) -> SequenceObject:
     """The sequence at ``handle`` (every sequence command names it sequenceHandle)."""
     seq = ctx.engine.volatile.sequences.get(handle)
     if seq is None:
-        raise TpmError(TPM_RC.HANDLE, "not a sequence object", at="sequenceHandle")
+        # A loaded object that is no sequence: TPM_RC_MODE (Part 3, 17.4-17.6; libtpms alike).
+        raise TpmError(TPM_RC.MODE, f"0x{handle:08x} is not a sequence object", at="sequenceHandle")
     if event is not None and (seq.hash_alg == TPM_ALG.NULL) != event:
         raise TpmError(TPM_RC.MODE, "wrong kind of sequence", at="sequenceHandle")
     return seq

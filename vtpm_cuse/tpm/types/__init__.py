@@ -191,6 +191,7 @@ from .pcr import (
 from .public import (
     TPM2B_ECC_POINT,
     TPM2B_PUBLIC,
+    TPM2B_PUBLIC_PLUS,
     TPM2B_SENSITIVE_CREATE,
     TPMA_OBJECT,
     TPMS_ECC_PARMS,

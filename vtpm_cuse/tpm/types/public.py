@@ -7,7 +7,7 @@ session commands; they are declared here once.
 from __future__ import annotations
 
 from ..constants import TPM_ALG
-from ..marshal import UINT32, Attributes, SizedStruct, Struct, U, Union
+from ..marshal import UINT32, Attributes, Field, SizedStruct, Struct, U, Union
 from .buffers import (
     TPM2B_AUTH,
     TPM2B_DIGEST,
@@ -33,6 +33,7 @@ from .interfaces import (
 __all__ = [
     "TPM2B_ECC_POINT",
     "TPM2B_PUBLIC",
+    "TPM2B_PUBLIC_PLUS",
     "TPM2B_SENSITIVE_CREATE",
     "TPMA_OBJECT",
     "TPMS_ECC_PARMS",
@@ -192,7 +193,17 @@ TPMT_PUBLIC = Struct(
         U("unique", TPMU_PUBLIC_ID, "type"),
     ],
 )
-TPM2B_PUBLIC = SizedStruct("TPM2B_PUBLIC", TPMT_PUBLIC)
+#: TPM2B_PUBLIC+ (TPM2_LoadExternal's inPublic): nameAlg may be TPM_ALG_NULL.
+TPM2B_PUBLIC_PLUS = SizedStruct("TPM2B_PUBLIC", TPMT_PUBLIC)
+#: TPM2B_PUBLIC everywhere else (Create, CreatePrimary, Load, Import, and every output): TPMT_PUBLIC
+#: without "+", so nameAlg TPM_ALG_NULL is TPM_RC_HASH when it is unmarshalled, before any other
+#: check of the area (Part 2, TPMT_PUBLIC; libtpms alike).  The values are TPMT_PUBLIC's.
+_TPMT_PUBLIC_NAMED = Struct(
+    "TPMT_PUBLIC",
+    [Field(f.name, TPMI_ALG_HASH if f.name == "nameAlg" else f.type, f.selector) for f in TPMT_PUBLIC.fields],
+)
+_TPMT_PUBLIC_NAMED.cls = TPMT_PUBLIC.cls
+TPM2B_PUBLIC = SizedStruct("TPM2B_PUBLIC", _TPMT_PUBLIC_NAMED)
 
 TPMS_SENSITIVE_CREATE = Struct("TPMS_SENSITIVE_CREATE", [("userAuth", TPM2B_AUTH), ("data", TPM2B_SENSITIVE_DATA)])
 TPM2B_SENSITIVE_CREATE = SizedStruct("TPM2B_SENSITIVE_CREATE", TPMS_SENSITIVE_CREATE)
