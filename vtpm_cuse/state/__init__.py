@@ -14,8 +14,7 @@ Modules:
 * :mod:`.store`       -- DirectoryStore, tying it all together
 """
 
-import importlib
-from typing import Any
+from ..lazy_exports import lazy_exports
 
 #: public name -> the module that defines it.  Loaded when first used (PEP 562), so that
 #: the daemon's option parsing (``.optionstring``, ``.tpmstate``, ``.errors``) does not
@@ -61,11 +60,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _DEFINED_IN:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_DEFINED_IN[name], __name__), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _DEFINED_IN, __all__)

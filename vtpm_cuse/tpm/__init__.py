@@ -10,8 +10,7 @@ imported from the module that defines it.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy_exports import lazy_exports
 
 __all__ = ["COMMANDS", "TPM_RC", "CommandTable", "Engine", "StateBlobError", "TpmError"]
 
@@ -26,11 +25,4 @@ _DEFINED_IN = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _DEFINED_IN:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_DEFINED_IN[name], __name__), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _DEFINED_IN, __all__)
