@@ -13,7 +13,11 @@ Why the figures are stable on a busy machine: the three measurements of a comman
 calls each, and every column is the median of the per-round means, so a burst of
 load hits all three alike and is voted out.
 
-Usage: python scripts/bench_engine.py [--rounds N] [--batch N]
+``--pin CPU`` puts swtpm and this process on one CPU: on this 2-CPU VM a wake-up
+across CPUs costs ~20 us and made swtpm's round trip vary 15-80 us between runs, more
+than libtpms' whole engine time, so unpinned ``libtpms`` figures can be noise.
+
+Usage: python scripts/bench_engine.py [--rounds N] [--batch N] [--pin CPU]
 """
 
 from __future__ import annotations
@@ -69,12 +73,13 @@ def response_code(response: bytes) -> int:
 class Swtpm:
     """``swtpm socket --tpm2`` with its data channel on a Unix socket (no loopback TCP stack)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, pin: list[str]) -> None:
         if shutil.which("swtpm") is None:
             raise SystemExit("swtpm is not installed (apt-get install swtpm)")
         path = directory / "data.sock"
         self.proc = subprocess.Popen(
             [
+                *pin,
                 "swtpm",
                 "socket",
                 "--tpm2",
@@ -147,12 +152,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=41, help="interleaved rounds per command (median over them)")
     parser.add_argument("--batch", type=int, default=200, help="calls per measurement in a round")
+    parser.add_argument("--pin", type=int, metavar="CPU", help="run swtpm and this process on this CPU only")
     args = parser.parse_args()
+    pin = [] if args.pin is None else ["taskset", "-c", str(args.pin)]
+    if args.pin is not None:
+        os.sched_setaffinity(0, {args.pin})
     engine = Engine()
     check("engine", "Startup", engine.execute(STARTUP), TPM_RC.SUCCESS)
     rows = {name: Row() for name in COMMANDS}
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
-        swtpm = Swtpm(Path(tmp))
+        swtpm = Swtpm(Path(tmp), pin)
         try:
             check("swtpm", "Startup", swtpm.execute_until_done(STARTUP), TPM_RC.SUCCESS)
             for name, cmd in COMMANDS.items():

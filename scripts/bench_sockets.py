@@ -14,7 +14,14 @@ Debian's ``swtpm socket --tpm2`` side by side on free loopback ports, and measur
 * memory: VmRSS and RssAnon of the idle daemon and after ``--memory-commands``
   more commands (growth would show a leak).
 
-Usage: python scripts/bench_sockets.py [--count N] [--bytes B] [--baseline DIR]
+``--floor`` adds scripts/transport_floor.py, a Python server that answers without
+any TPM work: the least a Python process costs per command on this transport, so
+the ratios split ours into interpreter floor and TPM.  ``--pin CPU`` runs every
+server and this client on that one CPU: on this 2-CPU VM a wake-up across CPUs
+costs ~20 us, and where the scheduler put the two ends made unpinned runs of the
+same tree differ by 2x (42 vs 67-86 us).
+
+Usage: python scripts/bench_sockets.py [--count N] [--bytes B] [--baseline DIR] [--floor] [--pin CPU]
 """
 
 from __future__ import annotations
@@ -193,18 +200,29 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds the round trips are split into")
     parser.add_argument("--starts", type=int, default=5, help="launches per start-up measurement")
     parser.add_argument("--memory-commands", type=int, default=100_000, help="commands between memory readings")
+    parser.add_argument("--floor", action="store_true", help="also run the Python transport floor (no TPM work)")
+    parser.add_argument("--pin", type=int, metavar="CPU", help="run the servers and this client on this CPU only")
     args = parser.parse_args()
     if shutil.which("swtpm") is None:
         print("swtpm is not installed (apt-get install swtpm)", file=sys.stderr)
         return 1
     command = get_random(args.bytes)
-    daemon = [sys.executable, "-m", "vtpm_cuse.cli.daemon", "socket"]
+    pin = [] if args.pin is None else ["taskset", "-c", str(args.pin)]
+    if args.pin is not None:
+        os.sched_setaffinity(0, {args.pin})
+    daemon = [*pin, sys.executable, "-m", "vtpm_cuse.cli.daemon", "socket"]
     with tempfile.TemporaryDirectory(prefix="bench-sockets-") as tmp:
         servers = [Server("vtpm-cuse", daemon, Path(tmp) / "vtpm-cuse")]
         if args.baseline is not None:
             env = dict(os.environ, PYTHONPATH=str(args.baseline.resolve()))
             servers.append(Server("before", daemon, Path(tmp) / "before", env=env, cwd=args.baseline.resolve()))
-        servers.append(Server("swtpm", ["swtpm", "socket"], Path(tmp) / "swtpm"))
+        if args.floor:
+            servers.append(
+                Server(
+                    "floor", [*pin, sys.executable, str(REPO / "scripts" / "transport_floor.py")], Path(tmp) / "floor"
+                )
+            )
+        servers.append(Server("swtpm", [*pin, "swtpm", "socket"], Path(tmp) / "swtpm"))
         for server in servers:
             server.state.mkdir()
         results: dict[tuple[str, str], list[float]] = {}
@@ -247,7 +265,8 @@ def main() -> int:
                 server.stop()
     print(
         f"TPM2_GetRandom({args.bytes}) round trips, {args.count} per measurement in {args.rounds} interleaved rounds,"
-        f" loopback TCP; load average {os.getloadavg()[0]:.2f}"
+        f" loopback TCP; {f'all on CPU {args.pin}' if args.pin is not None else 'unpinned'};"
+        f" load average {os.getloadavg()[0]:.2f}"
     )
     print(f"{'server':<10} {'mode':<11} {'mean us':>9} {'median us':>10} {'p99 us':>9} {'cmds/s':>9}")
     for (name, mode), times in results.items():
@@ -263,6 +282,9 @@ def main() -> int:
         for name in names:
             ours = statistics.median(results[(name, mode)])
             print(f"ratio {name}/swtpm ({mode}, median): {ours / theirs:.2f}x")
+            if args.floor and name != "floor":
+                floor = statistics.median(results[("floor", mode)])
+                print(f"ratio {name}/floor ({mode}, median): {ours / floor:.2f}x")
     print(f"start-up, median of {args.starts} (exec -> ctrl socket connectable / -> first GetRandom answered):")
     for name, (listening, first) in startup.items():
         print(f"  {name:<10} listen {listening * 1e3:7.1f} ms   first cmd {first * 1e3:7.1f} ms")
