@@ -14,6 +14,10 @@ A target that crashes before its time is up is restarted on its grown corpus (at
 ``--restarts`` times), so an unattended long run keeps fuzzing after a first finding.
 ``--jobs J`` runs J processes: up to J targets side by side and, when there are fewer
 targets than J, J // targets workers per target sharing its corpus.
+SIGINT or SIGTERM ends the run early: the workers are interrupted (libFuzzer's "run
+interrupted", not a finding), nothing is restarted, and the figures so far are printed.
+Each worker run gets its own scratch directory for the targets' state (``VTPM_FUZZ_SCRATCH``,
+:mod:`tests.fuzz.scratch`), removed when the run ends however it ended.
 Printed per target: executions, exec/s, libFuzzer's cov/ft, corpus size, and every
 crash/timeout/oom artifact.  Exit status 1 when anything was found, 2 on a usage error.
 """
@@ -24,6 +28,8 @@ import argparse
 import dataclasses
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,11 +43,43 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.fuzz import harness  # noqa: E402
+from tests.fuzz.scratch import SCRATCH_ENV  # noqa: E402
 
 _STATS = re.compile(r"^#(\d+)\s+\S+\s+cov: (\d+) ft: (\d+)(?: corp: (\d+)/\S+)?.*?(?:exec/s: (\d+))?")
 _DONE = re.compile(r"^Done (\d+) runs in (\d+) second")
 _ARTIFACT = re.compile(r"(?:Test unit written to|artifact_prefix='[^']*'; Test unit written to) (\S+)")
 _KINDS = ("crash", "timeout", "oom", "leak", "slow-unit")
+_INTERRUPTED = "libFuzzer: run interrupted"
+"""What libFuzzer prints when a signal stops it (it then exits 72)."""
+
+
+class _Stop:
+    """The run's end on SIGINT/SIGTERM: no more restarts, and the live workers interrupted."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self._lock = threading.Lock()
+        self._live: set[subprocess.Popen[str]] = set()
+
+    def track(self, proc: subprocess.Popen[str]) -> None:
+        with self._lock:
+            self._live.add(proc)
+            if self.requested.is_set():
+                proc.send_signal(signal.SIGINT)
+
+    def untrack(self, proc: subprocess.Popen[str]) -> None:
+        with self._lock:
+            self._live.discard(proc)
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        self.requested.set()
+        with self._lock:
+            for proc in self._live:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+
+
+STOP = _Stop()
 
 
 @dataclasses.dataclass
@@ -56,6 +94,7 @@ class Result:
     corpus: int = 0
     artifacts: list[str] = dataclasses.field(default_factory=list)
     errors: list[str] = dataclasses.field(default_factory=list)
+    interrupted: bool = False
 
     @property
     def found(self) -> list[str]:
@@ -69,7 +108,7 @@ class Result:
         )
         found = "".join(f"\n  {kind_of(a)}: {a}" for a in self.artifacts)
         errors = "".join(f"\n  error: {e}" for e in self.errors)
-        return head + (found or ", nothing found") + errors
+        return head + (found or ", nothing found") + (" (interrupted)" if self.interrupted else "") + errors
 
 
 def kind_of(artifact: str) -> str:
@@ -94,10 +133,20 @@ def _libfuzzer_flags(info: harness.TargetInfo, seconds: float, runs: int | None,
 def _run_once(name: str, workdir: Path, flags: list[str], log, result: Result) -> int:
     """One atheris subprocess; parse its output into ``result`` as it streams."""
     cmd = [sys.executable, "-m", "tests.fuzz.harness", "--target", name, "--corpus", str(workdir / "corpus"), "--"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
+    scratch = tempfile.mkdtemp(prefix=f"vtpm-fuzz-{name}-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]), **{SCRATCH_ENV: scratch})
+    try:
+        return _watch(cmd + flags, env, log, result)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _watch(argv: list[str], env: dict[str, str], log, result: Result) -> int:
     started = time.monotonic()
     # (atheris prints a failing input's traceback on stdout, libFuzzer its reports on stderr)
-    proc = subprocess.Popen(cmd + flags, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    STOP.track(proc)
+    found_before = len(result.artifacts)
     base = result.executions
     assert proc.stdout is not None
     tail: list[str] = []
@@ -115,10 +164,15 @@ def _run_once(name: str, workdir: Path, flags: list[str], log, result: Result) -
             fuzzing_seconds = float(m.group(2))
         elif m := _ARTIFACT.search(line):
             result.artifacts.append(m.group(1))
+        elif _INTERRUPTED in line:
+            result.interrupted = True
     rc = proc.wait()
+    STOP.untrack(proc)
+    if STOP.requested.is_set() and len(result.artifacts) == found_before:
+        result.interrupted = True  # libFuzzer's "run interrupted" (72) or atheris' KeyboardInterrupt (130)
     # libFuzzer's own time (start-up and instrumentation excluded) when it reported one.
     result.seconds += fuzzing_seconds if fuzzing_seconds is not None else time.monotonic() - started
-    if rc != 0 and not result.artifacts:
+    if rc != 0 and not result.artifacts and not result.interrupted:
         result.errors.append(f"worker exited {rc} without an artifact; last output:\n" + "".join(tail[-15:]))
     return rc
 
@@ -132,7 +186,9 @@ def _worker(name: str, args: argparse.Namespace, workdir: Path, index: int) -> R
     with open(workdir / ("fuzz.log" if index == 0 else f"fuzz-{index}.log"), "a") as log:
         for attempt in range(args.restarts + 1):
             remaining = deadline - time.monotonic()
-            if attempt and (remaining < 2 or (args.runs is not None and result.executions >= args.runs)):
+            if STOP.requested.is_set() or (
+                attempt and (remaining < 2 or (args.runs is not None and result.executions >= args.runs))
+            ):
                 break
             runs = None if args.runs is None else args.runs - result.executions
             flags = _libfuzzer_flags(info, remaining, runs, args.rss_limit_mb, artifacts)
@@ -156,6 +212,7 @@ def fuzz_target(name: str, args: argparse.Namespace, out: Path, workers: int = 1
         ft=max(p.ft for p in parts),
         artifacts=[a for p in parts for a in p.artifacts],
         errors=[e for p in parts for e in p.errors],
+        interrupted=any(p.interrupted for p in parts),
     )
     corpus = workdir / "corpus"
     result.corpus = sum(1 for _ in corpus.iterdir()) if corpus.is_dir() else 0
@@ -206,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.replay is not None:
         return replay(args.target, args.replay)
     names = harness.discover_targets() if args.target == "all" else [args.target]
+    signal.signal(signal.SIGINT, STOP)
+    signal.signal(signal.SIGTERM, STOP)
     # --jobs processes in all: targets side by side, and the jobs left over as more workers per target.
     workers = max(1, args.jobs // len(names))
     with tempfile.TemporaryDirectory(prefix="vtpm-fuzz-") as scratch:
@@ -219,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
             return result
 
         with ThreadPoolExecutor(max_workers=min(args.jobs, len(names))) as pool:
-            results = list(pool.map(one, names))
+            results = list(
+                pool.map(lambda name: Result(name, interrupted=True) if STOP.requested.is_set() else one(name), names)
+            )
         if args.corpus_out is None and any(r.found or r.errors for r in results):
             print("fuzz: artifacts are lost with the scratch directory; pass --corpus-out to keep them")
     total = sum(r.executions for r in results)

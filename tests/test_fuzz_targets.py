@@ -10,8 +10,10 @@ crash, timeout or OOM.  The long runs are ``scripts/fuzz.py --target all --secon
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,31 @@ def test_replay_runs_one_input():
         cwd=harness.REPO,
     )
     assert proc.returncode == 0 and "passes" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_sigterm_ends_a_run_cleanly(tmp_path):
+    """A long run stopped with SIGTERM: the workers are interrupted, not restarted, the
+    interruption is no finding (exit 0), and their scratch directories are gone."""
+    log = tmp_path / "out" / "options" / "fuzz.log"
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--target", "options", "--seconds", "120", "--corpus-out", str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=harness.REPO,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (log.exists() and re.search(r"^#\d+", log.read_text(), re.MULTILINE)):
+            assert time.monotonic() < deadline and proc.poll() is None, "the worker never started fuzzing"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, output
+    assert re.search(r"^options: \d+ executions .*nothing found \(interrupted\)$", output, re.MULTILINE), output
+    assert "clean" in output.splitlines()[-1], output
+    assert not list(Path("/dev/shm").glob("vtpm-fuzz-options-*")), "a worker's scratch directory was left behind"

@@ -33,17 +33,13 @@ Oracles:
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
-import os
 import shutil
 import socket
 import struct
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Final
 
 import trio
@@ -76,6 +72,7 @@ from ioctl_defs import (
 )
 from tests.fuzz.logged_errors import no_internal_errors, unwrapped
 from tests.fuzz.records import Record, decode, encode
+from tests.fuzz.scratch import scratch_dir
 from vtpm_cuse.sockets import ctrl_framing
 from vtpm_cuse.sockets.ctrl_channel import ControlChannel
 from vtpm_cuse.vtpm import Vtpm, fatal_error_response
@@ -96,8 +93,7 @@ GET_RANDOM_8: Final = bytes.fromhex("80010000000c0000017b0008")
 
 _WORKER = Worker("fuzz-vtpm-worker")
 """One worker thread for all inputs (a Worker's thread outlives its Vtpm by 30 s)."""
-_STATE_ROOT = Path(tempfile.mkdtemp(prefix="fuzz-control-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
-atexit.register(shutil.rmtree, _STATE_ROOT, ignore_errors=True)
+_STATE_ROOT = scratch_dir("fuzz-control-")
 
 
 # --- oracles on the structs -------------------------------------------------------------------

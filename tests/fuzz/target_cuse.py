@@ -30,16 +30,13 @@ Oracles (the reply model is <linux/fuse.h>'s, written out here from the header):
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import os
 import shutil
 import struct
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final
 
 import trio
@@ -90,6 +87,7 @@ from tests.cuse_peer import (
 )
 from tests.fuzz.logged_errors import no_internal_errors, unwrapped
 from tests.fuzz.records import Record, decode, encode
+from tests.fuzz.scratch import scratch_dir
 from vtpm_cuse.cuse.session import CuseOptions
 from vtpm_cuse.device import READABLE, WRITABLE, VtpmDevice
 from vtpm_cuse.vtpm import Vtpm, fatal_error_response
@@ -118,8 +116,7 @@ STARTUP_CLEAR: Final = bytes.fromhex("80010000000c000001440000")
 
 _WORKER = Worker("fuzz-vtpm-worker")
 """One worker thread for all inputs (a Worker's thread outlives its Vtpm by 30 s)."""
-_STATE_ROOT = Path(tempfile.mkdtemp(prefix="fuzz-cuse-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
-atexit.register(shutil.rmtree, _STATE_ROOT, ignore_errors=True)
+_STATE_ROOT = scratch_dir("fuzz-cuse-")
 
 
 # --- the reply model ------------------------------------------------------------------------------

@@ -31,20 +31,16 @@ Shutdown(STATE), in every form, encrypted and not.
 
 from __future__ import annotations
 
-import atexit
 import enum
 import functools
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Final
 
 from tests.fuzz.harness import ensure_paths
 from tests.fuzz.records import decode, encode
+from tests.fuzz.scratch import scratch_dir
 
 ensure_paths()
 
@@ -91,19 +87,13 @@ PROBES: Final = (
 )
 
 
-def _scratch() -> Path:
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    return Path(tempfile.mkdtemp(prefix="vtpm-fuzz-state-", dir=base))
-
-
 class _Stores:
     """One state directory per process, with and without keys."""
 
     def __init__(self) -> None:
-        self.directory = _scratch()
+        self.directory = scratch_dir("vtpm-fuzz-state-")
         self.plain = DirectoryStore(self.directory, lock=False)
         self.keyed = DirectoryStore(self.directory, lock=False, file_key=STATE_KEY, migration_key=MIGRATION_KEY)
-        atexit.register(shutil.rmtree, self.directory, ignore_errors=True)
 
     def get(self, keyed: bool) -> DirectoryStore:
         return self.keyed if keyed else self.plain
