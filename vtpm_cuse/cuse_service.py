@@ -17,7 +17,8 @@ from typing import Any
 
 import trio
 
-from .cuse.session import CUSE_PATH, CuseOptions, serve_cuse
+from .cuse.handshake import CUSE_PATH, CuseOptions, Handshake
+from .cuse.session import serve_cuse
 from .device import VtpmDevice
 from .vtpm import Vtpm
 
@@ -35,8 +36,11 @@ async def serve_vtpm_device(
     *,
     ready: Callable[[], None] = lambda: None,
     cuse_path: str = CUSE_PATH,
+    opened: tuple[int, Handshake] | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """``opened``: the channel, opened and handshaken before the heavy imports (the daemon);
+    without it ``cuse_path`` is opened here."""
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         # The node appears first and the TPM starts behind it (requests wait for that),
@@ -53,7 +57,7 @@ async def serve_vtpm_device(
 
         async def serve(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
             try:
-                await serve_cuse(device, options, cuse_path=cuse_path, task_status=task_status)
+                await serve_cuse(device, options, cuse_path=cuse_path, opened=opened, task_status=task_status)
             finally:
                 stop.set()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from .tpm.constants import MAX_LOCALITY
+from .tpm.limits import MAX_LOCALITY
 
 
 class StartupMode(enum.Enum):

@@ -381,10 +381,13 @@ class Vtpm:
         changed is written to the store before the response is returned.
         """
         command = bytes(command)
-        answer = self.execute_inline(command)
+        code = command_code(command)
+        answer = self._answer_without_engine(command, code)
+        if answer is None:
+            assert code is not None
+            answer = self._try_inline(command, code)
         if answer is not None:
             return answer
-        code = command_code(command)
         assert code is not None
         return await self.run_on_worker(lambda: self._execute_blocking(command, code))
 
@@ -394,35 +397,40 @@ class Vtpm:
         :meth:`Worker.try_run_inline`); else None and nothing happened. Callable from
         the event loop and from the CUSE data thread (it only takes the turn if free)."""
         command = bytes(command)
-        answer = self._answer_without_engine(command)
+        code = command_code(command)
+        answer = self._answer_without_engine(command, code)
         if answer is not None:
             return answer
-        code = command_code(command)
         assert code is not None
-        if not self._runs_inline(code):
-            return None
-        done = self._worker.try_run_inline(lambda: self._execute_blocking(command, code))
-        return None if done is None else done.unwrap()
+        return self._try_inline(command, code)
 
     def execute_here(self, command: bytes) -> bytes:
         """:meth:`execute` for a thread that may block (the socket data thread): the
         command runs on the calling thread, in turn with the worker's jobs."""
         command = bytes(command)
-        answer = self._answer_without_engine(command)
+        code = command_code(command)
+        answer = self._answer_without_engine(command, code)
         if answer is not None:
             return answer
-        return self._worker.run_here(self._execute_blocking, command, command_code(command))
+        return self._worker.run_here(self._execute_blocking, command, code)
 
-    def _answer_without_engine(self, command: bytes) -> bytes | None:
-        """The answers that need no engine: stopped TPM, less than a header, vendor SET_LOCALITY."""
+    def _answer_without_engine(self, command: bytes, code: int | None) -> bytes | None:
+        """The answers that need no engine: stopped TPM, less than a header (``code`` is
+        None), vendor SET_LOCALITY. None means the engine must run it (``code`` is set)."""
         if self.engine is None:
             return fatal_error_response()
-        code = command_code(command)
         if code is None:
             return error_response(TPM_RC.INSUFFICIENT)
         if code == TPM2_CC_SET_LOCALITY:
             return self._vendor_set_locality(command)
         return None
+
+    def _try_inline(self, command: bytes, code: int) -> bytes | None:
+        """The command run on this thread if it is short and the turn is free, else None."""
+        if not self._runs_inline(code):
+            return None
+        done = self._worker.try_run_inline(lambda: self._execute_blocking(command, code))
+        return None if done is None else done.unwrap()
 
     def _runs_inline(self, code: int) -> bool:
         """Whether the command is known to be short, so the event loop may run it itself.

@@ -31,14 +31,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from vtpm_cuse import __version__
 from vtpm_cuse.sockets.endpoints import EndpointError, OpenedEndpoint, open_endpoint
 from vtpm_cuse.state.errors import OptionError, StateError
 from vtpm_cuse.state.tpmstate import resolve_tpmstate
-from vtpm_cuse.tpm.constants import DEFAULT_OBJECT_SLOTS, MAX_LOADED_OBJECTS
+from vtpm_cuse.tpm.limits import DEFAULT_OBJECT_SLOTS, MAX_LOADED_OBJECTS
 
+from . import startup_gc
 from .arguments import add_mode_arguments
 from .exit_codes import ExitCode
 from .modes import Mode
@@ -55,9 +56,9 @@ from .options import (
 from .process import Daemonizer, configure_logging, notify_systemd
 from .seccomp import SeccompError
 from .startup import CommonSettings, parse_common, print_requested
-from .vtpm_proxy import ProxyControl, VtpmProxyError
 
 if TYPE_CHECKING:
+    from vtpm_cuse.cuse.handshake import CuseOptions, Handshake
     from vtpm_cuse.state.crypto import StateKey
     from vtpm_cuse.vtpm import Vtpm
 
@@ -74,8 +75,33 @@ class UsageError(Exception):
     """A command-line problem; printed as one line, exit status 1."""
 
 
+def _terminal_columns() -> int:
+    """What ``shutil.get_terminal_size().columns`` answers (COLUMNS, the terminal, 80)."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter with its default width found without importing shutil: argparse
+    makes a formatter for every add_argument, and shutil (with bz2, lzma) cost ~2.7 ms of
+    every start before the sockets were open (scripts/bench_startup.py)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None):
+        super().__init__(prog, indent_increment, max_help_position, _terminal_columns() - 2 if width is None else width)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse prints usage plus the error; swtpm-style tools print one line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message}")
@@ -279,6 +305,7 @@ def run_socket(args: argparse.Namespace) -> int:
             ctrl.description if ctrl else "none",
         )
         notify_systemd("READY=1")
+        startup_gc.resume()
         daemonizer.ready()
 
     try:
@@ -310,14 +337,8 @@ def _add_cuse_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cuse(args: argparse.Namespace) -> int:
-    # The node appears only once the CUSE session (trio) answers the kernel's CUSE_INIT,
-    # so this mode has nothing to open before the serving side is imported.
-    import trio
-
-    from vtpm_cuse.cancel_fifo import CancelFifo, CancelFifoError, serve_with_cancel_fifo
+    from vtpm_cuse.cuse.handshake import CUSE_PATH, CuseOptions, handshake_blocking, open_channel
     from vtpm_cuse.cuse.protocol import CuseProtocolError
-    from vtpm_cuse.cuse.session import CUSE_PATH, CuseOptions
-    from vtpm_cuse.cuse_service import serve_vtpm_device
 
     if args.version:
         print(f"TPM emulator CUSE interface ({PROGRAM}) version {__version__}")
@@ -331,7 +352,6 @@ def run_cuse(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"{PROGRAM} cuse: {exc}") from None
     common = parse_common(args, Mode.CUSE)
-    pid_file = common.pid_file
     resolve_tpmstate(args.tpmstate)
     node = os.path.join(DEV_DIR, options.name)
     if os.path.lexists(node):
@@ -339,6 +359,35 @@ def run_cuse(args: argparse.Namespace) -> int:
     if not os.path.exists(CUSE_PATH):
         raise UsageError(f"{PROGRAM} cuse: {CUSE_PATH} does not exist: this kernel has no CUSE (modprobe cuse)")
     configure_logging(common.log)
+    # The node, as the socket modes' listeners, comes before the heavy imports: CUSE_INIT
+    # is answered here without trio and the kernel queues OPEN and the rest meanwhile.
+    try:
+        fd = open_channel(CUSE_PATH)
+    except OSError as exc:
+        print(f"{PROGRAM} cuse: /dev/{options.name}: {exc}", file=sys.stderr)
+        return ExitCode.FAILURE
+    try:
+        try:
+            handshake = handshake_blocking(fd, options)
+        except (OSError, CuseProtocolError) as exc:
+            print(f"{PROGRAM} cuse: /dev/{options.name}: {exc}", file=sys.stderr)
+            return ExitCode.FAILURE
+        return _serve_cuse(args, common, options, (fd, handshake))
+    finally:
+        os.close(fd)  # removes the node
+
+
+def _serve_cuse(
+    args: argparse.Namespace, common: CommonSettings, options: CuseOptions, opened: tuple[int, Handshake]
+) -> int:
+    """The rest of ``cuse``, once /dev/NAME exists: import the serving side, build the TPM, serve."""
+    import trio
+
+    from vtpm_cuse.cancel_fifo import CancelFifo, CancelFifoError, serve_with_cancel_fifo
+    from vtpm_cuse.cuse.protocol import CuseProtocolError
+    from vtpm_cuse.cuse_service import serve_vtpm_device
+
+    pid_file = common.pid_file
     common.enter_chroot()
     vtpm = _build_vtpm(args, common, StateKeys.load(args))
     cancel_fifo = CancelFifo(args.cancel_fifo) if args.cancel_fifo else None
@@ -357,9 +406,10 @@ def run_cuse(args: argparse.Namespace) -> int:
             pid_file.write()
         common.drop_privileges()
         notify_systemd("READY=1")
+        startup_gc.resume()
         daemonizer.ready()
 
-    serve = functools.partial(serve_vtpm_device, vtpm, options, ready=ready)
+    serve = functools.partial(serve_vtpm_device, vtpm, options, ready=ready, opened=opened)
     if cancel_fifo is not None:
         serve = functools.partial(serve_with_cancel_fifo, cancel_fifo, vtpm.cancel, serve)
     try:
@@ -403,7 +453,12 @@ def _open_chardev(source: str, args: argparse.Namespace) -> Callable[[], tuple[i
     """Open the command source now (errors reach the terminal); the returned callable gives
     ``(fd, description)`` once the TPM runs (the vTPM proxy device is created only then)."""
     if source == "vtpm_proxy":
-        control = ProxyControl.open()
+        from .vtpm_proxy import ProxyControl, VtpmProxyError  # only this source needs it
+
+        try:
+            control = ProxyControl.open()
+        except VtpmProxyError as exc:  # the message names --vtpm-proxy and the device
+            raise CliOptionError(str(exc)) from None
 
         def create() -> tuple[int, str]:
             proxy = control.create()
@@ -467,12 +522,15 @@ def run_chardev(args: argparse.Namespace) -> int:
         if common.pid_file is not None:
             common.pid_file.write()
         notify_systemd("READY=1")
+        startup_gc.resume()
         daemonizer.ready()
 
     try:
         trio.run(functools.partial(serve_chardev, vtpm, config, ready=ready))
     except Exception as exc:
         cause = _sole_cause(exc)
+        from .vtpm_proxy import VtpmProxyError  # loaded by now when the source is a proxy
+
         if not isinstance(cause, (OSError, StateError, VtpmProxyError)):
             raise
         print(f"{PROGRAM} chardev: {cause}", file=sys.stderr)
@@ -557,7 +615,7 @@ def run(argv: Sequence[str]) -> int:
     except StateError as exc:
         print(f"{PROGRAM}: cannot start the TPM: {exc}", file=sys.stderr)
         return ExitCode.FAILURE
-    except (SeccompError, VtpmProxyError) as exc:
+    except SeccompError as exc:
         print(f"{PROGRAM}: {exc}", file=sys.stderr)
         return ExitCode.FAILURE
 
@@ -566,6 +624,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     # The daemon skips the engine's import-time declaration check (tests keep it):
     # see vtpm_cuse.tpm.declaration_check.
     os.environ.setdefault("VTPM_CUSE_DECLARATION_CHECK", "0")
+    startup_gc.pause()  # until it serves: see .startup_gc
     sys.exit(run(sys.argv[1:] if argv is None else argv))
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
+from . import startup_gc
 from .proctitle import reexec_with_name_last
 
 
 def main() -> NoReturn:
     reexec_with_name_last(sys.argv[1:])
+    startup_gc.pause()  # before the daemon's imports: see .startup_gc
     from .daemon import main as daemon_main
 
     daemon_main(sys.argv[1:])

@@ -32,7 +32,7 @@ from vtpm_cuse.sockets.endpoints import (
 )
 from vtpm_cuse.state.errors import OptionError
 from vtpm_cuse.state.optionstring import parse_bool, parse_mode, parse_option_string
-from vtpm_cuse.tpm.constants import MAX_LOADED_OBJECTS
+from vtpm_cuse.tpm.limits import MAX_LOADED_OBJECTS
 
 __all__ = [
     "CliOptionError",

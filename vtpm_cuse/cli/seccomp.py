@@ -24,9 +24,7 @@ elsewhere a requested filter is an error rather than silently absent.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import platform
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -77,7 +75,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "x86_64": Architecture(0xC000003E, 317, dict(zip(DENIED_SYSCALLS, _X86_64, strict=True)), 0x40000000),
     "aarch64": Architecture(0xC00000B7, 277, dict(zip(DENIED_SYSCALLS, _GENERIC, strict=True))),
 }
-"""``platform.machine()`` -> ABI description."""
+"""``uname -m`` -> ABI description."""
 
 
 class _Bpf(IntEnum):
@@ -110,11 +108,11 @@ def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
 
 
 def supported(machine: str | None = None) -> bool:
-    return (machine or platform.machine()) in ARCHITECTURES
+    return (machine or os.uname().machine) in ARCHITECTURES
 
 
 def _architecture(machine: str | None) -> Architecture:
-    name = machine or platform.machine()
+    name = machine or os.uname().machine
     try:
         return ARCHITECTURES[name]
     except KeyError:
@@ -147,10 +145,6 @@ def build_filter(action: SeccompAction, machine: str | None = None) -> bytes:
     return b"".join(program)
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
 def install_filter(action: SeccompAction, machine: str | None = None) -> bool:
     """Install the filter for every thread of this process; False for ``none``.
 
@@ -161,13 +155,18 @@ def install_filter(action: SeccompAction, machine: str | None = None) -> bool:
         return False
     arch = _architecture(machine)
     program = build_filter(action, machine)
-    import ctypes.util  # subprocess and friends: imported when the filter is installed, not at start-up
+    # ctypes (and ctypes.util's subprocess): imported when the filter is installed, not at start-up.
+    import ctypes
+    import ctypes.util
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise SeccompError(f"--seccomp: prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(ctypes.get_errno())}")
     buffer = ctypes.create_string_buffer(program, len(program))
-    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    fprog = SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
     result = libc.syscall(
         ctypes.c_long(arch.seccomp_nr),
         ctypes.c_uint(_SECCOMP_SET_MODE_FILTER),

@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 def print_requested(args: argparse.Namespace, mode: Mode) -> str | None:
     """The document a ``--print-*`` option asks for, or None to go on and serve."""
+    if not (args.print_capabilities or args.print_profiles or args.print_info is not None or args.print_states):
+        return None
     from . import info  # json and the feature tables: only for the documents
 
     if args.print_capabilities:

@@ -25,7 +25,6 @@ import collections
 import errno
 import logging
 import os
-import re
 import select
 import struct
 import threading
@@ -36,16 +35,19 @@ from typing import Any
 import trio
 
 from .device import CuseDevice
-from .ioc import IOC_SIZE_MAX
+from .handshake import (
+    CHANNEL_GONE,
+    CUSE_PATH,
+    CuseOptions,
+    Handshake,
+    HandshakeError,
+    answer_init,
+    log_device_up,
+    open_channel,
+    probe_after_reply,
+)
 from .protocol import (
-    CUSE_MIN_KERNEL_MINOR,
-    FUSE_KERNEL_MINOR_VERSION,
-    FUSE_KERNEL_VERSION,
-    FUSE_MIN_READ_BUFFER,
-    KERNEL_MIN_IO_SIZE,
     MAX_REPLY_ERRNO,
-    CuseInitIn,
-    CuseInitOut,
     CuseProtocolError,
     FlushIn,
     FsyncFlags,
@@ -71,7 +73,6 @@ from .protocol import (
     WireStruct,
     WriteIn,
     WriteOut,
-    encode_devinfo,
     encode_error,
     encode_notify,
     encode_reply,
@@ -80,8 +81,6 @@ from .protocol import (
 )
 
 log = logging.getLogger(__name__)
-
-_DEVNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:+@-]*")
 
 MAX_IDLE_WORKERS = 8
 """Request workers kept waiting for work; more are started while requests block."""
@@ -112,61 +111,17 @@ _WRITE_REPLY = _reply_layout(WriteOut)
 _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
 _WRITABLE = select.POLLOUT | select.POLLHUP | select.POLLERR
 
-_CHANNEL_GONE = frozenset({errno.ENODEV, errno.ECONNABORTED, errno.EPIPE, errno.ECONNRESET, errno.EBADF})
-"""Errors on the channel fd that mean the peer is gone: the session ends."""
-
-
-@dataclass(frozen=True)
-class CuseOptions:
-    """What the CUSE_INIT reply tells the kernel about the device."""
-
-    name: str
-    """Device name: the node appears as /dev/<name>."""
-    dev_major: int = 0
-    """0 lets the kernel pick a free major."""
-    dev_minor: int = 0
-    max_read: int = 131072
-    """Largest READ request; one read() syscall is split into requests of this size."""
-    max_write: int = 131072
-    """Largest WRITE request; also sizes our receive buffer."""
-
-    def __post_init__(self) -> None:
-        if not _DEVNAME.fullmatch(self.name) or len(self.name) > 200:
-            raise ValueError(
-                f"device name {self.name!r} must be 1-200 characters of letters, digits and "
-                "_.:+@- (it becomes /dev/<name>) and must not start with '.' or '-'"
-            )
-        if not 0 <= self.dev_major < (1 << 12):
-            raise ValueError(f"dev_major {self.dev_major} is outside 0..4095")
-        if not 0 <= self.dev_minor < (1 << 20):
-            raise ValueError(f"dev_minor {self.dev_minor} is outside 0..1048575")
-        for what, value in (("max_read", self.max_read), ("max_write", self.max_write)):
-            if not 0 < value < (1 << 31):
-                raise ValueError(f"{what} {value} is outside 1..2**31-1")
-
-    @property
-    def devinfo(self) -> bytes:
-        return encode_devinfo({"DEVNAME": self.name})
-
-    @property
-    def read_buffer_size(self) -> int:
-        """Bytes per read of the channel. The kernel refuses smaller reads with EINVAL
-        (fs/fuse/dev.c) and fails requests that do not fit with EIO, so it covers the
-        biggest WRITE (after the kernel's raise to 4096) and the biggest ioctl input."""
-        effective_max_write = max(self.max_write, KERNEL_MIN_IO_SIZE)
-        return max(
-            FUSE_MIN_READ_BUFFER,
-            InHeader.SIZE + WriteIn.SIZE + effective_max_write,
-            InHeader.SIZE + IoctlIn.SIZE + IOC_SIZE_MAX,
-        )
-
 
 class CuseSession:
     """Serves ``device`` on the channel ``fd``. The session does not own ``fd``:
     whoever opened it closes it (see :func:`serve_cuse`)."""
 
-    def __init__(self, fd: int, device: CuseDevice, options: CuseOptions) -> None:
+    def __init__(
+        self, fd: int, device: CuseDevice, options: CuseOptions, *, handshake: Handshake | None = None
+    ) -> None:
+        """``handshake``: the channel has had its CUSE_INIT already (:func:`.handshake.handshake_blocking`)."""
         self.fd = fd
+        self._handshaken = handshake
         self.device = device
         self.options = options
         self.kernel_version: tuple[int, int] | None = None
@@ -216,7 +171,9 @@ class CuseSession:
         os.set_blocking(self.fd, False)
         destroy_request: Request | None = None
         try:
-            await self._handshake()
+            handshake = self._handshaken or await self._handshake()
+            self.kernel_version, self.protocol_minor = handshake.kernel_version, handshake.protocol_minor
+            self._pending = handshake.pending
             task_status.started(self)
             async with trio.open_nursery() as nursery:
                 self._start_data_thread()
@@ -258,53 +215,18 @@ class CuseSession:
         os.close(self._stop_w)
         self._stop_r = self._stop_w = -1
 
-    async def _handshake(self) -> None:
-        first = await self._receive()
-        if first is None:
-            raise CuseProtocolError("channel closed before CUSE_INIT")
-        request = parse_request(first)
-        if request.opcode != Opcode.CUSE_INIT or not isinstance(request.body, CuseInitIn):
-            await self._send(encode_error(request.unique, errno.EPROTO))
-            raise CuseProtocolError(f"expected CUSE_INIT first, got {opcode_name(request.header.opcode)}")
-        offer = request.body
-        self.kernel_version = (offer.major, offer.minor)
-        if offer.major != FUSE_KERNEL_VERSION or offer.minor < CUSE_MIN_KERNEL_MINOR:
-            await self._send(encode_error(request.unique, errno.EPROTO))
-            raise CuseProtocolError(
-                f"kernel offers FUSE protocol {offer.major}.{offer.minor}; "
-                f"CUSE needs {FUSE_KERNEL_VERSION}.{CUSE_MIN_KERNEL_MINOR} or newer"
-            )
-        self.protocol_minor = min(offer.minor, FUSE_KERNEL_MINOR_VERSION)
-        reply = CuseInitOut(
-            major=FUSE_KERNEL_VERSION,
-            minor=self.protocol_minor,
-            unused=0,
-            flags=0,  # restricted ioctls: transfers follow the _IOC bits, no RETRY dance
-            max_read=self.options.max_read,
-            max_write=self.options.max_write,
-            dev_major=self.options.dev_major,
-            dev_minor=self.options.dev_minor,
-        )
-        await self._send(encode_reply(request.unique, reply, self.options.devinfo))
-        # The kernel processes the reply inside our write(): it either created the
-        # device or aborted the connection (e.g. the name is taken), which the next
-        # read reports as ENODEV. Probe once so that failure surfaces here.
+    async def _handshake(self) -> Handshake:
+        """CUSE_INIT on trio, for a channel that has not had it (see :mod:`.handshake`)."""
         try:
-            self._pending = self._try_read()
-        except OSError as exc:
-            if exc.errno in _CHANNEL_GONE:
-                raise CuseProtocolError(
-                    f"the kernel refused device {self.options.name!r} "
-                    f"(is /dev/{self.options.name} already taken?): {exc}"
-                ) from exc
+            reply, kernel_version, minor = answer_init(await self._receive(), self.options)
+        except HandshakeError as exc:
+            if exc.reply is not None:
+                await self._send(exc.reply)
             raise
-        log.info(
-            "CUSE device %r up (kernel protocol %d.%d, replied 7.%d)",
-            self.options.name,
-            offer.major,
-            offer.minor,
-            self.protocol_minor,
-        )
+        await self._send(reply)
+        handshake = Handshake(kernel_version, minor, probe_after_reply(self._try_read, self.options))
+        log_device_up(self.options, handshake)
+        return handshake
 
     # --- channel I/O --------------------------------------------------------------------
 
@@ -335,7 +257,7 @@ class CuseSession:
             try:
                 message = self._try_read()
             except OSError as exc:
-                if exc.errno in _CHANNEL_GONE:
+                if exc.errno in CHANNEL_GONE:
                     log.info("device %r: channel closed (%s)", self.options.name, exc)
                     return None
                 raise
@@ -377,7 +299,7 @@ class CuseSession:
             except InterruptedError:
                 continue
             except OSError as exc:
-                if exc.errno in _CHANNEL_GONE:
+                if exc.errno in CHANNEL_GONE:
                     log.info("device %r: channel closed while replying (%s)", self.options.name, exc)
                     self._hand_over(_ChannelEnd())
                     return True
@@ -427,7 +349,7 @@ class CuseSession:
             except OSError as exc:
                 if exc.errno == errno.ENOENT:
                     continue  # the request vanished before it was copied out; next
-                if exc.errno not in _CHANNEL_GONE:
+                if exc.errno not in CHANNEL_GONE:
                     raise
                 log.info("device %r: channel closed (%s)", self.options.name, exc)
                 self._hand_over(_ChannelEnd())
@@ -766,28 +688,23 @@ def _check_fh(fh: object) -> None:
         raise _DeviceBug(f"open returned file handle {fh!r}, not an int in 0..2**64-1")
 
 
-CUSE_PATH = "/dev/cuse"
-
-
 async def serve_cuse(
     device: CuseDevice,
     options: CuseOptions,
     *,
     cuse_path: str = CUSE_PATH,
+    opened: tuple[int, Handshake] | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Open ``cuse_path``, serve ``device`` as /dev/<options.name> until cancelled or the
     kernel ends the channel, then close it, which removes the device node.
+    ``opened``: a channel opened and handshaken already; its opener closes it.
     ``task_status.started(session)`` fires once the node exists."""
+    fd, handshake = opened if opened is not None else (open_channel(cuse_path), None)
     try:
-        fd = os.open(cuse_path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            errno.ENOENT, f"{cuse_path} does not exist: this kernel has no CUSE (modprobe cuse?)", cuse_path
-        ) from None
-    try:
-        session = CuseSession(fd, device, options)
+        session = CuseSession(fd, device, options, handshake=handshake)
         await session.run(task_status=task_status)
     finally:
         trio.lowlevel.notify_closing(fd)
-        os.close(fd)
+        if opened is None:
+            os.close(fd)

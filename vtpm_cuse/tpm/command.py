@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
 from .constants import TPM_CC, TPMA_CC, TPMA_CC_CHANDLES_SHIFT, TPMA_CC_COMMAND_INDEX_MASK
-from .declaration_check import check_handler_body
+from .declaration_check import check_handler_body, declaration_checks_enabled
 from .errors import Area
 from .marshal import Field, Sized, Struct, TpmType
 
@@ -89,8 +90,6 @@ class Command:
     cancelable: bool = False
     #: handle/parameter name -> (area, 1-based number): how ``TpmError(at=name)`` is placed.
     positions: dict[str, tuple[Area, int]] = dataclasses.field(init=False, repr=False)
-    #: The dataclass the handler returns (``ctx.response(...)`` builds one).
-    Response: type = dataclasses.field(init=False, repr=False)
     #: The Response's fields: response handles, then response parameters.
     output_names: tuple[str, ...] = dataclasses.field(init=False, repr=False)
 
@@ -101,9 +100,15 @@ class Command:
         self.positions = {field_name: (area, number) for field_name, area, number in named}
         out = [h.name for h in self.response_handles] + [f.name for f in self.response.fields]
         _require_unique(self.name, out)
-        self.Response = _response_type(self.name, out)
         self.output_names = tuple(out)
-        _check_signature(self)
+        if declaration_checks_enabled():
+            _check_signature(self)
+
+    @functools.cached_property
+    def Response(self) -> type:  # noqa: N802 -- a class, named like one
+        """The dataclass the handler returns (``ctx.response(...)`` builds one); made on
+        first use, as every command's is otherwise part of each daemon start."""
+        return _response_type(self.name, list(self.output_names))
 
     @property
     def name(self) -> str:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import enum
 
+from .limits import DEFAULT_OBJECT_SLOTS as DEFAULT_OBJECT_SLOTS  # re-exported: the engine reads them here
+from .limits import MAX_LOADED_OBJECTS as MAX_LOADED_OBJECTS
+from .limits import MAX_LOCALITY
+
 
 class TPM_ST(enum.IntEnum):
     """Structure tags (Part 2, table TPM_ST)."""
@@ -516,8 +520,6 @@ class TPMA_CC(enum.IntFlag):
 
 TPMA_CC_CHANDLES_SHIFT = 25
 
-#: Localities 0-4 (PC Client); TPMA_LOCALITY values from 32 up name one extended locality.
-MAX_LOCALITY = 4
 EXTENDED_LOCALITY_MIN = 32
 
 
@@ -575,12 +577,6 @@ MAX_NV_BUFFER_SIZE = 1024
 MAX_NV_INDEX_SIZE = 2048
 MAX_LOADED_SESSIONS = 3
 MAX_ACTIVE_SESSIONS = 64
-#: The most transient object slots an engine may be configured with (Engine(max_objects=...),
-#: --object-slots); it bounds TRANSIENT_FIRST..TRANSIENT_LAST of TPMI_DH_OBJECT.
-MAX_LOADED_OBJECTS = 255
-#: Transient slots unless configured otherwise: enough for tpm2-tools run without a resource
-#: manager (libtpms has 3, which such a run exhausts quickly).
-DEFAULT_OBJECT_SLOTS = 32
 HASH_COUNT = 4
 MAX_SESSION_NUMBER = 3
 #: Dictionary-attack parameters of a new TPM and after TPM2_Clear (libtpms' defaults):

@@ -18,7 +18,7 @@ when the command runs, and a wrong one is an internal error the tests see.
 Where no source is available (a frozen build) there is nothing to read and
 only the run-time checks apply.
 
-Reading every handler's source costs 20-60 ms, a tenth of the daemon's start-up,
+Reading every handler's source (and its signature) costs 20-60 ms, a tenth of the daemon's start-up,
 for a check whose findings are developers' mistakes: the daemon switches it off
 (``VTPM_CUSE_DECLARATION_CHECK=0`` in its own environment, before the engine is
 imported), so it runs wherever the engine is imported otherwise -- the tests, which
@@ -50,9 +50,15 @@ ERRORS_AT = "errors_at"
 RESPONSE_METHOD = "response"
 
 
+def declaration_checks_enabled() -> bool:
+    """Whether declarations are checked against their handlers (here and the handler's
+    signature in :mod:`.command`): everywhere but in the daemon, which switches them off."""
+    return os.environ.get(ENV_SWITCH) != "0"
+
+
 def check_handler_body(cmd: Command) -> None:
     """Raise DeclarationError listing every literal name that the declaration lacks."""
-    if os.environ.get(ENV_SWITCH) == "0":
+    if not declaration_checks_enabled():
         return
     from .command import DeclarationError
 
