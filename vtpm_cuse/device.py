@@ -158,18 +158,26 @@ class VtpmDevice(CuseDevice):
                 self._poll_waiters.add(kh, notify_poll)
             return revents
 
+    def _takes_transfer(self, direction: TransferMode, verb: str) -> bool:
+        """Whether a state-blob transfer serves this ``verb`` (a read continues a GET, a
+        write a SET); a read or write against the transfer in progress ends it with EIO,
+        as swtpm does. False while no transfer runs."""
+        mode = self.transfer.mode
+        if mode is direction:
+            return True
+        if mode is not TransferMode.IDLE:
+            self.transfer.reset()
+            raise OSError(errno.EIO, f"{verb} during a {mode.name}_STATEBLOB transfer")
+        return False
+
     def read_now(self, fh: int, size: int, nonblock: bool) -> bytes | None:
         """None for a blocking read while a command runs or the TPM boots."""
         with self._lock:
             self._check(fh)
             if not self._booted.is_set():
                 return None
-            mode = self.transfer.mode
-            if mode is TransferMode.GET:
+            if self._takes_transfer(TransferMode.GET, "read"):
                 return self.transfer.read(size)
-            if mode is TransferMode.SET:
-                self.transfer.reset()
-                raise OSError(errno.EIO, "read during a SET_STATEBLOB transfer")
             if self._done is not None:
                 if nonblock:
                     raise OSError(errno.EAGAIN, "the TPM command is still executing")
@@ -189,12 +197,8 @@ class VtpmDevice(CuseDevice):
             self._check(fh)
             if not self._booted.is_set():
                 return None
-            mode = self.transfer.mode
-            if mode is TransferMode.SET:
+            if self._takes_transfer(TransferMode.SET, "write"):
                 return self.transfer.write(data)
-            if mode is TransferMode.GET:
-                self.transfer.reset()
-                raise OSError(errno.EIO, "write during a GET_STATEBLOB transfer")
             if self._done is not None:
                 raise OSError(errno.EBUSY, "a TPM command is still executing")
             if self.vtpm.running and len(data) > self.vtpm.buffer_size:
