@@ -432,12 +432,8 @@ def _send_all(sock: socket.socket, data: bytes, timeout: float) -> bool:
 
     One send() is the whole job nearly always (a response fits the socket buffer); the
     deadline and the poll for writability are set up only when it was not."""
-    try:
-        sent = sock.send(data)
-    except (BlockingIOError, InterruptedError):
-        sent = 0
-    except OSError as exc:
-        log.info("data connection lost while answering: %s", exc)
+    sent = _send_once(sock, data)
+    if sent is None:
         return False
     if sent == len(data):
         return True
@@ -455,12 +451,20 @@ def _send_rest(sock: socket.socket, view: memoryview, timeout: float) -> bool:
             log.info("data client did not take its response within %.0f s; disconnecting", timeout)
             return False
         probe.poll(int(remaining * 1000) + 1)
-        try:
-            sent = sock.send(view)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            log.info("data connection lost while answering: %s", exc)
+        sent = _send_once(sock, view)
+        if sent is None:
             return False
         view = view[sent:]
     return True
+
+
+def _send_once(sock: socket.socket, data: bytes | memoryview) -> int | None:
+    """One non-blocking send(): the bytes it took (0 when the buffer is full), None when
+    the client is gone."""
+    try:
+        return sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        return 0
+    except OSError as exc:
+        log.info("data connection lost while answering: %s", exc)
+        return None
