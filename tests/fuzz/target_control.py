@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import shutil
 import socket
 import struct
 import threading
@@ -72,11 +71,10 @@ from ioctl_defs import (
 )
 from tests.fuzz.logged_errors import no_internal_errors, unwrapped
 from tests.fuzz.records import Record, decode, encode
-from tests.fuzz.scratch import scratch_dir
+from tests.fuzz.vtpm_inputs import GET_RANDOM_8, FreshVtpms, check_get_random_answer
 from vtpm_cuse.sockets import ctrl_framing
 from vtpm_cuse.sockets.ctrl_channel import ControlChannel
-from vtpm_cuse.vtpm import Vtpm, fatal_error_response
-from vtpm_cuse.worker import Worker
+from vtpm_cuse.vtpm import Vtpm
 
 __all__ = ["fuzz_one", "seeds"]
 
@@ -88,12 +86,8 @@ TIMEOUT_SECONDS: Final = 30
 INPUT_BOUND: Final = 20.0
 """Real seconds one input may take (its messages take milliseconds each, an INIT well under 1 s)."""
 _RESULT = struct.Struct(">I")
-_TPM_RC_FAILURE: Final = 0x101
-GET_RANDOM_8: Final = bytes.fromhex("80010000000c0000017b0008")
 
-_WORKER = Worker("fuzz-vtpm-worker")
-"""One worker thread for all inputs (a Worker's thread outlives its Vtpm by 30 s)."""
-_STATE_ROOT = scratch_dir("fuzz-control-")
+_VTPMS = FreshVtpms("fuzz-control-")
 
 
 # --- oracles on the structs -------------------------------------------------------------------
@@ -298,27 +292,11 @@ async def _exchange(vtpm: Vtpm, records: list[Record]) -> None:
 
 
 async def _check_tpm_answers(vtpm: Vtpm) -> None:
-    response = await vtpm.execute(GET_RANDOM_8)
-    assert len(response) >= 10, f"TPM response {response.hex()} is shorter than a header"
-    tag, size, code = struct.unpack_from(">HII", response)
-    assert size == len(response), f"TPM response size field {size} != {len(response)} bytes"
-    assert tag in (0x8001, 0x8002), f"TPM response tag {tag:#x}"
-    if vtpm.running:
-        assert code != _TPM_RC_FAILURE, f"the running TPM answers GetRandom with TPM_RC_FAILURE: {response.hex()}"
-    else:
-        assert response == fatal_error_response(), f"the stopped TPM answers {response.hex()}"
-
-
-def _fresh_vtpm() -> Vtpm:
-    state = _STATE_ROOT / "state"
-    shutil.rmtree(state, ignore_errors=True)
-    vtpm = Vtpm(state)
-    vtpm._worker = _WORKER  # one thread for all inputs (see _WORKER)
-    return vtpm
+    check_get_random_answer(await vtpm.execute(GET_RANDOM_8), vtpm)
 
 
 async def _run(records: list[Record]) -> None:
-    vtpm = _fresh_vtpm()
+    vtpm = _VTPMS.new()
     try:
         with _watchdog(INPUT_BOUND):
             await _exchange(vtpm, records)

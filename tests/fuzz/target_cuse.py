@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import struct
 from collections import defaultdict
 from collections.abc import Iterable
@@ -87,11 +86,10 @@ from tests.cuse_peer import (
 )
 from tests.fuzz.logged_errors import no_internal_errors, unwrapped
 from tests.fuzz.records import Record, decode, encode
-from tests.fuzz.scratch import scratch_dir
+from tests.fuzz.vtpm_inputs import GET_RANDOM_8, FreshVtpms, check_get_random_answer
 from vtpm_cuse.cuse.session import CuseOptions
 from vtpm_cuse.device import READABLE, WRITABLE, VtpmDevice
-from vtpm_cuse.vtpm import Vtpm, fatal_error_response
-from vtpm_cuse.worker import Worker
+from vtpm_cuse.vtpm import Vtpm
 
 __all__ = ["fuzz_one", "seeds"]
 
@@ -109,14 +107,10 @@ _NO_REPLY: Final = frozenset({OP_INTERRUPT, OP_FORGET, OP_BATCH_FORGET})
 """Requests the kernel never waits for an answer to (fuse_dev_do_write would refuse one)."""
 _UNIQUE = struct.Struct("=Q")
 _OPCODE = struct.Struct("=I")
-_TPM_RC_FAILURE: Final = 0x101
 _NOTIFY_POLL: Final = 1
-GET_RANDOM_8: Final = bytes.fromhex("80010000000c0000017b0008")
 STARTUP_CLEAR: Final = bytes.fromhex("80010000000c000001440000")
 
-_WORKER = Worker("fuzz-vtpm-worker")
-"""One worker thread for all inputs (a Worker's thread outlives its Vtpm by 30 s)."""
-_STATE_ROOT = scratch_dir("fuzz-cuse-")
+_VTPMS = FreshVtpms("fuzz-cuse-")
 
 
 # --- the reply model ------------------------------------------------------------------------------
@@ -329,14 +323,7 @@ async def _check_still_works(peer: _Peer, vtpm: Vtpm) -> None:
     assert reply.error == 0, f"WRITE of GetRandom fails with errno {-reply.error}"
     reply = await peer.call(OP_READ, READ_IN.pack(fh, 0, 4096, 0, 0, os.O_RDWR, 0))
     assert reply.error == 0, f"READ of the GetRandom response fails with errno {-reply.error}"
-    response = reply.body
-    assert len(response) >= 10, f"TPM response {response.hex()} is shorter than a header"
-    _tag, size, code = struct.unpack_from(">HII", response)
-    assert size == len(response), f"TPM response size field {size} != {len(response)} bytes"
-    if vtpm.running:
-        assert code != _TPM_RC_FAILURE, f"the running TPM answers GetRandom with TPM_RC_FAILURE: {response.hex()}"
-    else:
-        assert response == fatal_error_response(), f"the stopped TPM answers {response.hex()}"
+    check_get_random_answer(reply.body, vtpm)
 
 
 async def _serve_input(vtpm: Vtpm, records: list[Record]) -> None:
@@ -354,16 +341,8 @@ async def _serve_input(vtpm: Vtpm, records: list[Record]) -> None:
         background.cancel_scope.cancel()
 
 
-def _fresh_vtpm() -> Vtpm:
-    state = _STATE_ROOT / "state"
-    shutil.rmtree(state, ignore_errors=True)
-    vtpm = Vtpm(state)
-    vtpm._worker = _WORKER  # one thread for all inputs (see _WORKER)
-    return vtpm
-
-
 async def _run(records: list[Record]) -> None:
-    vtpm = _fresh_vtpm()
+    vtpm = _VTPMS.new()
     try:
         await _serve_input(vtpm, records)
     finally:
