@@ -9,15 +9,16 @@ rendering of the ABI rather than against itself.
 
 from __future__ import annotations
 
-import functools
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
+
+from tests.support.trio_run import trio_test as trio_test  # re-exported: the CUSE tests import it from here
 
 # fuse_in_header: len, opcode, unique, nodeid, uid, gid, pid, total_extlen, padding
 IN_HEADER = struct.Struct("=IIQQIIIHH")
@@ -221,13 +222,3 @@ async def cuse_server(device: Any, options: Any, *, kernel_minor: int = 38) -> A
     finally:
         server_sock.close()
         kernel_sock.close()
-
-
-def trio_test(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    """Run an async test function under trio.run (pytest-trio is not a dependency)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        trio.run(functools.partial(fn, *args, **kwargs))
-
-    return wrapper
