@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from support.net import free_port, recv_exact, tpm_roundtrip  # noqa: E402
+from support.net import free_port, is_listening, recv_exact, tpm_roundtrip  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STARTUP_CLEAR = bytes.fromhex("80010000000c000001440000")
@@ -90,14 +90,10 @@ class Server:
     def wait_connectable(self, port: int) -> None:
         assert self.proc is not None
         deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=5).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.name} did not start: {self.proc.stderr.read()!r}") from None
-                time.sleep(POLL_SECONDS)
+        while not is_listening(port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not start: {self.proc.stderr.read()!r}")
+            time.sleep(POLL_SECONDS)
 
     def start(self) -> None:
         self.spawn()

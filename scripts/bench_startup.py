@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from support.net import free_port, recv_exact, tpm_roundtrip  # noqa: E402
+from support.net import free_port, is_listening, recv_exact, tpm_roundtrip  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_SH = REPO / "scripts" / "cusevm" / "run.sh"
@@ -105,14 +105,6 @@ def _wait(condition: Callable[[], bool], proc: subprocess.Popen[bytes] | None, w
         time.sleep(POLL_SECONDS)
 
 
-def _connectable(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=START_TIMEOUT).close()
-    except OSError:
-        return False
-    return True
-
-
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -136,7 +128,7 @@ def start_socket(target: Target, state: Path) -> tuple[float, float, float, floa
     start = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=target.cwd, env=target.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait(lambda: _connectable(ctrl_port), proc, target.name)
+        _wait(lambda: is_listening(ctrl_port), proc, target.name)
         listening = time.perf_counter() - start
         listening_cpu = cpu_seconds(proc.pid)
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .net import free_port, free_port_pair, recv_exact, tpm_roundtrip  # noqa: F401 (re-exported)
+from .net import free_port, free_port_pair, is_listening, recv_exact, tpm_roundtrip  # noqa: F401 (re-exported)
 
 REPO = Path(__file__).resolve().parents[2]
 DAEMON = [sys.executable, "-m", "vtpm_cuse.cli.daemon"]
@@ -81,17 +81,22 @@ class Daemon:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"vtpm-cuse exited with {self.proc.returncode}: {self.proc.stderr.read()!r}")
-            try:
-                if isinstance(target, str):
-                    with socket.socket(socket.AF_UNIX) as s:
-                        s.connect(target)
-                else:
-                    socket.create_connection(("127.0.0.1", target), timeout=1).close()
+            if self._listening(target):
                 return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("vtpm-cuse did not start listening") from None
-                time.sleep(0.05)
+            if time.monotonic() > deadline:
+                raise RuntimeError("vtpm-cuse did not start listening")
+            time.sleep(0.05)
+
+    @staticmethod
+    def _listening(target: int | str) -> bool:
+        if isinstance(target, int):
+            return is_listening(target)
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(target)
+        except OSError:
+            return False
+        return True
 
     def _probe_target(self) -> int | str:
         # Probe the control channel: a probing data connection would count as

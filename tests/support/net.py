@@ -12,6 +12,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def is_listening(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something listens on ``host:port``.  A connect to a free port in the
+    ephemeral range can pick that same port as its source and "succeed" by TCP
+    simultaneous open, connected to itself: that is no listener (a daemon still
+    starting was once taken as ready this way, and its first client was refused)."""
+    try:
+        with socket.create_connection((host, port), timeout=1) as probe:
+            return probe.getsockname() != probe.getpeername()
+    except OSError:
+        return False
+
+
 def free_port_pair() -> tuple[int, int]:
     """Two consecutive free ports: tpm2-tss' swtpm TCTI expects control = data + 1."""
     for _ in range(100):
